@@ -1,0 +1,157 @@
+"""One settings object, read from the environment in one place.
+
+Every knob has a default that works on a developer's machine; production sets the environment.
+With ``DATABASE_URL`` / ``REDIS_URL`` unset the engine starts embedded servers under ``DISPATCHER_HOME``.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any
+
+from dispatcher.errors import ConfigurationError
+
+#: H3 resolution at which every resident's location is indexed (res 15 cells are ~0.9 m² wide).
+RESIDENT_CELL_RESOLUTION = 15
+#: Residents may respond to a request for this many days after publication.
+RESPONSE_WINDOW_DAYS = 60
+#: FCM keeps a message for at most four weeks.
+FCM_MAX_TTL_SECONDS = 28 * 24 * 3600
+#: firebase-admin refuses more than this many messages in one send_each call.
+FCM_MAX_BATCH = 500
+#: SendGrid v3 mail send accepts at most this many personalizations per call.
+SENDGRID_MAX_PERSONALIZATIONS = 1000
+#: Incident types that jump the queue and go out with high priority.
+URGENT_INCIDENT_TYPES = frozenset({"missing_person", "threat_to_safety"})
+
+
+def _env(name: str, default: str | None = None) -> str | None:
+    value = os.environ.get(name)
+    return value if value not in (None, "") else default
+
+
+def _env_int(name: str, default: int) -> int:
+    raw = _env(name)
+    if raw is None:
+        return default
+    try:
+        return int(raw)
+    except ValueError:
+        raise ConfigurationError(f"{name} must be an integer, got {raw!r}") from None
+
+
+def _env_float(name: str, default: float) -> float:
+    raw = _env(name)
+    if raw is None:
+        return default
+    try:
+        return float(raw)
+    except ValueError:
+        raise ConfigurationError(f"{name} must be a number, got {raw!r}") from None
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything the engine can be told; build it with :meth:`from_env`."""
+
+    #: PostgreSQL DSN; ``None`` means "start the embedded server".
+    database_url: str | None = None
+    #: Redis URL for the dramatiq broker and shared rate limits; ``None`` means embedded.
+    redis_url: str | None = None
+    #: Where embedded servers, sandbox records and demo files live.
+    home: Path = field(default_factory=lambda: Path(".dispatcher").resolve())
+
+    #: Service-account JSON for firebase-admin (as ``GOOGLE_APPLICATION_CREDENTIALS``).
+    fcm_credentials: str | None = None
+    #: Base URL of the FCM HTTP v1 API; the sandbox sets its own.
+    fcm_endpoint: str = "https://fcm.googleapis.com"
+    #: Messages per firebase-admin batch (at most 500).
+    push_batch_size: int = FCM_MAX_BATCH
+    #: Shared FCM quota, messages per minute per project.
+    push_rate_per_minute: int = 600_000
+
+    #: SendGrid API key.
+    sendgrid_api_key: str | None = None
+    #: Base URL of the SendGrid v3 API.
+    sendgrid_endpoint: str = "https://api.sendgrid.com"
+    #: Personalizations per mail send call (at most 1,000).
+    email_batch_size: int = SENDGRID_MAX_PERSONALIZATIONS
+    #: Shared SendGrid rate, recipients per minute.
+    email_rate_per_minute: int = 6_000_000
+    #: Sender address and name of every email.
+    email_from: str = "requests@dispatcher.invalid"
+    email_from_name: str = "Community Requests"
+    #: SendGrid unsubscribe group for Community Requests (0 means none).
+    sendgrid_unsubscribe_group: int = 0
+    #: Base of the deep links and buttons in notifications.
+    app_link_base: str = "https://app.dispatcher.invalid"
+    #: Where one-click unsubscribe requests go (List-Unsubscribe).
+    unsubscribe_url: str = "https://app.dispatcher.invalid/unsubscribe"
+
+    #: How long a fan-out worker owns a claimed batch before another may take it.
+    lease_seconds: int = 120
+    #: Largest area accepted, in vertices and in km².
+    max_area_vertices: int = 200_000
+    max_area_km2: float = 20_000.0
+
+    def with_(self, **changes: Any) -> Settings:
+        """A copy with some settings changed (settings are immutable)."""
+        return replace(self, **changes)
+
+    @classmethod
+    def from_env(cls) -> Settings:
+        """Read every setting from the environment, falling back to the defaults above."""
+        defaults = cls()
+        home = Path(_env("DISPATCHER_HOME", str(defaults.home)) or ".").resolve()
+        return cls(
+            database_url=_env("DATABASE_URL"),
+            redis_url=_env("REDIS_URL"),
+            home=home,
+            fcm_credentials=_env("FCM_CREDENTIALS", _env("GOOGLE_APPLICATION_CREDENTIALS")),
+            fcm_endpoint=_env("FCM_ENDPOINT", defaults.fcm_endpoint) or defaults.fcm_endpoint,
+            push_batch_size=min(_env_int("PUSH_BATCH_SIZE", defaults.push_batch_size), FCM_MAX_BATCH),
+            push_rate_per_minute=_env_int("PUSH_RATE_PER_MINUTE", defaults.push_rate_per_minute),
+            sendgrid_api_key=_env("SENDGRID_API_KEY"),
+            sendgrid_endpoint=_env("SENDGRID_ENDPOINT", defaults.sendgrid_endpoint)
+            or defaults.sendgrid_endpoint,
+            email_batch_size=min(
+                _env_int("EMAIL_BATCH_SIZE", defaults.email_batch_size), SENDGRID_MAX_PERSONALIZATIONS
+            ),
+            email_rate_per_minute=_env_int("EMAIL_RATE_PER_MINUTE", defaults.email_rate_per_minute),
+            email_from=_env("EMAIL_FROM", defaults.email_from) or defaults.email_from,
+            email_from_name=_env("EMAIL_FROM_NAME", defaults.email_from_name) or defaults.email_from_name,
+            sendgrid_unsubscribe_group=_env_int("SENDGRID_UNSUBSCRIBE_GROUP", 0),
+            app_link_base=_env("APP_LINK_BASE", defaults.app_link_base) or defaults.app_link_base,
+            unsubscribe_url=_env("UNSUBSCRIBE_URL", defaults.unsubscribe_url) or defaults.unsubscribe_url,
+            lease_seconds=_env_int("LEASE_SECONDS", defaults.lease_seconds),
+            max_area_vertices=_env_int("MAX_AREA_VERTICES", defaults.max_area_vertices),
+            max_area_km2=_env_float("MAX_AREA_KM2", defaults.max_area_km2),
+        )
+
+    def describe(self) -> dict[str, str]:
+        """Settings safe to print: secrets and credentials are masked."""
+        secret = {"sendgrid_api_key", "fcm_credentials", "database_url", "redis_url"}
+        shown: dict[str, str] = {}
+        for f in fields(self):
+            value = getattr(self, f.name)
+            shown[f.name] = "***" if f.name in secret and value else str(value)
+        return shown
+
+
+_current: Settings | None = None
+
+
+def get_settings() -> Settings:
+    """The process-wide settings, read from the environment on first use."""
+    global _current
+    if _current is None:
+        _current = Settings.from_env()
+    return _current
+
+
+def set_settings(settings: Settings | None) -> None:
+    """Replace the process-wide settings (the CLI and tests do this after starting servers)."""
+    global _current
+    _current = settings

@@ -1,0 +1,64 @@
+"""Every error the engine raises on purpose is a :class:`DispatcherError`.
+
+Each subclass names the problem, so a caller can catch exactly what it can handle and an operator can
+read the class name in a log line and know what went wrong.
+"""
+
+from __future__ import annotations
+
+
+class DispatcherError(Exception):
+    """Root of all errors raised by the engine."""
+
+
+class ConfigurationError(DispatcherError):
+    """A setting is missing or malformed."""
+
+
+class InvalidRequest(DispatcherError):
+    """A Community Request does not follow the contract; ``problems`` names each bad field."""
+
+    def __init__(self, problems: list[str]) -> None:
+        self.problems = problems
+        super().__init__("invalid Community Request: " + "; ".join(problems))
+
+
+class InvalidArea(InvalidRequest):
+    """A request's area is not a usable GeoJSON polygon or multipolygon."""
+
+    def __init__(self, problem: str) -> None:
+        super().__init__([f"area: {problem}"])
+        self.problem = problem
+
+
+class RequestConflict(DispatcherError):
+    """The same request id arrived with a different payload: published requests are immutable."""
+
+
+class RequestExpired(DispatcherError):
+    """The request's 60-day response window has ended; nothing more is sent for it."""
+
+
+class ProviderError(DispatcherError):
+    """A notification provider failed in a way that is worth retrying later."""
+
+    def __init__(self, message: str, retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+class ProviderQuotaExceeded(ProviderError):
+    """The provider says we are over its quota; every worker must slow down."""
+
+
+class ProviderRejected(DispatcherError):
+    """The provider refused a batch permanently (a 4xx other than 429); retrying will not help."""
+
+
+class ImportProblem(DispatcherError):
+    """A row of a resident import could not be loaded; carries its line number."""
+
+    def __init__(self, line: int, problem: str) -> None:
+        self.line = line
+        self.problem = problem
+        super().__init__(f"line {line}: {problem}")
