@@ -7,6 +7,7 @@ are reused by the next command that finds them; ``dispatcher embedded stop`` sto
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import shutil
 import subprocess
@@ -140,7 +141,5 @@ def stop_redis(folder: Path) -> None:
 
     socket_path = _socket_path(folder)
     if _ping(socket_path):
-        try:
+        with contextlib.suppress(redis.ConnectionError, OSError):
             redis.Redis(unix_socket_path=str(socket_path)).shutdown(nosave=True)
-        except (redis.ConnectionError, OSError):
-            pass

@@ -62,3 +62,19 @@ class ImportProblem(DispatcherError):
         self.line = line
         self.problem = problem
         super().__init__(f"line {line}: {problem}")
+
+
+class InvalidResidentUpdate(DispatcherError):
+    """A change to the resident index is malformed (a value out of range, a bad email); never retried."""
+
+
+class UnknownResident(DispatcherError):
+    """A change names a resident the index does not hold yet (its creation may still be on its way)."""
+
+
+class WebhookRejected(DispatcherError):
+    """An event webhook POST is unsigned, tampered with, stale or malformed; ``status`` is the HTTP answer."""
+
+    def __init__(self, message: str, status: int = 403) -> None:
+        super().__init__(message)
+        self.status = status

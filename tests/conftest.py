@@ -24,6 +24,14 @@ from dispatcher.embedded import ensure_services
 
 ROOT = Path(__file__).resolve().parent.parent
 
+# Servers first: modules that declare actors connect the broker to REDIS_URL when imported.
+_BASE = ensure_services(
+    Settings.from_env().with_(home=Path(os.environ.get("DISPATCHER_TEST_HOME", ROOT / ".dispatcher" / "test")))
+)
+os.environ["DATABASE_URL"] = _BASE.database_url or ""
+os.environ["REDIS_URL"] = _BASE.redis_url or ""
+set_settings(_BASE)
+
 TABLES = (
     "deliveries",
     "request_rejections",
@@ -44,8 +52,7 @@ def _with_database(url: str, dbname: str) -> str:
 @pytest.fixture(scope="session")
 def settings(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Settings]:
     """Settings pointing at a fresh test database and Redis, installed as the process settings."""
-    base = Settings.from_env().with_(home=Path(os.environ.get("DISPATCHER_TEST_HOME", ROOT / ".dispatcher" / "test")))
-    base = ensure_services(base)
+    base = _BASE
     assert base.database_url and base.redis_url
     dbname = f"dispatcher_test_{uuid.uuid4().hex[:10]}"
     with psycopg.connect(base.database_url, autocommit=True) as admin:
@@ -63,7 +70,7 @@ def settings(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Settings]:
         yield test_settings
     finally:
         close_pool()
-        set_settings(None)
+        set_settings(_BASE)
         with psycopg.connect(base.database_url, autocommit=True) as admin:
             admin.execute(f'DROP DATABASE IF EXISTS "{dbname}" WITH (FORCE)')
 

@@ -1,0 +1,142 @@
+"""Email through SendGrid v3 mail send, by the sendgrid library.
+
+Residents of one request are grouped by what makes their email differ (camera or not, time zone);
+each group is sent with one API call per at most 1,000 personalizations. A personalization carries
+the address, a one-click unsubscribe header and custom args with ids only (request and resident), so
+webhook events can be traced back to ledger rows without any personal data.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import urlencode
+
+from python_http_client import exceptions as http_errors
+from sendgrid import SendGridAPIClient
+
+from dispatcher.channels.content import EmailContent, email_content
+from dispatcher.config import SENDGRID_MAX_PERSONALIZATIONS, Settings
+from dispatcher.contract import CommunityRequest
+from dispatcher.errors import ConfigurationError
+from dispatcher.ledger import Outcome, Status
+
+
+@dataclass(frozen=True)
+class EmailTarget:
+    """One resident's address and what shapes their email."""
+
+    resident_id: int
+    email: str
+    time_zone: str
+    has_camera: bool
+
+
+@dataclass
+class EmailResult:
+    """What happened to one batch."""
+
+    outcomes: dict[int, Outcome] = field(default_factory=dict)
+    retry: list[int] = field(default_factory=list)
+    retry_after: float | None = None
+    quota_exceeded: bool = False
+    calls: int = 0
+
+
+def _reset_in_seconds(error: http_errors.HTTPError) -> float | None:
+    headers = error.headers or {}
+    reset = headers.get("X-RateLimit-Reset") or headers.get("x-ratelimit-reset")
+    if reset is None:
+        retry = headers.get("Retry-After") or headers.get("retry-after")
+        return float(retry) if retry else None
+    try:
+        return max(0.0, float(reset) - time.time())
+    except ValueError:
+        return None
+
+
+class EmailChannel:
+    """Sends Community Request emails through one SendGrid client configured from the settings."""
+
+    def __init__(self, settings: Settings) -> None:
+        if not settings.sendgrid_api_key:
+            raise ConfigurationError("SENDGRID_API_KEY is not configured")
+        self.settings = settings
+        self.client = SendGridAPIClient(settings.sendgrid_api_key, host=settings.sendgrid_endpoint.rstrip("/"))
+
+    def unsubscribe_link(self, resident_id: int, request_id: str) -> str:
+        """The one-click unsubscribe URL for one resident (ids only)."""
+        query = urlencode({"resident": resident_id, "request": request_id})
+        return f"{self.settings.unsubscribe_url}?{query}"
+
+    def _body(self, request: CommunityRequest, content: EmailContent,
+              group: Sequence[EmailTarget]) -> dict[str, Any]:
+        personalizations = [
+            {
+                "to": [{"email": t.email}],
+                "custom_args": {"request_id": request.id, "resident_id": str(t.resident_id)},
+                "headers": {
+                    "List-Unsubscribe": f"<{self.unsubscribe_link(t.resident_id, request.id)}>",
+                    "List-Unsubscribe-Post": "List-Unsubscribe=One-Click",
+                },
+            }
+            for t in group
+        ]
+        body: dict[str, Any] = {
+            "personalizations": personalizations,
+            "from": {"email": self.settings.email_from, "name": self.settings.email_from_name},
+            "reply_to": {"email": request.investigator.email, "name": request.investigator.name},
+            "subject": content.subject,
+            "content": [
+                {"type": "text/plain", "value": content.text},
+                {"type": "text/html", "value": content.html},
+            ],
+            "categories": ["community_request"],
+            "tracking_settings": {"click_tracking": {"enable": False}, "open_tracking": {"enable": False}},
+        }
+        if self.settings.sendgrid_unsubscribe_group:
+            body["asm"] = {"group_id": self.settings.sendgrid_unsubscribe_group}
+        return body
+
+    def send(self, request: CommunityRequest, targets: Sequence[EmailTarget]) -> EmailResult:
+        """Send to every target; one API call per group and at most 1,000 recipients."""
+        groups: dict[tuple[bool, str], list[EmailTarget]] = defaultdict(list)
+        for target in targets:
+            groups[(target.has_camera, target.time_zone)].append(target)
+        result = EmailResult()
+        size = min(self.settings.email_batch_size, SENDGRID_MAX_PERSONALIZATIONS)
+        for (camera, zone), members in groups.items():
+            content = email_content(request, has_camera=camera, time_zone=zone, settings=self.settings)
+            for start in range(0, len(members), size):
+                chunk = members[start:start + size]
+                self._send_chunk(request, content, chunk, result)
+        return result
+
+    def _send_chunk(self, request: CommunityRequest, content: EmailContent, chunk: Sequence[EmailTarget],
+                    result: EmailResult) -> None:
+        ids = [t.resident_id for t in chunk]
+        if result.quota_exceeded:
+            result.retry.extend(ids)
+            return
+        result.calls += 1
+        try:
+            self.client.client.mail.send.post(request_body=self._body(request, content, chunk))
+        except http_errors.TooManyRequestsError as error:
+            result.quota_exceeded = True
+            result.retry.extend(ids)
+            wait = _reset_in_seconds(error)
+            if wait is not None:
+                result.retry_after = max(result.retry_after or 0.0, wait)
+        except http_errors.HTTPError as error:
+            if error.status_code >= 500:
+                result.retry.extend(ids)
+            else:
+                reason = f"sendgrid_{error.status_code}"
+                result.outcomes.update({i: Outcome(Status.FAILED, reason) for i in ids})
+        except OSError:
+            result.retry.extend(ids)
+        else:
+            result.outcomes.update({i: Outcome(Status.SENT) for i in ids})

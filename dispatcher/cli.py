@@ -1,0 +1,203 @@
+"""`dispatcher ...`: a thin command line over the engine's modules.
+
+Each command parses its arguments, calls :func:`dispatcher.bootstrap.bootstrap`, and hands over to
+the module that does the work. Nothing here holds logic worth testing on its own.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+
+from dispatcher.errors import DispatcherError
+
+app = typer.Typer(help="Geospatial notification engine for Community Requests.", no_args_is_help=True,
+                  pretty_exceptions_enable=False)
+db_app = typer.Typer(help="Database schema.", no_args_is_help=True)
+residents_app = typer.Typer(help="The resident index.", no_args_is_help=True)
+contract_app = typer.Typer(help="The job contract.", no_args_is_help=True)
+embedded_app = typer.Typer(help="The embedded PostgreSQL and Redis.", no_args_is_help=True)
+app.add_typer(db_app, name="db")
+app.add_typer(residents_app, name="residents")
+app.add_typer(contract_app, name="contract")
+app.add_typer(embedded_app, name="embedded")
+
+console = Console()
+
+
+def _fail(error: Exception) -> None:
+    console.print(f"[bold red]error:[/] {error}")
+    raise typer.Exit(code=2)
+
+
+@db_app.command("migrate")
+def db_migrate() -> None:
+    """Apply pending SQL migrations."""
+    from dispatcher.bootstrap import bootstrap
+    from dispatcher.db import connect, migrate
+
+    bootstrap(run_migrations=False)
+    with connect() as conn:
+        applied = migrate(conn)
+    console.print(f"applied {len(applied)} migration(s): {', '.join(applied) or 'none pending'}")
+
+
+@app.command()
+def worker(
+    processes: Annotated[int, typer.Option(help="Worker processes.")] = 2,
+    threads: Annotated[int, typer.Option(help="Threads per process.")] = 8,
+    queues: Annotated[list[str] | None, typer.Option("--queue", help="Only these queues.")] = None,
+) -> None:
+    """Run dramatiq workers for every stage (requests, push, email, residents)."""
+    from dispatcher.bootstrap import bootstrap
+
+    bootstrap()
+    args = ["dramatiq", "dispatcher.worker_entry", "--processes", str(processes), "--threads", str(threads)]
+    for queue in queues or []:
+        args += ["--queues", queue]
+    from dramatiq.cli import main as dramatiq_main
+
+    sys.argv = args
+    raise typer.Exit(code=dramatiq_main())
+
+
+@app.command()
+def publish(path: Annotated[Path, typer.Argument(help="A Community Request as JSON.")]) -> None:
+    """Validate a Community Request file and enqueue it (what the publishing pipeline does)."""
+    from dispatcher.bootstrap import bootstrap
+
+    bootstrap()
+    from dispatcher.contract import publish as publish_request
+
+    try:
+        request_id = publish_request(json.loads(path.read_text(encoding="utf-8")))
+    except (DispatcherError, json.JSONDecodeError) as error:
+        _fail(error)
+    console.print(f"enqueued request {request_id}")
+
+
+@app.command()
+def demo(
+    residents: Annotated[int, typer.Option(help="Residents in the synthetic town.")] = 30_000,
+    seed: Annotated[int, typer.Option(help="Random seed of the town.")] = 7,
+) -> None:
+    """Seed a synthetic town, publish one request over part of it, run the worker, print a summary."""
+    from dispatcher.demo import run_demo
+
+    ok = run_demo(residents=residents, seed=seed, console=console)
+    raise typer.Exit(code=0 if ok else 1)
+
+
+@app.command()
+def target(
+    area: Annotated[Path, typer.Argument(help="GeoJSON Polygon, MultiPolygon or Feature.")],
+    ids: Annotated[Path | None, typer.Option("--ids", help="Write matched resident ids here, one a line.")] = None,
+) -> None:
+    """Match an area against the resident index without sending anything (internal ops tool)."""
+    from dispatcher.bootstrap import bootstrap
+
+    bootstrap()
+    from dispatcher.targeting.cli_target import run_target
+
+    try:
+        count, seconds = run_target(area, ids)
+    except DispatcherError as error:
+        _fail(error)
+    console.print(f"{count} residents in the area, matched in {seconds * 1000:.1f} ms")
+
+
+@residents_app.command("import")
+def residents_import(
+    path: Annotated[Path, typer.Argument(help="CSV (id,lat,lng,...) or JSON Lines file.")],
+) -> None:
+    """Load or update residents through COPY, upserting by id."""
+    from dispatcher.bootstrap import bootstrap
+
+    bootstrap()
+    from dispatcher.preferences.cli_import import run_import
+
+    try:
+        run_import(path, console)
+    except DispatcherError as error:
+        _fail(error)
+
+
+@app.command()
+def sandbox(
+    host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port.")] = 8700,
+    records: Annotated[Path, typer.Option(help="Where accepted pushes and emails are recorded.")] = Path(
+        ".dispatcher/sandbox"),
+) -> None:
+    """Run the local FCM and SendGrid sandbox (for the demo and benchmarks)."""
+    from dispatcher.sandbox import run_sandbox
+
+    run_sandbox(host=host, port=port, records_dir=records)
+
+
+@app.command()
+def webhooks(
+    host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port.")] = 8800,
+) -> None:
+    """Receive SendGrid's signed event webhook (bounces, unsubscribes) for the workers."""
+    from dispatcher.bootstrap import bootstrap
+
+    bootstrap()
+    from dispatcher.preferences.webhook import run_webhooks
+
+    run_webhooks(host=host, port=port)
+
+
+@app.command()
+def status(as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False) -> None:
+    """Queues, workers and the progress of active requests."""
+    from dispatcher.bootstrap import bootstrap
+
+    bootstrap()
+    from dispatcher.ops.status import collect_status, render_status
+
+    snapshot = collect_status()
+    if as_json:
+        print(json.dumps(snapshot, indent=2, default=str))
+    else:
+        render_status(snapshot, console)
+
+
+@contract_app.command("schema")
+def contract_schema(
+    check: Annotated[bool, typer.Option(help="Fail if the published file differs from the model.")] = False,
+) -> None:
+    """Print the JSON Schema of the Community Request contract (or check the published file)."""
+    from dispatcher.contract import json_schema, published_schema
+
+    schema = json_schema()
+    if check:
+        same = schema == published_schema()
+        console.print("schema file is up to date" if same else "[red]schema file is out of date[/]")
+        raise typer.Exit(code=0 if same else 1)
+    print(json.dumps(schema, indent=2))
+
+
+@embedded_app.command("stop")
+def embedded_stop() -> None:
+    """Stop the embedded PostgreSQL and Redis started under DISPATCHER_HOME."""
+    from dispatcher.config import get_settings
+    from dispatcher.embedded import stop_postgres, stop_redis
+
+    home = get_settings().home
+    stop_postgres(home / "pgdata")
+    stop_redis(home / "redis")
+    console.print(f"stopped embedded servers under {home}")
+
+
+def main(argv: list[str] | None = None) -> Any:
+    """Entry point of the ``dispatcher`` script."""
+    os.environ.setdefault("PYTHONWARNINGS", "ignore::UserWarning:platformdirs")
+    return app(args=argv)

@@ -1,0 +1,166 @@
+"""Fan-out: lease a batch of ledger rows, check residents' settings again, send, record outcomes.
+
+A worker drains one (request, channel) for a bounded time, then hands the rest on as a new message,
+so one county-wide request never holds a worker while smaller ones wait. Everything a worker knows
+is in the ledger; it can die at any line and another one finishes its batch when the lease expires.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import threading
+import time
+import uuid
+from dataclasses import dataclass, field
+from datetime import datetime
+from functools import cache
+
+from dispatcher import ledger, lifecycle
+from dispatcher.channels.email import EmailChannel, EmailTarget
+from dispatcher.channels.push import PushChannel, PushTarget
+from dispatcher.config import Settings, get_settings
+from dispatcher.contract import CommunityRequest
+from dispatcher.db import get_pool
+from dispatcher.ledger import Channel, Outcome, Status
+from dispatcher.lifecycle import State
+from dispatcher.preferences import eligibility
+
+log = logging.getLogger(__name__)
+
+#: How long one message may drain a request before passing the rest on to the back of the queue.
+DRAIN_SECONDS = 20.0
+#: Wait before retrying residents a provider could not take, when it gives no Retry-After.
+DEFAULT_RETRY_SECONDS = 5.0
+
+
+def worker_identity() -> str:
+    """A lease owner name: host, process and thread (no personal data)."""
+    return f"{socket.gethostname()}:{os.getpid()}:{threading.get_ident()}:{uuid.uuid4().hex[:6]}"
+
+
+@cache
+def push_channel() -> PushChannel:
+    """The process's push channel (firebase-admin app), created on first use."""
+    return PushChannel(get_settings())
+
+
+@cache
+def email_channel() -> EmailChannel:
+    """The process's email channel (SendGrid client), created on first use."""
+    return EmailChannel(get_settings())
+
+
+@dataclass
+class DrainReport:
+    """What one drain did, for metrics and logs (counts only)."""
+
+    batches: int = 0
+    outcomes: dict[str, int] = field(default_factory=dict)
+    more_work: bool = False
+    retry_in: float | None = None
+    finished: bool = False
+
+
+def _count(report: DrainReport, outcomes: dict[int, Outcome]) -> None:
+    for outcome in outcomes.values():
+        report.outcomes[outcome.status.value] = report.outcomes.get(outcome.status.value, 0) + 1
+
+
+def _send_batch(channel: Channel, request: CommunityRequest, respond_until: datetime,
+                resident_ids: list[int], settings: Settings) -> tuple[dict[int, Outcome], list[int], float | None]:
+    """Check eligibility at the last moment and send; return outcomes, ids to retry, and wait time."""
+    pool = get_pool()
+    outcomes: dict[int, Outcome] = {}
+    if channel is Channel.PUSH:
+        with pool.connection() as conn:
+            push_targets, skipped = eligibility.eligible_push_targets(conn, request.id, resident_ids)
+        outcomes.update({rid: Outcome(Status.SKIPPED, reason) for rid, reason in skipped.items()})
+        targets = [PushTarget(rid, tuple(t.tokens), t.has_camera) for rid, t in push_targets.items()]
+        if not targets:
+            return outcomes, [], None
+        push = push_channel().send(request, respond_until, targets)
+        if push.retired_tokens:
+            with pool.connection() as conn:
+                eligibility.retire_tokens(conn, push.retired_tokens)
+        outcomes.update(push.outcomes)
+        wait = push.retry_after if push.retry_after is not None else (DEFAULT_RETRY_SECONDS if push.retry else None)
+        if push.quota_exceeded:
+            from dispatcher.channels.ratelimit import slow_down
+
+            slow_down(Channel.PUSH, wait or DEFAULT_RETRY_SECONDS)
+        return outcomes, push.retry, wait
+    with pool.connection() as conn:
+        email_targets, skipped = eligibility.eligible_email_targets(conn, request.id, resident_ids)
+    outcomes.update({rid: Outcome(Status.SUPPRESSED if reason == "email_suppressed" else Status.SKIPPED, reason)
+                     for rid, reason in skipped.items()})
+    etargets = [EmailTarget(rid, t.email, t.time_zone, t.has_camera) for rid, t in email_targets.items()]
+    if not etargets:
+        return outcomes, [], None
+    email = email_channel().send(request, etargets)
+    outcomes.update(email.outcomes)
+    wait = email.retry_after if email.retry_after is not None else (DEFAULT_RETRY_SECONDS if email.retry else None)
+    if email.quota_exceeded:
+        from dispatcher.channels.ratelimit import slow_down
+
+        slow_down(Channel.EMAIL, wait or DEFAULT_RETRY_SECONDS)
+    return outcomes, email.retry, wait
+
+
+def drain(request_id: str, channel: Channel, *, budget_seconds: float = DRAIN_SECONDS) -> DrainReport:
+    """Send pending rows of one request on one channel until none are left or the budget is spent."""
+    from dispatcher.channels.ratelimit import acquire
+
+    settings = get_settings()
+    pool = get_pool()
+    owner = worker_identity()
+    report = DrainReport()
+    with pool.connection() as conn:
+        loaded = lifecycle.load(conn, request_id)
+    if loaded is None:
+        log.warning("fan-out for an unknown request", extra={"request_id": request_id})
+        return report
+    stored, request = loaded
+    if stored.state is not State.SENDING:
+        return report
+    size = settings.push_batch_size if channel is Channel.PUSH else settings.email_batch_size
+    deadline = time.monotonic() + budget_seconds
+    while time.monotonic() < deadline:
+        with pool.connection() as conn:
+            if not lifecycle.window_open(conn, request_id):
+                expired = ledger.expire_pending(conn, request_id)
+                lifecycle.transition(conn, request_id, State.EXPIRED, from_={State.SENDING},
+                                     reason="response window ended")
+                log.info("request expired", extra={"request_id": request_id, "rows_expired": expired})
+                report.finished = True
+                return report
+            ids = ledger.claim_batch(conn, request_id, channel, size=size, owner=owner,
+                                     lease_seconds=settings.lease_seconds)
+        if not ids:
+            break
+        acquire(channel, len(ids))
+        outcomes, retry, wait = _send_batch(channel, request, stored.respond_until, ids, settings)
+        with pool.connection() as conn:
+            ledger.record_outcomes(conn, request_id, channel, outcomes)
+            if retry:
+                ledger.release(conn, request_id, channel, retry, retry_in_seconds=wait or DEFAULT_RETRY_SECONDS,
+                               reason="provider_retry")
+        report.batches += 1
+        _count(report, outcomes)
+        if retry:
+            report.retry_in = wait or DEFAULT_RETRY_SECONDS
+            break
+    with pool.connection() as conn:
+        work = ledger.pending_work(conn, request_id, channel)
+        if work.claimable == 0 and work.leased == 0:
+            if not ledger.any_pending(conn, request_id) and lifecycle.transition(
+                conn, request_id, State.COMPLETED, from_={State.SENDING}
+            ):
+                log.info("request completed", extra={"request_id": request_id})
+            report.finished = True
+            return report
+    report.more_work = True
+    if report.retry_in is None and work.claimable == 0 and work.next_lease_expiry_seconds is not None:
+        report.retry_in = work.next_lease_expiry_seconds + 1.0
+    return report

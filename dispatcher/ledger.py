@@ -1,0 +1,222 @@
+"""The delivery ledger: one row per (request, resident, channel), the source of truth for sending.
+
+Rows are written set-based from targeting (:func:`insert_deliveries`), claimed in batches under a lease
+by fan-out workers (:func:`claim_batch`, ``FOR UPDATE SKIP LOCKED``), and closed with an outcome
+(:func:`record_outcomes`). A worker that dies leaves a lease that expires; the rows become claimable
+again and another worker finishes them. A row that is sent is never claimed again.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+
+import psycopg
+from psycopg import sql
+
+Conn = psycopg.Connection[tuple[object, ...]]
+
+
+class Channel(enum.StrEnum):
+    """The ways a resident is notified."""
+
+    PUSH = "push"
+    EMAIL = "email"
+
+
+class Status(enum.StrEnum):
+    """Where a ledger row stands."""
+
+    PENDING = "pending"
+    SENT = "sent"
+    FAILED = "failed"
+    SKIPPED = "skipped"
+    SUPPRESSED = "suppressed"
+    EXPIRED = "expired"
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """The result of trying one resident on one channel."""
+
+    status: Status
+    reason: str | None = None
+
+
+_INSERT_DELIVERIES = sql.SQL(
+    """
+    WITH t(resident_id) AS ({ids}),
+    r AS (
+        SELECT r.id,
+               CASE WHEN NOT coalesce(s.push_enabled, TRUE) THEN 'push_off'
+                    WHEN NOT EXISTS (SELECT 1 FROM device_tokens d
+                                     WHERE d.resident_id = r.id AND d.retired_at IS NULL)
+                         THEN 'no_active_token'
+               END AS push_reason,
+               CASE WHEN NOT coalesce(s.email_enabled, TRUE) THEN 'email_off'
+                    WHEN r.email IS NULL OR r.email = '' THEN 'no_email'
+                    WHEN EXISTS (SELECT 1 FROM email_suppressions x WHERE x.email = lower(r.email))
+                         THEN 'email_suppressed'
+               END AS email_reason
+        FROM t
+        JOIN residents r ON r.id = t.resident_id
+        LEFT JOIN resident_settings s ON s.resident_id = r.id
+        WHERE coalesce(s.community_requests, TRUE)
+    )
+    INSERT INTO deliveries (request_id, channel, resident_id, status, reason)
+    SELECT {request_id}, v.channel, r.id,
+           CASE WHEN v.reason IS NULL THEN 'pending' ELSE 'skipped' END, v.reason
+    FROM r CROSS JOIN LATERAL (VALUES ('push', r.push_reason), ('email', r.email_reason)) AS v(channel, reason)
+    ON CONFLICT DO NOTHING
+    """
+)
+
+
+def insert_deliveries(conn: Conn, request_id: str, ids_sql: sql.Composable, params: Sequence[object]) -> int:
+    """Write ledger rows for the residents ``ids_sql`` yields (one column of ids); return rows written.
+
+    This is the targeting sink: the ids never come to Python. Every in-area resident with Community
+    Requests on gets a row per channel, pending or skipped with the reason (push off, no token, ...);
+    residents who switched Community Requests off get none. Re-running it is harmless.
+    """
+    query = _INSERT_DELIVERIES.format(request_id=sql.Literal(request_id), ids=ids_sql)
+    cur = conn.execute(query, list(params))
+    return cur.rowcount
+
+
+def delivery_sink(request_id: str) -> DeliverySink:
+    """A targeting sink bound to one request."""
+    return DeliverySink(request_id)
+
+
+@dataclass
+class DeliverySink:
+    """Callable sink for :func:`dispatcher.targeting.match.match_area`: writes ledger rows."""
+
+    request_id: str
+    written: int = field(default=0)
+
+    def __call__(self, conn: Conn, ids_sql: sql.Composable, params: Sequence[object]) -> int:
+        count = insert_deliveries(conn, self.request_id, ids_sql, params)
+        self.written += count
+        return count
+
+
+_CLAIM = """
+WITH batch AS (
+    SELECT resident_id FROM deliveries
+    WHERE request_id = %(request_id)s AND channel = %(channel)s AND status = 'pending'
+      AND (lease_until IS NULL OR lease_until < now())
+    ORDER BY resident_id
+    LIMIT %(size)s
+    FOR UPDATE SKIP LOCKED
+)
+UPDATE deliveries d
+SET lease_owner = %(owner)s, lease_until = now() + make_interval(secs => %(lease)s),
+    attempts = d.attempts + 1, updated_at = now()
+FROM batch
+WHERE d.request_id = %(request_id)s AND d.channel = %(channel)s AND d.resident_id = batch.resident_id
+RETURNING d.resident_id
+"""
+
+
+def claim_batch(conn: Conn, request_id: str, channel: Channel, *, size: int, owner: str,
+                lease_seconds: int) -> list[int]:
+    """Lease up to ``size`` pending rows nobody else holds; return their resident ids, sorted."""
+    with conn.transaction():
+        rows = conn.execute(
+            _CLAIM,
+            {"request_id": request_id, "channel": channel.value, "size": size, "owner": owner,
+             "lease": lease_seconds},
+        ).fetchall()
+    return sorted(int(r[0]) for r in rows)  # type: ignore[call-overload]
+
+
+def record_outcomes(conn: Conn, request_id: str, channel: Channel, outcomes: Mapping[int, Outcome]) -> int:
+    """Close rows with their outcome; only rows still pending change (the first outcome wins)."""
+    if not outcomes:
+        return 0
+    ids = list(outcomes)
+    statuses = [outcomes[i].status.value for i in ids]
+    reasons = [outcomes[i].reason for i in ids]
+    cur = conn.execute(
+        """
+        UPDATE deliveries d
+        SET status = o.status, reason = o.reason, lease_owner = NULL, lease_until = NULL,
+            sent_at = CASE WHEN o.status = 'sent' THEN now() END, updated_at = now()
+        FROM unnest(%s::bigint[], %s::text[], %s::text[]) AS o(resident_id, status, reason)
+        WHERE d.request_id = %s AND d.channel = %s AND d.resident_id = o.resident_id
+          AND d.status = 'pending'
+        """,
+        (ids, statuses, reasons, request_id, channel.value),
+    )
+    return cur.rowcount
+
+
+def release(conn: Conn, request_id: str, channel: Channel, resident_ids: Sequence[int], *,
+            retry_in_seconds: float, reason: str) -> None:
+    """Give rows back for a later attempt (a provider asked us to wait or failed temporarily)."""
+    conn.execute(
+        """
+        UPDATE deliveries SET lease_owner = NULL,
+            lease_until = now() + make_interval(secs => %s), reason = %s, updated_at = now()
+        WHERE request_id = %s AND channel = %s AND resident_id = ANY(%s) AND status = 'pending'
+        """,
+        (retry_in_seconds, reason, request_id, channel.value, list(resident_ids)),
+    )
+
+
+def expire_pending(conn: Conn, request_id: str) -> int:
+    """The response window ended: nothing pending will be sent any more."""
+    cur = conn.execute(
+        "UPDATE deliveries SET status = 'expired', reason = 'response window ended', lease_owner = NULL,"
+        " lease_until = NULL, updated_at = now() WHERE request_id = %s AND status = 'pending'",
+        (request_id,),
+    )
+    return cur.rowcount
+
+
+@dataclass(frozen=True)
+class PendingWork:
+    """What is left of a request on one channel."""
+
+    claimable: int
+    leased: int
+    next_lease_expiry_seconds: float | None
+
+
+def pending_work(conn: Conn, request_id: str, channel: Channel) -> PendingWork:
+    """Rows pending now, rows held by a lease, and when the first lease runs out."""
+    row = conn.execute(
+        """
+        SELECT count(*) FILTER (WHERE lease_until IS NULL OR lease_until < now()),
+               count(*) FILTER (WHERE lease_until >= now()),
+               extract(epoch FROM min(lease_until) FILTER (WHERE lease_until >= now()) - now())
+        FROM deliveries WHERE request_id = %s AND channel = %s AND status = 'pending'
+        """,
+        (request_id, channel.value),
+    ).fetchone()
+    assert row is not None
+    expiry = None if row[2] is None else float(row[2])  # type: ignore[arg-type]
+    return PendingWork(int(row[0]), int(row[1]), expiry)  # type: ignore[call-overload]
+
+
+def any_pending(conn: Conn, request_id: str) -> bool:
+    """Whether any channel still has work for the request."""
+    row = conn.execute(
+        "SELECT EXISTS (SELECT 1 FROM deliveries WHERE request_id = %s AND status = 'pending')",
+        (request_id,),
+    ).fetchone()
+    return bool(row and row[0])
+
+
+def progress(conn: Conn, request_id: str) -> dict[str, dict[str, int]]:
+    """Counts by channel and status, for ops only (never for the agency)."""
+    counts: dict[str, dict[str, int]] = {}
+    for channel, status, n in conn.execute(
+        "SELECT channel, status, count(*) FROM deliveries WHERE request_id = %s GROUP BY 1, 2",
+        (request_id,),
+    ):
+        counts.setdefault(str(channel), {})[str(status)] = int(n)  # type: ignore[call-overload]
+    return counts

@@ -1,0 +1,135 @@
+"""A request's life: accepted → targeting → sending → completed, or rejected / expired.
+
+Requests are stored immutably: the same id with the same payload is a harmless no-op, the same id
+with a different payload is a :class:`RequestConflict` recorded for ops. Residents may respond for
+60 days after publication; past that no notification goes out, even from a backlog.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+import psycopg
+from psycopg.types.json import Jsonb
+
+from dispatcher.config import RESPONSE_WINDOW_DAYS
+from dispatcher.contract import CommunityRequest
+from dispatcher.errors import RequestConflict
+
+Conn = psycopg.Connection[tuple[object, ...]]
+
+
+class State(enum.StrEnum):
+    """The states a stored request moves through."""
+
+    ACCEPTED = "accepted"
+    TARGETING = "targeting"
+    SENDING = "sending"
+    COMPLETED = "completed"
+    REJECTED = "rejected"
+    EXPIRED = "expired"
+
+
+#: States in which nothing more will ever happen to a request.
+FINAL_STATES = frozenset({State.COMPLETED, State.REJECTED, State.EXPIRED})
+
+
+@dataclass(frozen=True)
+class StoredRequest:
+    """What the engine keeps about a request besides its payload."""
+
+    id: str
+    state: State
+    urgent: bool
+    respond_until: datetime
+    reason: str | None = None
+
+
+def respond_until(request: CommunityRequest) -> datetime:
+    """The end of the response window: publication plus 60 days."""
+    return request.published_at + timedelta(days=RESPONSE_WINDOW_DAYS)
+
+
+def accept(conn: Conn, request: CommunityRequest) -> StoredRequest:
+    """Store a request once; return its stored state (new or existing).
+
+    Raises :class:`RequestConflict` when the id is known with a different payload.
+    """
+    fingerprint = request.fingerprint()
+    until = respond_until(request)
+    with conn.transaction():
+        row = conn.execute(
+            """
+            INSERT INTO community_requests
+                (id, payload, payload_sha256, urgent, state, reason, published_at, respond_until)
+            VALUES (%s, %s, %s, %s,
+                    CASE WHEN %s <= now() THEN 'expired' ELSE 'accepted' END,
+                    CASE WHEN %s <= now() THEN 'response window ended before the request arrived' END,
+                    %s, %s)
+            ON CONFLICT (id) DO NOTHING
+            RETURNING state, reason
+            """,
+            (request.id, Jsonb(request.to_json_dict()), fingerprint, request.urgent,
+             until, until, request.published_at, until),
+        ).fetchone()
+        if row is not None:
+            return StoredRequest(request.id, State(str(row[0])), request.urgent, until,
+                                 None if row[1] is None else str(row[1]))
+        existing = conn.execute(
+            "SELECT payload_sha256, state, reason FROM community_requests WHERE id = %s", (request.id,)
+        ).fetchone()
+    assert existing is not None
+    if existing[0] != fingerprint:
+        reason = "a published request cannot be changed: the same id arrived with a different payload"
+        record_rejection(conn, request.id, reason)
+        raise RequestConflict(f"request {request.id}: {reason}")
+    return StoredRequest(request.id, State(str(existing[1])), request.urgent, until,
+                         None if existing[2] is None else str(existing[2]))
+
+
+def load(conn: Conn, request_id: str) -> tuple[StoredRequest, CommunityRequest] | None:
+    """The stored state and payload of a request, or ``None`` if it was never accepted."""
+    row = conn.execute(
+        "SELECT state, urgent, respond_until, reason, payload FROM community_requests WHERE id = %s",
+        (request_id,),
+    ).fetchone()
+    if row is None:
+        return None
+    state, urgent, until, reason, payload = row
+    assert isinstance(until, datetime)
+    stored = StoredRequest(request_id, State(str(state)), bool(urgent), until,
+                           None if reason is None else str(reason))
+    return stored, CommunityRequest.model_validate(payload)
+
+
+def transition(conn: Conn, request_id: str, to: State, *, from_: set[State], reason: str | None = None) -> bool:
+    """Move a request to ``to`` if it is in one of ``from_``; return whether it moved."""
+    stamp = {State.SENDING: ", targeted_at = now()", State.COMPLETED: ", completed_at = now()"}.get(to, "")
+    cur = conn.execute(
+        f"UPDATE community_requests SET state = %s, reason = coalesce(%s, reason), updated_at = now(){stamp}"
+        " WHERE id = %s AND state = ANY(%s)",
+        (to.value, reason, request_id, [s.value for s in from_]),
+    )
+    return cur.rowcount == 1
+
+
+def reject(conn: Conn, request_id: str, reason: str) -> None:
+    """Mark a stored request rejected with the reason (bad area, ...); nothing is sent for it."""
+    transition(conn, request_id, State.REJECTED, from_={State.ACCEPTED, State.TARGETING}, reason=reason)
+
+
+def record_rejection(conn: Conn, request_id: str | None, reason: str) -> None:
+    """Remember a request refused before it could be stored, for ops to see."""
+    conn.execute(
+        "INSERT INTO request_rejections (request_id, reason) VALUES (%s, %s)", (request_id, reason[:2000])
+    )
+
+
+def window_open(conn: Conn, request_id: str) -> bool:
+    """Whether residents can still respond to the request (the database clock decides)."""
+    row = conn.execute(
+        "SELECT respond_until > now() FROM community_requests WHERE id = %s", (request_id,)
+    ).fetchone()
+    return bool(row and row[0])
