@@ -1,0 +1,185 @@
+"""Fault plans: which calls the sandbox answers with an error instead of accepting them.
+
+One :class:`FaultPlan` per provider. A plan is plain data (JSON in, JSON out), so the same plan can be set
+from Python in-process or through ``PUT /_sandbox/faults`` on a running sandbox. Choosing the fault for a
+call is a few attribute reads and at most one ``random()``: the sandbox has to stay cheaper than what
+it measures.
+"""
+
+from __future__ import annotations
+
+import random
+import threading
+import zlib
+from collections.abc import Iterable
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any
+
+from dispatcher.errors import DispatcherError
+
+#: Statuses a plan may inject; each provider renders them in its own error format.
+INJECTABLE_STATUSES = frozenset({400, 401, 403, 404, 429, 500, 502, 503, 504})
+
+
+class InvalidFaultPlan(DispatcherError):
+    """A fault plan names an unknown setting or an out-of-range value."""
+
+
+def _fraction_hit(key: str, rate: float) -> bool:
+    """Deterministic per key: the same token or address always gets the same answer."""
+    return rate > 0 and (zlib.crc32(key.encode()) % 1_000_000) < rate * 1_000_000
+
+
+@dataclass
+class FaultPlan:
+    """What to break for one provider; every field defaults to "nothing"."""
+
+    #: Fraction of calls (0..1) answered with ``error_status`` instead of being accepted.
+    error_rate: float = 0.0
+    #: Status for ``error_rate`` failures: 429 (quota, with Retry-After), 500 (INTERNAL), 503 (UNAVAILABLE)...
+    error_status: int = 503
+    #: The next ``burst_count`` calls fail with ``burst_status``, then calls succeed again.
+    burst_count: int = 0
+    burst_status: int = 503
+    #: Seconds sent in Retry-After (FCM) / used for X-RateLimit-Reset (SendGrid) on 429 and 503.
+    retry_after: int = 1
+    #: Delay added to every call, in milliseconds.
+    latency_ms: float = 0.0
+    #: FCM: these tokens answer 404 UNREGISTERED; SendGrid: these addresses bounce (webhook events).
+    unregistered: set[str] = field(default_factory=set)
+    #: FCM: fraction of all tokens (chosen by hash, stable) that are UNREGISTERED; SendGrid: bounce.
+    unregistered_rate: float = 0.0
+    #: FCM: these tokens (and tokens starting with a listed prefix) are malformed: 400 INVALID_ARGUMENT.
+    invalid: set[str] = field(default_factory=set)
+    invalid_prefixes: tuple[str, ...] = ()
+    #: SendGrid: webhook event type per address ("dropped", "spamreport", "unsubscribe"...).
+    events: dict[str, str] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.validate()
+
+    def validate(self) -> None:
+        for name in ("error_rate", "unregistered_rate"):
+            value = getattr(self, name)
+            if not 0.0 <= value <= 1.0:
+                raise InvalidFaultPlan(f"{name} must be between 0 and 1, got {value!r}")
+        for name in ("error_status", "burst_status"):
+            if getattr(self, name) not in INJECTABLE_STATUSES:
+                raise InvalidFaultPlan(
+                    f"{name} must be one of {sorted(INJECTABLE_STATUSES)}, got {getattr(self, name)!r}"
+                )
+        if self.burst_count < 0 or self.latency_ms < 0 or self.retry_after < 0:
+            raise InvalidFaultPlan("burst_count, latency_ms and retry_after must not be negative")
+
+    # -- decisions on the hot path -----------------------------------------------------------------
+    def call_fault(self) -> int | None:
+        """The status to fail this call with, or None to go on (consumes one burst call)."""
+        if self.burst_count > 0:
+            self.burst_count -= 1
+            return self.burst_status
+        if self.error_rate > 0 and random.random() < self.error_rate:
+            return self.error_status
+        return None
+
+    def is_unregistered(self, key: str) -> bool:
+        return key in self.unregistered or _fraction_hit(key, self.unregistered_rate)
+
+    def is_invalid(self, key: str) -> bool:
+        return key in self.invalid or (bool(self.invalid_prefixes) and key.startswith(self.invalid_prefixes))
+
+    # -- JSON --------------------------------------------------------------------------------------
+    def to_dict(self) -> dict[str, Any]:
+        raw = asdict(self)
+        raw["unregistered"] = sorted(self.unregistered)
+        raw["invalid"] = sorted(self.invalid)
+        raw["invalid_prefixes"] = list(self.invalid_prefixes)
+        return raw
+
+    @classmethod
+    def from_dict(cls, raw: dict[str, Any]) -> FaultPlan:
+        known = {f.name for f in fields(cls)}
+        unknown = set(raw) - known
+        if unknown:
+            raise InvalidFaultPlan(f"unknown fault settings: {sorted(unknown)}; known: {sorted(known)}")
+        values = dict(raw)
+        try:
+            for name in ("unregistered", "invalid"):
+                if name in values:
+                    values[name] = set(_strings(values[name], name))
+            if "invalid_prefixes" in values:
+                values["invalid_prefixes"] = tuple(_strings(values["invalid_prefixes"], "invalid_prefixes"))
+            if "events" in values:
+                values["events"] = {str(k): str(v) for k, v in dict(values["events"]).items()}
+            for name in ("error_rate", "unregistered_rate", "latency_ms"):
+                if name in values:
+                    values[name] = float(values[name])
+            for name in ("error_status", "burst_count", "burst_status", "retry_after"):
+                if name in values:
+                    values[name] = int(values[name])
+        except (TypeError, ValueError) as exc:
+            raise InvalidFaultPlan(f"malformed fault plan: {exc}") from None
+        return cls(**values)
+
+
+def _strings(value: Any, name: str) -> Iterable[str]:
+    if isinstance(value, str) or not isinstance(value, Iterable):
+        raise InvalidFaultPlan(f"{name} must be a list of strings")
+    return (str(item) for item in value)
+
+
+class Faults:
+    """The fault plans of one sandbox: ``faults.fcm`` and ``faults.sendgrid``.
+
+    Change them with :meth:`set` (replace a provider's plan), :meth:`update` (change some fields) or
+    :meth:`reset` (no faults). Safe to call from a test thread while the server runs in another.
+    """
+
+    PROVIDERS = ("fcm", "sendgrid")
+
+    def __init__(self) -> None:
+        self.fcm = FaultPlan()
+        self.sendgrid = FaultPlan()
+        self._lock = threading.Lock()
+        #: Bumped on every change, so other workers can tell the plan file changed.
+        self.version = 0
+
+    def _check_provider(self, provider: str) -> None:
+        if provider not in self.PROVIDERS:
+            raise InvalidFaultPlan(f"unknown provider {provider!r}; known: {list(self.PROVIDERS)}")
+
+    def set(self, provider: str, plan: FaultPlan) -> None:
+        self._check_provider(provider)
+        plan.validate()
+        with self._lock:
+            setattr(self, provider, plan)
+            self.version += 1
+
+    def update(self, provider: str, **changes: Any) -> FaultPlan:
+        """Change some fields of a provider's plan, keeping the others."""
+        self._check_provider(provider)
+        with self._lock:
+            merged = {**getattr(self, provider).to_dict(), **changes}
+            plan = FaultPlan.from_dict(merged)
+            setattr(self, provider, plan)
+            self.version += 1
+        return plan
+
+    def reset(self) -> None:
+        with self._lock:
+            self.fcm = FaultPlan()
+            self.sendgrid = FaultPlan()
+            self.version += 1
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"fcm": self.fcm.to_dict(), "sendgrid": self.sendgrid.to_dict()}
+
+    def load_dict(self, raw: dict[str, Any]) -> None:
+        """Replace the plans of the providers named in ``raw`` (others stay as they are)."""
+        unknown = set(raw) - set(self.PROVIDERS)
+        if unknown:
+            raise InvalidFaultPlan(f"unknown providers: {sorted(unknown)}; known: {list(self.PROVIDERS)}")
+        plans = {name: FaultPlan.from_dict(dict(value or {})) for name, value in raw.items()}
+        with self._lock:
+            for name, plan in plans.items():
+                setattr(self, name, plan)
+            self.version += 1

@@ -1,0 +1,176 @@
+"""FCM HTTP v1 as firebase-admin sees it: the token exchange and ``messages:send``.
+
+Errors are google.rpc.Status bodies with an ``FcmError`` detail, byte for byte the shape FCM returns,
+so firebase-admin raises the same exception classes (``UnregisteredError``, ``QuotaExceededError``,
+``UnavailableError``, ``InternalError``, ``InvalidArgumentError``...) it raises against Google.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import json
+import secrets
+import time
+from typing import Any
+from urllib.parse import parse_qs
+
+from dispatcher.sandbox.credentials import (
+    ACCESS_TOKEN_SECONDS,
+    JWT_BEARER_GRANT,
+    InvalidGrant,
+    TokenAuthority,
+)
+from dispatcher.sandbox.faults import Faults
+from dispatcher.sandbox.http import JSON_HEADERS, Response, json_response
+from dispatcher.sandbox.recorder import Recorder
+
+FCM_ERROR_TYPE = "type.googleapis.com/google.firebase.fcm.v1.FcmError"
+
+#: HTTP status -> (google.rpc status, FCM error code, message), as FCM v1 answers.
+FCM_ERRORS: dict[int, tuple[str, str | None, str]] = {
+    400: ("INVALID_ARGUMENT", "INVALID_ARGUMENT", "Request contains an invalid argument."),
+    401: ("UNAUTHENTICATED", "THIRD_PARTY_AUTH_ERROR", "Request had invalid authentication credentials."),
+    403: ("PERMISSION_DENIED", "SENDER_ID_MISMATCH", "SenderId mismatch"),
+    404: ("NOT_FOUND", "UNREGISTERED", "Requested entity was not found."),
+    429: ("RESOURCE_EXHAUSTED", "QUOTA_EXCEEDED", "Quota exceeded for quota metric 'Send requests'."),
+    500: ("INTERNAL", "INTERNAL", "Internal error encountered."),
+    502: ("UNAVAILABLE", "UNAVAILABLE", "Bad gateway."),
+    503: ("UNAVAILABLE", "UNAVAILABLE", "The service is currently unavailable."),
+    504: ("DEADLINE_EXCEEDED", None, "Deadline exceeded."),
+}
+
+
+def fcm_error(status: int, message: str | None = None, retry_after: int | None = None) -> Response:
+    """An FCM v1 error response for ``status`` (a google.rpc.Status with an FcmError detail)."""
+    rpc_status, error_code, default_message = FCM_ERRORS.get(status, ("UNKNOWN", None, "Unknown error."))
+    details = [{"@type": FCM_ERROR_TYPE, "errorCode": error_code}] if error_code else []
+    payload = {"error": {"code": status, "message": message or default_message, "status": rpc_status,
+                         "details": details}}
+    extra = [(b"retry-after", str(retry_after).encode())] if retry_after is not None else []
+    return json_response(status, payload, extra)
+
+
+_UNAUTHENTICATED = json_response(
+    401,
+    {"error": {"code": 401, "status": "UNAUTHENTICATED",
+               "message": "Request had invalid authentication credentials. Expected OAuth 2 access token, "
+                          "login cookie or other valid authentication credential."}},
+    [(b"www-authenticate", b'Bearer realm="https://accounts.google.com/"')],
+)
+#: Message targets; ``fid`` (Firebase installation id) is firebase-admin 7's successor of ``token``.
+_TARGETS = ("token", "fid", "topic", "condition")
+
+
+def _invalid_argument(problem: str, field: str) -> Response:
+    payload = {"error": {"code": 400, "message": problem, "status": "INVALID_ARGUMENT", "details": [
+        {"@type": FCM_ERROR_TYPE, "errorCode": "INVALID_ARGUMENT"},
+        {"@type": "type.googleapis.com/google.rpc.BadRequest",
+         "fieldViolations": [{"field": field, "description": problem}]},
+    ]}}
+    return json_response(400, payload)
+
+
+def _message_problem(message: Any) -> tuple[str, str] | None:
+    """The first thing FCM would reject about a message (problem, field), or None."""
+    if not isinstance(message, dict):
+        return "Invalid JSON payload received. 'message' must be an object.", "message"
+    targets = [name for name in _TARGETS if name in message]
+    if len(targets) != 1:
+        return "Exactly one of fid, token, topic or condition must be specified.", "message"
+    target = message[targets[0]]
+    if not isinstance(target, str) or not target:
+        return f"Invalid value for {targets[0]}.", f"message.{targets[0]}"
+    data = message.get("data")
+    if data is not None and (
+        not isinstance(data, dict) or not all(isinstance(v, str) for v in data.values())
+    ):
+        return "Invalid value at 'message.data': values must be strings.", "message.data"
+    return None
+
+
+def _malformed_token(token: str) -> bool:
+    return len(token) > 4096 or any(ch.isspace() for ch in token)
+
+
+class FcmSandbox:
+    """Handles ``POST /token`` and ``POST /v1/projects/{project}/messages:send``."""
+
+    def __init__(self, tokens: TokenAuthority, faults: Faults, recorder: Recorder) -> None:
+        self.tokens = tokens
+        self.faults = faults
+        self.recorder = recorder
+        self._ids = itertools.count(1)
+        self._id_prefix = secrets.token_hex(3)
+
+    def token(self, body: bytes) -> Response:
+        """Google's OAuth2 token endpoint for service-account JWT assertions."""
+        form = parse_qs(body.decode("utf-8", "replace"))
+        if form.get("grant_type", [""])[0] != JWT_BEARER_GRANT:
+            self.recorder.count("token.rejected")
+            return json_response(400, {"error": "unsupported_grant_type",
+                                       "error_description": "Invalid grant_type."})
+        try:
+            self.tokens.verify_assertion(form.get("assertion", [""])[0])
+        except InvalidGrant as exc:
+            self.recorder.count("token.rejected")
+            return json_response(400, {"error": "invalid_grant", "error_description": str(exc)})
+        self.recorder.count("token.issued")
+        return json_response(200, {"access_token": self.tokens.issue(), "expires_in": ACCESS_TOKEN_SECONDS,
+                                   "token_type": "Bearer"})
+
+    async def send(self, project: str, authorization: bytes | None, body: bytes) -> Response:
+        plan = self.faults.fcm
+        if plan.latency_ms:
+            await asyncio.sleep(plan.latency_ms / 1000.0)
+        if authorization is None or not authorization.startswith(b"Bearer ") or not self.tokens.is_valid(
+            authorization[7:].decode("latin-1")
+        ):
+            self.recorder.count("fcm.unauthenticated")
+            return _UNAUTHENTICATED
+        try:
+            request = json.loads(body)
+        except ValueError:
+            self.recorder.count("fcm.rejected")
+            return _invalid_argument("Invalid JSON payload received.", "message")
+        if not isinstance(request, dict):
+            self.recorder.count("fcm.rejected")
+            return _invalid_argument("Invalid JSON payload received.", "message")
+        message = request.get("message")
+        problem = _message_problem(message)
+        if problem is not None or not isinstance(message, dict):
+            self.recorder.count("fcm.rejected")
+            return _invalid_argument(*(problem or ("Invalid message.", "message")))
+        status = plan.call_fault()
+        if status is not None:
+            self.recorder.count(f"fcm.fault_{status}")
+            retry_after = plan.retry_after if status in (429, 503) else None
+            return fcm_error(status, retry_after=retry_after)
+        token: str | None = message.get("token") or message.get("fid")
+        if token is not None:
+            if _malformed_token(token) or plan.is_invalid(token):
+                self.recorder.count("fcm.invalid_token")
+                return _invalid_argument("The registration token is not a valid FCM registration token",
+                                         "message.token")
+            if plan.is_unregistered(token):
+                self.recorder.count("fcm.unregistered")
+                return fcm_error(404)
+        if request.get("validate_only"):
+            self.recorder.count("fcm.validated")
+            name = f"projects/{project}/messages/fake_message_id"
+        else:
+            name = f"projects/{project}/messages/{self._id_prefix}:{next(self._ids)}"
+            self._record(name, token, message, body)
+        return Response(200, JSON_HEADERS, b'{"name":"' + name.encode() + b'"}')
+
+    def _record(self, name: str, token: str | None, message: dict[str, Any], body: bytes) -> None:
+        self.recorder.count("fcm.accepted")
+        now = time.time()
+        record = {"ts": now, "name": name, "token": token, "message": message}
+        line: str | None = None
+        start = body.find(b"{", 1)
+        if b"\n" not in body and body.startswith(b'{"message":') and start > 0 and body.endswith(b"}"):
+            # Reuse the request's own JSON instead of dumping the parsed message again.
+            line = (f'{{"ts":{now:.6f},"name":"{name}","token":{json.dumps(token)},"message":'
+                    + body[start:-1].decode() + "}")
+        self.recorder.record("fcm", record, line)

@@ -1,0 +1,168 @@
+"""SendGrid v3 ``POST /v3/mail/send`` as the sendgrid library sees it.
+
+Validation covers what SendGrid refuses up front (personalizations, recipients, from, subject,
+content), answering 400 with its ``{"errors": [{"message", "field", "help"}]}`` body, 401 for a wrong
+key, and 202 with an ``X-Message-Id`` for accepted mail. Each accepted request is recorded once, and
+each recipient once, with the custom_args SendGrid would echo in its webhook events.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import secrets
+import time
+from typing import Any
+
+from dispatcher.config import SENDGRID_MAX_PERSONALIZATIONS
+from dispatcher.sandbox.faults import Faults
+from dispatcher.sandbox.http import Response, json_response
+from dispatcher.sandbox.recorder import Recorder
+
+#: Recipients kept waiting for webhook events; beyond this, events are not generated.
+MAX_PENDING_EVENTS = 200_000
+#: SendGrid's limit on recipients (to + cc + bcc) in one request.
+MAX_RECIPIENTS = 1000
+
+_MESSAGES = {
+    400: "Bad Request",
+    401: "The provided authorization grant is invalid, expired, or revoked",
+    403: "access forbidden",
+    404: "not found",
+    429: "too many requests",
+    500: "internal error",
+    502: "bad gateway",
+    503: "service unavailable",
+    504: "gateway timeout",
+}
+
+
+def sendgrid_error(status: int, message: str | None = None, field: str | None = None,
+                   headers: list[tuple[bytes, bytes]] | None = None) -> Response:
+    """A SendGrid v3 error response."""
+    payload = {"errors": [{"message": message or _MESSAGES.get(status, "error"), "field": field, "help": None}]}
+    return json_response(status, payload, headers)
+
+
+def _rate_limit_headers(retry_after: int) -> list[tuple[bytes, bytes]]:
+    reset = int(time.time()) + max(retry_after, 1)
+    return [(b"x-ratelimit-limit", b"600"), (b"x-ratelimit-remaining", b"0"),
+            (b"x-ratelimit-reset", str(reset).encode())]
+
+
+def _has_email(value: Any) -> bool:
+    return isinstance(value, dict) and isinstance(value.get("email"), str) and "@" in value["email"]
+
+
+def mail_problem(mail: Any) -> tuple[str, str | None] | None:
+    """The first thing SendGrid would refuse about a mail send body (message, field), or None."""
+    if not isinstance(mail, dict):
+        return "Bad Request", None
+    personalizations = mail.get("personalizations")
+    if not isinstance(personalizations, list) or not personalizations:
+        return ("The personalizations field is required and must have at least one personalization.",
+                "personalizations")
+    if len(personalizations) > SENDGRID_MAX_PERSONALIZATIONS:
+        return ("You may not have more than 1000 personalizations per API request.", "personalizations")
+    if not _has_email(mail.get("from")):
+        return ("The from object must be provided for every email send. It is an object that requires the "
+                "email parameter, but may also contain a name parameter.", "from.email")
+    recipients = 0
+    every_has_subject = True
+    for index, personalization in enumerate(personalizations):
+        if not isinstance(personalization, dict):
+            return "Bad Request", f"personalizations.{index}"
+        to = personalization.get("to")
+        if not isinstance(to, list) or not to:
+            return ("The to array is required for all personalization objects, and must have at least one "
+                    "email object with a valid email address.", f"personalizations.{index}.to")
+        for kind in ("to", "cc", "bcc"):
+            addresses = personalization.get(kind) or []
+            if not isinstance(addresses, list) or not all(_has_email(a) for a in addresses):
+                return ("Does not contain a valid address.", f"personalizations.{index}.{kind}")
+            recipients += len(addresses)
+        every_has_subject = every_has_subject and bool(personalization.get("subject"))
+    if recipients > MAX_RECIPIENTS:
+        return ("The total number of recipients must be less than 1000. This includes all recipients defined "
+                "within the to, cc, and bcc parameters, across each object that you include in the "
+                "personalizations array.", "personalizations")
+    has_template = bool(mail.get("template_id"))
+    if not has_template and not mail.get("subject") and not every_has_subject:
+        return ("The subject is required. You can get around this requirement if you use a template with a "
+                "subject defined or if every personalization has a subject defined.", "subject")
+    content = mail.get("content")
+    if not has_template:
+        if not isinstance(content, list) or not content:
+            return ("Unless a valid template_id is provided, the content parameter is required. There must "
+                    "be at least one defined content block.", "content")
+        for index, block in enumerate(content):
+            if not isinstance(block, dict) or not block.get("type") or not isinstance(block.get("value"), str):
+                return ("The content value must be a string at least one character in length.",
+                        f"content.{index}.value")
+    return None
+
+
+class SendgridSandbox:
+    """Handles ``POST /v3/mail/send``; accepted recipients wait in :attr:`pending` for webhook events."""
+
+    def __init__(self, api_key: str, faults: Faults, recorder: Recorder) -> None:
+        self.api_key = api_key
+        self._expected_auth = f"Bearer {api_key}".encode()
+        self.faults = faults
+        self.recorder = recorder
+        #: Recipients accepted but not yet reported through the event webhook.
+        self.pending: list[dict[str, Any]] = []
+
+    async def send(self, authorization: bytes | None, body: bytes) -> Response:
+        plan = self.faults.sendgrid
+        if plan.latency_ms:
+            await asyncio.sleep(plan.latency_ms / 1000.0)
+        if authorization != self._expected_auth:
+            self.recorder.count("sendgrid.unauthorized")
+            return sendgrid_error(401, field=None)
+        try:
+            mail = json.loads(body)
+        except ValueError:
+            self.recorder.count("sendgrid.rejected")
+            return sendgrid_error(400, "Bad Request")
+        problem = mail_problem(mail)
+        if problem is not None:
+            self.recorder.count("sendgrid.rejected")
+            return sendgrid_error(400, *problem)
+        status = plan.call_fault()
+        if status is not None:
+            self.recorder.count(f"sendgrid.fault_{status}")
+            headers = _rate_limit_headers(plan.retry_after) if status == 429 else None
+            return sendgrid_error(status, headers=headers)
+        message_id = secrets.token_urlsafe(16)[:22]
+        self._record(message_id, mail)
+        return Response(202, [(b"x-message-id", message_id.encode())], b"")
+
+    def _record(self, message_id: str, mail: dict[str, Any]) -> None:
+        self.recorder.count("sendgrid.accepted")
+        now = time.time()
+        base_args = mail.get("custom_args") or {}
+        categories = mail.get("categories") or []
+        asm_group = (mail.get("asm") or {}).get("group_id")
+        personalizations = mail["personalizations"]
+        self.recorder.record("sendgrid_requests", {
+            "ts": now, "message_id": message_id, "personalizations": len(personalizations),
+            "template_id": mail.get("template_id"), "subject": mail.get("subject"),
+            "custom_args": base_args, "categories": categories,
+        })
+        for p_index, personalization in enumerate(personalizations):
+            custom_args = {**base_args, **(personalization.get("custom_args") or {})}
+            recipient_index = 0
+            for kind in ("to", "cc", "bcc"):
+                for address in personalization.get(kind) or []:
+                    record = {
+                        "ts": now, "message_id": message_id, "email": address["email"], "kind": kind,
+                        "personalization": p_index, "custom_args": custom_args,
+                        "subject": personalization.get("subject") or mail.get("subject"),
+                        "sg_message_id": f"{message_id}.filterdrecv-sandbox-{p_index}-{recipient_index}.0",
+                        "categories": categories, "asm_group_id": asm_group,
+                    }
+                    recipient_index += 1
+                    self.recorder.record("sendgrid", record)
+                    if len(self.pending) < MAX_PENDING_EVENTS:
+                        self.pending.append(record)

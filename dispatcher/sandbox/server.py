@@ -1,0 +1,233 @@
+"""Running the sandbox: in a background thread for tests, or as a server process for the CLI.
+
+Both use uvicorn with uvloop and httptools and no access log: the benchmarks push thousands of calls
+a second through the sandbox on the same two cores as the worker.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import socket
+import threading
+import time
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+import uvicorn
+
+from dispatcher.config import Settings
+from dispatcher.errors import DispatcherError
+from dispatcher.sandbox.app import SandboxApp
+from dispatcher.sandbox.credentials import write_service_account
+from dispatcher.sandbox.faults import Faults
+from dispatcher.sandbox.recorder import MEMORY_LIMIT
+
+#: Project id of the sandbox's own service account.
+SANDBOX_PROJECT = "dispatcher-sandbox"
+#: Seconds to wait for the server thread to start accepting.
+START_TIMEOUT = 15.0
+
+_ENV_PREFIX = "DISPATCHER_SANDBOX_"
+
+
+class SandboxStartFailed(DispatcherError):
+    """The sandbox server did not come up."""
+
+
+def _uvicorn_config(app: Any, host: str, port: int, **extra: Any) -> uvicorn.Config:
+    return uvicorn.Config(
+        app, host=host, port=port, loop="uvloop", http="httptools", ws="none", lifespan="on",
+        access_log=False, log_level="warning", server_header=False, date_header=False,
+        timeout_keep_alive=30, backlog=4096, **extra,
+    )
+
+
+def prepare_service_account(records_dir: Path, base_url: str, project_id: str = SANDBOX_PROJECT) -> Path:
+    """The sandbox's own service-account file (``<records_dir>/service_account.json``), token_uri set."""
+    path = records_dir / "service_account.json"
+    return write_service_account(path, token_uri=f"{base_url}/token", project_id=project_id,
+                                 keys_dir=records_dir / "state" / "keys")
+
+
+class SandboxServer:
+    """A sandbox in a background thread of this process; a context manager.
+
+    >>> with SandboxServer(tmp_path) as sandbox:          # doctest: +SKIP
+    ...     settings = sandbox.configure(settings)
+    ...     sandbox.faults.update("fcm", error_rate=0.1, error_status=429)
+    ...     sandbox.records("fcm")
+    """
+
+    def __init__(
+        self,
+        records_dir: str | Path,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        *,
+        api_key: str | None = None,
+        project_id: str = SANDBOX_PROJECT,
+        webhook_url: str | None = None,
+        events_interval: float | None = None,
+        memory_limit: int = MEMORY_LIMIT,
+    ) -> None:
+        self.records_dir = Path(records_dir).resolve()
+        self.host = host
+        self.port = port
+        self.project_id = project_id
+        self.app = SandboxApp(self.records_dir, api_key=api_key, webhook_url=webhook_url,
+                              events_interval=events_interval, memory_limit=memory_limit)
+        self._server: uvicorn.Server | None = None
+        self._thread: threading.Thread | None = None
+        self.service_account_path: Path | None = None
+
+    # -- lifecycle ---------------------------------------------------------------------------------
+    def start(self) -> SandboxServer:
+        sock = socket.socket(socket.AF_INET6 if ":" in self.host else socket.AF_INET, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((self.host, self.port))
+        self.port = sock.getsockname()[1]
+        self.service_account_path = prepare_service_account(self.records_dir, self.base_url, self.project_id)
+        self.app.info = self._info()
+        server = uvicorn.Server(_uvicorn_config(self.app, self.host, self.port))
+        self._server = server
+        self._thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]},
+                                        name="dispatcher-sandbox", daemon=True)
+        self._thread.start()
+        deadline = time.monotonic() + START_TIMEOUT
+        while not server.started:
+            if not self._thread.is_alive() or time.monotonic() > deadline:
+                raise SandboxStartFailed(f"sandbox did not start on {self.host}:{self.port}")
+            time.sleep(0.01)
+        return self
+
+    def stop(self) -> None:
+        if self._server is not None and self._thread is not None:
+            self._server.should_exit = True
+            self._thread.join(timeout=10)
+        self.app.recorder.flush()
+        self._server = None
+        self._thread = None
+
+    def __enter__(self) -> SandboxServer:
+        return self.start()
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.stop()
+
+    # -- where things are --------------------------------------------------------------------------
+    @property
+    def base_url(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"http://{host}:{self.port}"
+
+    @property
+    def fcm_url(self) -> str:
+        """Base URL of the FCM v1 API (``Settings.fcm_endpoint``)."""
+        return self.base_url
+
+    @property
+    def sendgrid_url(self) -> str:
+        """Base URL of the SendGrid v3 API (``Settings.sendgrid_endpoint``, the sendgrid ``host``)."""
+        return self.base_url
+
+    @property
+    def token_uri(self) -> str:
+        return f"{self.base_url}/token"
+
+    @property
+    def api_key(self) -> str:
+        return self.app.api_key
+
+    @property
+    def webhook_public_key(self) -> str:
+        """The event webhook verification key, as SendGrid shows it (base64 DER SubjectPublicKeyInfo)."""
+        return self.app.webhook_public_key
+
+    @property
+    def faults(self) -> Faults:
+        return self.app.faults
+
+    def _info(self) -> dict[str, Any]:
+        return {"base_url": self.base_url, "fcm_url": self.fcm_url, "sendgrid_url": self.sendgrid_url,
+                "token_uri": self.token_uri, "project_id": self.project_id,
+                "service_account_path": str(self.service_account_path)}
+
+    def configure(self, settings: Settings) -> Settings:
+        """``settings`` pointed at this sandbox: endpoints, service account and API key."""
+        return settings.with_(fcm_endpoint=self.fcm_url, fcm_credentials=str(self.service_account_path),
+                              sendgrid_endpoint=self.sendgrid_url, sendgrid_api_key=self.api_key)
+
+    # -- records and events ------------------------------------------------------------------------
+    def records(self, stream: str = "fcm") -> list[dict[str, Any]]:
+        """Accepted calls of one stream: ``fcm``, ``sendgrid`` (per recipient), ``sendgrid_requests``,
+        ``events`` (webhook events posted)."""
+        return self.app.recorder.records(stream)
+
+    def stats(self) -> dict[str, Any]:
+        return self.app.recorder.summary()
+
+    def flush(self) -> None:
+        """Write buffered records to the JSON Lines files now."""
+        self.app.recorder.flush()
+
+    def clear(self) -> None:
+        self.app.clear()
+
+    def deliver_events(self, url: str | None = None, timeout: float = 60.0) -> int:
+        """POST signed SendGrid events for the mail accepted so far; returns how many were posted."""
+        loop = self.app.loop
+        if loop is None:
+            raise SandboxStartFailed("the sandbox is not running")
+        future = asyncio.run_coroutine_threadsafe(self.app.deliver_events(url), loop)
+        return future.result(timeout)
+
+
+def run_sandbox(host: str = "127.0.0.1", port: int = 8025, records_dir: str | Path = ".dispatcher/sandbox",
+                workers: int = 1, *, api_key: str | None = None, webhook_url: str | None = None,
+                events_interval: float | None = None, memory_limit: int = MEMORY_LIMIT) -> None:
+    """Serve the sandbox in the foreground until interrupted (the ``dispatcher sandbox`` command).
+
+    Writes ``<records_dir>/service_account.json`` and ``<records_dir>/sandbox.json`` (URLs, API key,
+    webhook public key) first, so other processes can be configured from them. With ``workers > 1``
+    each worker keeps its own in-memory records and counters, fault plans set through the control API
+    reach every worker within a quarter second, and all workers append to the same record files.
+    """
+    root = Path(records_dir).resolve()
+    root.mkdir(parents=True, exist_ok=True)
+    shown_host = "127.0.0.1" if host in ("0.0.0.0", "") else host
+    base_url = f"http://{shown_host}:{port}"
+    service_account = prepare_service_account(root, base_url)
+    info = {"base_url": base_url, "fcm_url": base_url, "sendgrid_url": base_url,
+            "token_uri": f"{base_url}/token", "project_id": SANDBOX_PROJECT,
+            "service_account_path": str(service_account)}
+    options: dict[str, Any] = {"records_dir": str(root), "api_key": api_key, "webhook_url": webhook_url,
+               "events_interval": events_interval, "memory_limit": memory_limit,
+               "shared_faults": workers > 1, "info": info}
+    os.environ[_ENV_PREFIX + "OPTIONS"] = json.dumps(options)
+    app = create_app_from_env()
+    (root / "sandbox.json").write_text(json.dumps(
+        {**info, "api_key": app.api_key, "webhook_public_key": app.webhook_public_key,
+         "records_dir": str(root)}, indent=2) + "\n")
+    if workers > 1:
+        uvicorn.run("dispatcher.sandbox.server:create_app_from_env", factory=True, host=host, port=port,
+                    workers=workers, loop="uvloop", http="httptools", ws="none", lifespan="on",
+                    access_log=False, log_level="warning", server_header=False, date_header=False,
+                    backlog=4096)
+    else:
+        uvicorn.Server(_uvicorn_config(app, host, port)).run()
+
+
+def create_app_from_env() -> SandboxApp:
+    """Build the app from the options :func:`run_sandbox` put in the environment (one per worker)."""
+    raw = os.environ.get(_ENV_PREFIX + "OPTIONS")
+    if not raw:
+        raise SandboxStartFailed(f"{_ENV_PREFIX}OPTIONS is not set; start the sandbox with run_sandbox()")
+    options = json.loads(raw)
+    info = options.pop("info", {})
+    app = SandboxApp(**options)
+    app.info = info
+    return app
