@@ -15,28 +15,15 @@ from __future__ import annotations
 
 import time
 from dataclasses import asdict, dataclass
-from functools import cache
 from typing import Any
 
 import redis
 from dramatiq.brokers.redis import DEFAULT_HEARTBEAT_TIMEOUT
 
 from dispatcher.broker import ALL_QUEUES, NAMESPACE
-from dispatcher.config import get_settings
-from dispatcher.errors import ConfigurationError
+from dispatcher.ops.connection import ops_redis
 
-
-@cache
-def _client_for(url: str) -> redis.Redis:
-    return redis.Redis.from_url(url)
-
-
-def ops_redis() -> redis.Redis:
-    """A Redis client for the configured broker URL (shared by the ops modules)."""
-    url = get_settings().redis_url
-    if not url:
-        raise ConfigurationError("REDIS_URL is not set: ops tools need the broker's Redis")
-    return _client_for(url)
+__all__ = ["QueueStats", "WorkerStats", "ops_redis", "queue_stats", "worker_stats"]
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,174 @@
+"""The engine's Prometheus series, and the small functions the stages call to feed them.
+
+Workers are several processes (dramatiq forks them), so the series use prometheus_client's
+multiprocess mode: each process writes its samples to files under ``PROMETHEUS_MULTIPROC_DIR`` and
+dramatiq's Prometheus exposition server (one per host, port ``dramatiq_prom_port``, default 9191)
+sums them with dramatiq's own series. prometheus_client picks its storage when a metric is
+*created*, so the series here are created lazily and re-created by :func:`enable_multiprocess`, which
+the worker middleware calls at process boot, before any sample is taken. Outside workers (CLI, tests)
+the series live in memory, in :func:`registry`.
+
+Labels are bounded: states, channels, outcomes, providers. Never a request id, resident, email or token.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import prometheus_client as prom
+from prometheus_client import values
+
+#: Buckets for durations that range from milliseconds (a small area) to minutes (a county).
+TARGETING_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300)
+#: Buckets for recipients per request, from a cul-de-sac to a county.
+RECIPIENT_BUCKETS = (0, 10, 100, 1_000, 10_000, 50_000, 100_000, 250_000, 500_000, 1_000_000, 5_000_000)
+#: Buckets for one provider call (a batch of up to 500 pushes or 1,000 emails).
+PROVIDER_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30)
+
+
+@dataclass(frozen=True)
+class EngineMetrics:
+    """Every series the engine exports besides dramatiq's own."""
+
+    request_transitions: prom.Counter
+    targeting_seconds: prom.Histogram
+    recipients_targeted: prom.Histogram
+    deliveries: prom.Counter
+    provider_latency: prom.Histogram
+    retries: prom.Counter
+    retired_tokens: prom.Counter
+    suppressed_emails: prom.Counter
+    requests: prom.Gauge
+    requests_overdue: prom.Gauge
+    queue_messages: prom.Gauge
+    workers_alive: prom.Gauge
+
+
+def _create(registry: prom.CollectorRegistry) -> EngineMetrics:
+    # Sampled gauges: every worker process samples the same database and Redis, so the fleet's value
+    # is the largest of the live processes' values.
+    def sampled(name: str, documentation: str, labels: tuple[str, ...] = ()) -> prom.Gauge:
+        return prom.Gauge(name, documentation, labels, registry=registry, multiprocess_mode="livemax")
+
+    return EngineMetrics(
+        request_transitions=prom.Counter(
+            "dispatcher_request_transitions_total", "Requests entering each state.", ["state"], registry=registry),
+        targeting_seconds=prom.Histogram(
+            "dispatcher_targeting_seconds", "Time to match an area and write its ledger.",
+            buckets=TARGETING_BUCKETS, registry=registry),
+        recipients_targeted=prom.Histogram(
+            "dispatcher_recipients_targeted", "Ledger rows written per targeted request.",
+            buckets=RECIPIENT_BUCKETS, registry=registry),
+        deliveries=prom.Counter(
+            "dispatcher_deliveries_total", "Delivery outcomes recorded in the ledger.", ["channel", "outcome"],
+            registry=registry),
+        provider_latency=prom.Histogram(
+            "dispatcher_provider_latency_seconds", "Duration of one provider batch call.", ["provider"],
+            buckets=PROVIDER_BUCKETS, registry=registry),
+        retries=prom.Counter(
+            "dispatcher_provider_retries_total", "Residents handed back for a later attempt (429, 5xx).",
+            ["channel"], registry=registry),
+        retired_tokens=prom.Counter(
+            "dispatcher_retired_tokens_total", "Device tokens retired (unregistered, invalid).", registry=registry),
+        suppressed_emails=prom.Counter(
+            "dispatcher_suppressed_emails_total", "Emails not sent because the address is suppressed.",
+            registry=registry),
+        requests=sampled("dispatcher_requests", "Requests in each state (sampled).", ("state",)),
+        requests_overdue=sampled("dispatcher_requests_overdue", "Active requests past their expected finish."),
+        queue_messages=sampled("dispatcher_queue_messages",
+                               "Messages per queue: ready, delayed, in_flight, dead (sampled).", ("queue", "kind")),
+        workers_alive=sampled("dispatcher_workers_alive", "Worker processes with a fresh heartbeat (sampled)."),
+    )
+
+
+_lock = threading.Lock()
+_registry = prom.CollectorRegistry()
+_metrics: EngineMetrics | None = None
+
+
+def engine_metrics() -> EngineMetrics:
+    """The process's series, created on first use."""
+    global _metrics
+    with _lock:
+        if _metrics is None:
+            _metrics = _create(_registry)
+        return _metrics
+
+
+def registry() -> prom.CollectorRegistry:
+    """The in-memory registry of the series (in multiprocess mode, read the directory instead)."""
+    return _registry
+
+
+def enable_multiprocess(directory: str | Path) -> None:
+    """Write samples under ``directory`` from now on, shared with dramatiq's exposition server."""
+    global _metrics, _registry
+    os.makedirs(directory, exist_ok=True)
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(directory)
+    with _lock:
+        if values.ValueClass is values.MutexValue:
+            values.ValueClass = values.get_value_class()
+        _registry = prom.CollectorRegistry()
+        _metrics = None
+
+
+def record_request_state(state: str) -> None:
+    """A request entered ``state`` (accepted, targeting, sending, completed, rejected, expired)."""
+    engine_metrics().request_transitions.labels(state).inc()
+
+
+def record_targeting(seconds: float, recipients: int) -> None:
+    """A request was targeted: how long it took and how many ledger rows it wrote."""
+    m = engine_metrics()
+    m.targeting_seconds.observe(seconds)
+    m.recipients_targeted.observe(recipients)
+
+
+def record_outcomes(channel: str, counts: Mapping[str, int]) -> None:
+    """Outcomes of one batch by status (sent, failed, skipped, suppressed, ...)."""
+    deliveries = engine_metrics().deliveries
+    for outcome, n in counts.items():
+        if n:
+            deliveries.labels(channel, outcome).inc(n)
+    suppressed = counts.get("suppressed", 0)
+    if suppressed:
+        record_suppressed(suppressed)
+
+
+def observe_provider_latency(provider: str, seconds: float) -> None:
+    """One provider batch call took ``seconds``."""
+    engine_metrics().provider_latency.labels(provider).observe(seconds)
+
+
+@contextmanager
+def provider_timer(provider: str) -> Iterator[None]:
+    """Time the provider call inside the ``with`` block (recorded even when it raises)."""
+    started = time.perf_counter()
+    try:
+        yield
+    finally:
+        observe_provider_latency(provider, time.perf_counter() - started)
+
+
+def record_retry(channel: str, n: int = 1) -> None:
+    """``n`` residents go back to pending for a later attempt."""
+    if n:
+        engine_metrics().retries.labels(channel).inc(n)
+
+
+def record_retired_tokens(n: int) -> None:
+    """``n`` device tokens were retired."""
+    if n:
+        engine_metrics().retired_tokens.inc(n)
+
+
+def record_suppressed(n: int) -> None:
+    """``n`` emails were not sent because their address is suppressed."""
+    if n:
+        engine_metrics().suppressed_emails.inc(n)
