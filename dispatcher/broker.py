@@ -13,6 +13,7 @@ from dramatiq.middleware import CurrentMessage
 
 from dispatcher.config import Settings, get_settings
 from dispatcher.errors import ConfigurationError
+from dispatcher.ops.middleware import install_ops_middleware
 
 #: Approved Community Requests from the publishing pipeline.
 REQUESTS_QUEUE = "requests"
@@ -33,6 +34,7 @@ def build_broker(settings: Settings) -> RedisBroker:
         raise ConfigurationError("REDIS_URL is not set and no embedded Redis was started")
     broker = RedisBroker(url=settings.redis_url, namespace=NAMESPACE)
     broker.add_middleware(CurrentMessage())
+    install_ops_middleware(broker)  # request ids in logs; Prometheus metrics in CLI-booted worker processes
     return broker
 
 
