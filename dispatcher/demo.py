@@ -19,7 +19,7 @@ import h3
 import numpy as np
 import psycopg
 import shapely
-from psycopg.conninfo import conninfo_to_dict, make_conninfo
+from psycopg.conninfo import make_conninfo
 from rich.console import Console
 from rich.table import Table
 
@@ -50,9 +50,7 @@ def _demo_database_url(settings: Settings) -> str:
     with psycopg.connect(settings.database_url, autocommit=True) as admin:
         admin.execute(f'DROP DATABASE IF EXISTS "{DEMO_DATABASE}" WITH (FORCE)')
         admin.execute(f'CREATE DATABASE "{DEMO_DATABASE}"')
-    params = conninfo_to_dict(settings.database_url)
-    params["dbname"] = DEMO_DATABASE
-    return make_conninfo(**{k: v for k, v in params.items() if v is not None})
+    return make_conninfo(settings.database_url, dbname=DEMO_DATABASE)
 
 
 def make_town(n: int, seed: int) -> Town:
@@ -145,7 +143,7 @@ def demo_request(now: datetime) -> dict[str, Any]:
 def expected_recipients(town: Town, area: dict[str, Any]) -> tuple[set[int], dict[str, int], set[str]]:
     """The oracle: residents covered by the area (shapely), and the tokens and emails they should get."""
     geometry = shapely.geometry.shape(area["geometry"])
-    inside = shapely.covers_xy(geometry, town.lng, town.lat)
+    inside = shapely.covers(geometry, shapely.points(town.lng, town.lat))
     in_area = set(town.ids[inside].tolist())
     tokens: dict[str, int] = {}
     emails: set[str] = set()

@@ -12,6 +12,7 @@ import logging
 import shutil
 import subprocess
 import time
+import warnings
 from pathlib import Path
 
 import psycopg
@@ -46,7 +47,9 @@ def start_postgres(pgdata: Path, database: str = EMBEDDED_DATABASE) -> str:
             "pip install 'dispatcher[embedded]' or set DATABASE_URL"
         ) from None
     pgdata.mkdir(parents=True, exist_ok=True)
-    server = pgserver.get_server(pgdata, cleanup_mode=None)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # platformdirs complains when XDG_RUNTIME_DIR is unset
+        server = pgserver.get_server(pgdata, cleanup_mode=None)  # type: ignore[attr-defined]
     admin_url = server.get_uri()
     with psycopg.connect(admin_url, autocommit=True) as conn:
         exists = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (database,)).fetchone()
@@ -63,7 +66,7 @@ def stop_postgres(pgdata: Path) -> None:
         return
     import pgserver
 
-    server = pgserver.get_server(pgdata, cleanup_mode="stop")
+    server = pgserver.get_server(pgdata, cleanup_mode="stop")  # type: ignore[attr-defined]
     server.cleanup()
 
 

@@ -41,15 +41,23 @@ def worker_identity() -> str:
 
 
 @cache
-def push_channel() -> PushChannel:
-    """The process's push channel (firebase-admin app), created on first use."""
-    return PushChannel(get_settings())
+def _push_channel_for(settings: Settings) -> PushChannel:
+    return PushChannel(settings)
 
 
 @cache
+def _email_channel_for(settings: Settings) -> EmailChannel:
+    return EmailChannel(settings)
+
+
+def push_channel() -> PushChannel:
+    """The process's push channel (firebase-admin app) for the current settings, made on first use."""
+    return _push_channel_for(get_settings())
+
+
 def email_channel() -> EmailChannel:
-    """The process's email channel (SendGrid client), created on first use."""
-    return EmailChannel(get_settings())
+    """The process's email channel (SendGrid client) for the current settings, made on first use."""
+    return _email_channel_for(get_settings())
 
 
 @dataclass
@@ -77,7 +85,7 @@ def _send_batch(channel: Channel, request: CommunityRequest, respond_until: date
         with pool.connection() as conn:
             push_targets, skipped = eligibility.eligible_push_targets(conn, request.id, resident_ids)
         outcomes.update({rid: Outcome(Status.SKIPPED, reason) for rid, reason in skipped.items()})
-        targets = [PushTarget(rid, tuple(t.tokens), t.has_camera) for rid, t in push_targets.items()]
+        targets = [PushTarget(rid, tuple(r.tokens), r.has_camera) for rid, r in push_targets.items()]
         if not targets:
             return outcomes, [], None
         push = push_channel().send(request, respond_until, targets)

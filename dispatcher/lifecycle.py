@@ -17,6 +17,7 @@ from psycopg.types.json import Jsonb
 from dispatcher.config import RESPONSE_WINDOW_DAYS
 from dispatcher.contract import CommunityRequest
 from dispatcher.errors import RequestConflict
+from dispatcher.ops.request_events import request_transitioned
 
 Conn = psycopg.Connection[tuple[object, ...]]
 
@@ -112,6 +113,8 @@ def transition(conn: Conn, request_id: str, to: State, *, from_: set[State], rea
         " WHERE id = %s AND state = ANY(%s)",
         (to.value, reason, request_id, [s.value for s in from_]),
     )
+    if cur.rowcount == 1:
+        request_transitioned(request_id, to.value)  # metrics; final states go back to the pipeline (id, state, time)
     return cur.rowcount == 1
 
 

@@ -11,11 +11,12 @@ import os
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import psycopg
 import pytest
 import redis
-from psycopg.conninfo import conninfo_to_dict, make_conninfo
+from psycopg.conninfo import make_conninfo
 
 from dispatcher.config import Settings, set_settings
 from dispatcher.db import migrate
@@ -44,9 +45,7 @@ TABLES = (
 
 
 def _with_database(url: str, dbname: str) -> str:
-    params = conninfo_to_dict(url)
-    params["dbname"] = dbname
-    return make_conninfo(**{k: v for k, v in params.items() if v is not None})
+    return make_conninfo(url, dbname=dbname)
 
 
 @pytest.fixture(scope="session")
@@ -92,3 +91,45 @@ def redis_client(settings: Settings) -> Iterator[redis.Redis]:
     client.flushdb()
     yield client
     client.close()
+
+
+@pytest.fixture(scope="session")
+def sandbox(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    """The local FCM and SendGrid sandbox, for the whole run."""
+    from dispatcher.sandbox.server import SandboxServer
+
+    with SandboxServer(tmp_path_factory.mktemp("sandbox")) as server:
+        yield server
+
+
+@pytest.fixture
+def engine(settings: Settings, sandbox: Any, db: psycopg.Connection[tuple[object, ...]],
+           redis_client: redis.Redis) -> Iterator[Settings]:
+    """Settings pointed at the sandbox, with empty tables, queues, records and no faults."""
+    import dramatiq
+
+    import dispatcher.actors  # noqa: F401  (declares the actors on the broker)
+
+    sandbox.clear()
+    sandbox.faults.reset()
+    configured = sandbox.configure(settings).with_(lease_seconds=5)
+    set_settings(configured)
+    dramatiq.get_broker().flush_all()
+    try:
+        yield configured
+    finally:
+        set_settings(settings)
+
+
+@pytest.fixture
+def worker(engine: Settings) -> Iterator[Any]:
+    """A real dramatiq worker (threads in this process) consuming the engine's queues from Redis."""
+    import dramatiq
+
+    broker = dramatiq.get_broker()
+    running = dramatiq.Worker(broker, worker_threads=4, worker_timeout=50)
+    running.start()
+    try:
+        yield running
+    finally:
+        running.stop()

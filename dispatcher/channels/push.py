@@ -10,6 +10,7 @@ batch's residents are retried later, honouring Retry-After), and a permanent one
 from __future__ import annotations
 
 import itertools
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -22,6 +23,10 @@ from dispatcher.config import FCM_MAX_BATCH, Settings
 from dispatcher.contract import CommunityRequest
 from dispatcher.errors import ConfigurationError
 from dispatcher.ledger import Outcome, Status
+
+# firebase-admin 7 deprecates ``Message.token`` in favour of installation ids; FCM v1 still takes
+# registration tokens, which is what residents' devices register with us.
+warnings.filterwarnings("ignore", message="Message.token is deprecated", category=DeprecationWarning)
 
 _app_counter = itertools.count()
 _RETRYABLE = (

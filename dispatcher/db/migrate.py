@@ -17,7 +17,7 @@ _LOCK_KEY = 0x64697370  # "disp"
 def available_migrations() -> list[tuple[str, str]]:
     """(name, sql) for every migration shipped with the package, in order."""
     folder = resources.files(MIGRATIONS_PACKAGE)
-    files = sorted(f for f in folder.iterdir() if f.name.endswith(".sql"))
+    files = sorted((f for f in folder.iterdir() if f.name.endswith(".sql")), key=lambda f: f.name)
     return [(f.name.removesuffix(".sql"), f.read_text(encoding="utf-8")) for f in files]
 
 
