@@ -24,6 +24,8 @@ from pathlib import Path
 import prometheus_client as prom
 from prometheus_client import values
 
+from dispatcher.ledger import Outcome
+
 #: Buckets for durations that range from milliseconds (a small area) to minutes (a county).
 TARGETING_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300)
 #: Buckets for recipients per request, from a cul-de-sac to a county.
@@ -172,3 +174,11 @@ def record_suppressed(n: int) -> None:
     """``n`` emails were not sent because their address is suppressed."""
     if n:
         engine_metrics().suppressed_emails.inc(n)
+
+
+def record_ledger_outcomes(channel: str, outcomes: Mapping[int, Outcome]) -> None:
+    """Count one batch's ledger outcomes (resident id → outcome) by status."""
+    counts: dict[str, int] = {}
+    for outcome in outcomes.values():
+        counts[outcome.status.value] = counts.get(outcome.status.value, 0) + 1
+    record_outcomes(channel, counts)
