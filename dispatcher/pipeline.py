@@ -19,6 +19,7 @@ from dispatcher.contract import parse_request
 from dispatcher.db import get_pool
 from dispatcher.errors import InvalidArea, InvalidRequest, RequestConflict
 from dispatcher.lifecycle import State
+from dispatcher.ops import metrics
 from dispatcher.targeting.area import parse_area
 from dispatcher.targeting.match import match_area
 
@@ -80,4 +81,5 @@ def distribute(payload: Any) -> DistributeOutcome:
         lifecycle.transition(conn, request.id, State.SENDING, from_={State.TARGETING})
     elapsed = time.perf_counter() - started
     log.info("request targeted", extra={"request_id": request.id, "targeting_seconds": round(elapsed, 4)})
+    metrics.record_targeting(elapsed, sink.written)
     return DistributeOutcome(request.id, State.SENDING.value, True, None, sink.written, elapsed)
