@@ -25,6 +25,7 @@ from dispatcher.contract import CommunityRequest
 from dispatcher.db import get_pool
 from dispatcher.ledger import Channel, Outcome, Status
 from dispatcher.lifecycle import State
+from dispatcher.ops import metrics
 from dispatcher.preferences import eligibility
 
 log = logging.getLogger(__name__)
@@ -88,10 +89,12 @@ def _send_batch(channel: Channel, request: CommunityRequest, respond_until: date
         targets = [PushTarget(rid, tuple(r.tokens), r.has_camera) for rid, r in push_targets.items()]
         if not targets:
             return outcomes, [], None
-        push = push_channel().send(request, respond_until, targets)
+        with metrics.provider_timer("fcm"):
+            push = push_channel().send(request, respond_until, targets)
         if push.retired_tokens:
             with pool.connection() as conn:
                 eligibility.retire_tokens(conn, push.retired_tokens)
+            metrics.record_retired_tokens(len(push.retired_tokens))
         outcomes.update(push.outcomes)
         wait = push.retry_after if push.retry_after is not None else (DEFAULT_RETRY_SECONDS if push.retry else None)
         if push.quota_exceeded:
@@ -106,7 +109,8 @@ def _send_batch(channel: Channel, request: CommunityRequest, respond_until: date
     etargets = [EmailTarget(rid, t.email, t.time_zone, t.has_camera) for rid, t in email_targets.items()]
     if not etargets:
         return outcomes, [], None
-    email = email_channel().send(request, etargets)
+    with metrics.provider_timer("sendgrid"):
+        email = email_channel().send(request, etargets)
     outcomes.update(email.outcomes)
     wait = email.retry_after if email.retry_after is not None else (DEFAULT_RETRY_SECONDS if email.retry else None)
     if email.quota_exceeded:
@@ -151,9 +155,11 @@ def drain(request_id: str, channel: Channel, *, budget_seconds: float = DRAIN_SE
         outcomes, retry, wait = _send_batch(channel, request, stored.respond_until, ids, settings)
         with pool.connection() as conn:
             ledger.record_outcomes(conn, request_id, channel, outcomes)
+            metrics.record_ledger_outcomes(channel.value, outcomes)
             if retry:
                 ledger.release(conn, request_id, channel, retry, retry_in_seconds=wait or DEFAULT_RETRY_SECONDS,
                                reason="provider_retry")
+                metrics.record_retry(channel.value, len(retry))
         report.batches += 1
         _count(report, outcomes)
         if retry:
