@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-import json
+import re
 import secrets
 import time
 from typing import Any
 from urllib.parse import parse_qs
+
+import orjson
 
 from dispatcher.sandbox.credentials import (
     ACCESS_TOKEN_SECONDS,
@@ -89,8 +91,11 @@ def _message_problem(message: Any) -> tuple[str, str] | None:
     return None
 
 
+_WHITESPACE = re.compile(r"\s")
+
+
 def _malformed_token(token: str) -> bool:
-    return len(token) > 4096 or any(ch.isspace() for ch in token)
+    return len(token) > 4096 or _WHITESPACE.search(token) is not None
 
 
 class FcmSandbox:
@@ -129,8 +134,8 @@ class FcmSandbox:
             self.recorder.count("fcm.unauthenticated")
             return _UNAUTHENTICATED
         try:
-            request = json.loads(body)
-        except ValueError:
+            request = orjson.loads(body)
+        except orjson.JSONDecodeError:
             self.recorder.count("fcm.rejected")
             return _invalid_argument("Invalid JSON payload received.", "message")
         if not isinstance(request, dict):
@@ -160,17 +165,9 @@ class FcmSandbox:
             name = f"projects/{project}/messages/fake_message_id"
         else:
             name = f"projects/{project}/messages/{self._id_prefix}:{next(self._ids)}"
-            self._record(name, token, message, body)
+            self._record(name, token, message)
         return Response(200, JSON_HEADERS, b'{"name":"' + name.encode() + b'"}')
 
-    def _record(self, name: str, token: str | None, message: dict[str, Any], body: bytes) -> None:
+    def _record(self, name: str, token: str | None, message: dict[str, Any]) -> None:
         self.recorder.count("fcm.accepted")
-        now = time.time()
-        record = {"ts": now, "name": name, "token": token, "message": message}
-        line: str | None = None
-        start = body.find(b"{", 1)
-        if b"\n" not in body and body.startswith(b'{"message":') and start > 0 and body.endswith(b"}"):
-            # Reuse the request's own JSON instead of dumping the parsed message again.
-            line = (f'{{"ts":{now:.6f},"name":"{name}","token":{json.dumps(token)},"message":'
-                    + body[start:-1].decode() + "}")
-        self.recorder.record("fcm", record, line)
+        self.recorder.record("fcm", {"ts": time.time(), "name": name, "token": token, "message": message})

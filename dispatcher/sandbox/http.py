@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-import json
 from typing import Any, NamedTuple
+
+import orjson
 
 JSON_HEADERS: list[tuple[bytes, bytes]] = [(b"content-type", b"application/json; charset=UTF-8")]
 
@@ -15,7 +16,7 @@ class Response(NamedTuple):
 
 
 def json_response(status: int, payload: Any, headers: list[tuple[bytes, bytes]] | None = None) -> Response:
-    body = json.dumps(payload, separators=(",", ":")).encode()
+    body = orjson.dumps(payload)
     return Response(status, JSON_HEADERS + (headers or []), body)
 
 

@@ -9,10 +9,11 @@ each recipient once, with the custom_args SendGrid would echo in its webhook eve
 from __future__ import annotations
 
 import asyncio
-import json
 import secrets
 import time
 from typing import Any
+
+import orjson
 
 from dispatcher.config import SENDGRID_MAX_PERSONALIZATIONS
 from dispatcher.sandbox.faults import Faults
@@ -121,8 +122,8 @@ class SendgridSandbox:
             self.recorder.count("sendgrid.unauthorized")
             return sendgrid_error(401, field=None)
         try:
-            mail = json.loads(body)
-        except ValueError:
+            mail = orjson.loads(body)
+        except orjson.JSONDecodeError:
             self.recorder.count("sendgrid.rejected")
             return sendgrid_error(400, "Bad Request")
         problem = mail_problem(mail)

@@ -41,7 +41,7 @@ def _uvicorn_config(app: Any, host: str, port: int, **extra: Any) -> uvicorn.Con
     return uvicorn.Config(
         app, host=host, port=port, loop="uvloop", http="httptools", ws="none", lifespan="on",
         access_log=False, log_level="warning", server_header=False, date_header=False,
-        timeout_keep_alive=30, backlog=4096, **extra,
+        proxy_headers=False, timeout_keep_alive=30, backlog=4096, **extra,
     )
 
 
@@ -216,7 +216,7 @@ def run_sandbox(host: str = "127.0.0.1", port: int = 8025, records_dir: str | Pa
         uvicorn.run("dispatcher.sandbox.server:create_app_from_env", factory=True, host=host, port=port,
                     workers=workers, loop="uvloop", http="httptools", ws="none", lifespan="on",
                     access_log=False, log_level="warning", server_header=False, date_header=False,
-                    backlog=4096)
+                    backlog=4096, proxy_headers=False)
     else:
         uvicorn.Server(_uvicorn_config(app, host, port)).run()
 
