@@ -1,0 +1,282 @@
+"""Incremental changes to the resident index, as the main application reports them.
+
+Every function is idempotent and ordered by ``version``, a number the main application increases with
+every change to a resident. Each part of a resident that can change on its own remembers the version
+that last wrote it (profile, email, each setting, each token), so a late, older message is ignored and
+never hides a newer one. A transaction-scoped advisory lock per resident serialises concurrent changes
+to one resident, so a delete and a late create cannot interleave.
+
+Each function returns ``True`` when it changed something, ``False`` when the message was a replay or
+older than what the index already holds. A change for a resident the index does not know yet raises
+:class:`UnknownResident` (its creation may still be in a queue: retry later), unless the resident was
+deleted at a newer version, in which case the change is dropped.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import h3
+import psycopg
+
+from dispatcher.config import RESIDENT_CELL_RESOLUTION
+from dispatcher.errors import InvalidResidentUpdate, UnknownResident
+from dispatcher.preferences import validation
+
+Connection = psycopg.Connection[Any]
+
+#: First key of the two-key advisory locks that serialise changes to one resident ("resi").
+_LOCK_CLASS = 0x72657369
+#: Why a token was retired when the resident (not the provider) removed it.
+REMOVED_BY_RESIDENT = "removed"
+
+
+def resident_cell(lat: float, lng: float) -> int:
+    """The resident's H3 cell at the index resolution, as the BIGINT the index stores."""
+    return int(h3.str_to_int(h3.latlng_to_cell(lat, lng, RESIDENT_CELL_RESOLUTION)))
+
+
+def _check(*problems: str | None) -> None:
+    for problem in problems:
+        if problem is not None:
+            raise InvalidResidentUpdate(problem)
+
+
+def _lock_resident(conn: Connection, resident_id: int) -> None:
+    conn.execute("SELECT pg_advisory_xact_lock(%s, %s)", (_LOCK_CLASS, resident_id % 2**31))
+
+
+def _tombstone_version(conn: Connection, resident_id: int) -> int | None:
+    row = conn.execute("SELECT version FROM resident_tombstones WHERE id = %s", (resident_id,)).fetchone()
+    return None if row is None else int(row[0])
+
+
+def _require_resident(conn: Connection, resident_id: int, version: int) -> bool:
+    """``True`` if the resident exists; ``False`` if deleted at ``version`` or later; else raise."""
+    row = conn.execute(
+        "SELECT EXISTS (SELECT 1 FROM residents WHERE id = %(id)s),"
+        " (SELECT version FROM resident_tombstones WHERE id = %(id)s)",
+        {"id": resident_id},
+    ).fetchone()
+    assert row is not None
+    exists, tombstone = bool(row[0]), row[1]
+    if exists:
+        return True
+    if tombstone is not None and version <= int(tombstone):
+        return False
+    raise UnknownResident(f"resident {resident_id} is not in the index (change version {version})")
+
+
+def upsert_resident(
+    conn: Connection,
+    resident_id: int,
+    *,
+    version: int,
+    lat: float,
+    lng: float,
+    email: str | None,
+    locale: str = "en-US",
+    time_zone: str = "UTC",
+    has_camera: bool = False,
+) -> bool:
+    """A resident was created or changed (moved, new locale...); the H3 cell follows the location."""
+    _check(
+        validation.resident_id_problem(resident_id),
+        validation.version_problem(version),
+        validation.location_problem(lat, lng),
+        None if email is None else validation.email_problem(email),
+        validation.locale_problem(locale),
+        validation.time_zone_problem(time_zone),
+    )
+    cell = resident_cell(lat, lng)
+    with conn.transaction():
+        _lock_resident(conn, resident_id)
+        tombstone = _tombstone_version(conn, resident_id)
+        if tombstone is not None:
+            if version <= tombstone:
+                return False
+            conn.execute("DELETE FROM resident_tombstones WHERE id = %s", (resident_id,))
+        cur = conn.execute(
+            """
+            INSERT INTO residents AS r
+                (id, lat, lng, cell, email, email_version, locale, time_zone, has_camera, version)
+            VALUES (%(id)s, %(lat)s, %(lng)s, %(cell)s, %(email)s, %(v)s, %(locale)s, %(tz)s,
+                    %(camera)s, %(v)s)
+            ON CONFLICT (id) DO UPDATE SET
+                lat        = CASE WHEN r.version < EXCLUDED.version THEN EXCLUDED.lat ELSE r.lat END,
+                lng        = CASE WHEN r.version < EXCLUDED.version THEN EXCLUDED.lng ELSE r.lng END,
+                cell       = CASE WHEN r.version < EXCLUDED.version THEN EXCLUDED.cell ELSE r.cell END,
+                locale     = CASE WHEN r.version < EXCLUDED.version THEN EXCLUDED.locale ELSE r.locale END,
+                time_zone  = CASE WHEN r.version < EXCLUDED.version
+                                  THEN EXCLUDED.time_zone ELSE r.time_zone END,
+                has_camera = CASE WHEN r.version < EXCLUDED.version
+                                  THEN EXCLUDED.has_camera ELSE r.has_camera END,
+                email      = CASE WHEN r.email_version < EXCLUDED.version THEN EXCLUDED.email ELSE r.email END,
+                version       = GREATEST(r.version, EXCLUDED.version),
+                email_version = GREATEST(r.email_version, EXCLUDED.version),
+                updated_at    = now()
+            WHERE r.version < EXCLUDED.version OR r.email_version < EXCLUDED.version
+            """,
+            {"id": resident_id, "lat": float(lat), "lng": float(lng), "cell": cell, "email": email,
+             "v": version, "locale": locale, "tz": time_zone, "camera": bool(has_camera)},
+        )
+        return cur.rowcount > 0
+
+
+def delete_resident(conn: Connection, resident_id: int, *, version: int) -> bool:
+    """A resident left: their row, settings, tokens and personal data go, pending deliveries are skipped.
+
+    Only ``resident_tombstones(id, version)`` stays, so that a late, older message cannot resurrect them.
+    """
+    _check(validation.resident_id_problem(resident_id), validation.version_problem(version))
+    with conn.transaction():
+        _lock_resident(conn, resident_id)
+        tombstone = _tombstone_version(conn, resident_id)
+        if tombstone is not None and version <= tombstone:
+            return False
+        row = conn.execute(
+            "SELECT GREATEST(version, email_version) FROM residents WHERE id = %s", (resident_id,)
+        ).fetchone()
+        if row is not None and version <= int(row[0]):
+            return False
+        conn.execute(
+            "INSERT INTO resident_tombstones (id, version) VALUES (%(id)s, %(v)s)"
+            " ON CONFLICT (id) DO UPDATE SET version = EXCLUDED.version, deleted_at = now()",
+            {"id": resident_id, "v": version},
+        )
+        # Settings and tokens go with the row (ON DELETE CASCADE).
+        conn.execute("DELETE FROM residents WHERE id = %s", (resident_id,))
+        conn.execute(
+            "UPDATE deliveries SET status = 'skipped', reason = 'resident_deleted', updated_at = now()"
+            " WHERE resident_id = %s AND status = 'pending'",
+            (resident_id,),
+        )
+        return True
+
+
+def change_settings(
+    conn: Connection,
+    resident_id: int,
+    *,
+    version: int,
+    community_requests: bool | None = None,
+    push: bool | None = None,
+    email: bool | None = None,
+) -> bool:
+    """A resident switched Community Requests, push or email on or off (``None``: left as it was)."""
+    _check(validation.resident_id_problem(resident_id), validation.version_problem(version))
+    if community_requests is None and push is None and email is None:
+        return False
+    with conn.transaction():
+        _lock_resident(conn, resident_id)
+        if not _require_resident(conn, resident_id, version):
+            return False
+        cur = conn.execute(
+            """
+            INSERT INTO resident_settings AS s
+                (resident_id, community_requests, push_enabled, email_enabled,
+                 community_requests_version, push_version, email_enabled_version, version)
+            VALUES (%(id)s, COALESCE(%(cr)s::boolean, TRUE), COALESCE(%(push)s::boolean, TRUE),
+                    COALESCE(%(email)s::boolean, TRUE),
+                    CASE WHEN %(cr)s::boolean IS NULL THEN 0 ELSE %(v)s END,
+                    CASE WHEN %(push)s::boolean IS NULL THEN 0 ELSE %(v)s END,
+                    CASE WHEN %(email)s::boolean IS NULL THEN 0 ELSE %(v)s END,
+                    %(v)s)
+            ON CONFLICT (resident_id) DO UPDATE SET
+                community_requests = CASE WHEN EXCLUDED.community_requests_version > s.community_requests_version
+                                          THEN EXCLUDED.community_requests ELSE s.community_requests END,
+                push_enabled       = CASE WHEN EXCLUDED.push_version > s.push_version
+                                          THEN EXCLUDED.push_enabled ELSE s.push_enabled END,
+                email_enabled      = CASE WHEN EXCLUDED.email_enabled_version > s.email_enabled_version
+                                          THEN EXCLUDED.email_enabled ELSE s.email_enabled END,
+                community_requests_version = GREATEST(s.community_requests_version,
+                                                      EXCLUDED.community_requests_version),
+                push_version          = GREATEST(s.push_version, EXCLUDED.push_version),
+                email_enabled_version = GREATEST(s.email_enabled_version, EXCLUDED.email_enabled_version),
+                version               = GREATEST(s.version, EXCLUDED.version),
+                updated_at            = now()
+            WHERE EXCLUDED.community_requests_version > s.community_requests_version
+               OR EXCLUDED.push_version > s.push_version
+               OR EXCLUDED.email_enabled_version > s.email_enabled_version
+            """,
+            {"id": resident_id, "cr": community_requests, "push": push, "email": email, "v": version},
+        )
+        return cur.rowcount > 0
+
+
+def register_token(conn: Connection, resident_id: int, token: str, *, version: int) -> bool:
+    """A device of the resident registered for push.
+
+    A token the resident removed earlier comes back with a newer registration; a token FCM declared
+    dead stays retired (FCM never revives a token). A token registered by another resident moves to
+    them: a device changes hands by signing in again.
+    """
+    _check(
+        validation.resident_id_problem(resident_id),
+        validation.version_problem(version),
+        validation.token_problem(token),
+    )
+    with conn.transaction():
+        _lock_resident(conn, resident_id)
+        if not _require_resident(conn, resident_id, version):
+            return False
+        cur = conn.execute(
+            """
+            INSERT INTO device_tokens AS t (token, resident_id, version)
+            VALUES (%(token)s, %(id)s, %(v)s)
+            ON CONFLICT (token) DO UPDATE SET
+                resident_id    = EXCLUDED.resident_id,
+                version        = EXCLUDED.version,
+                registered_at  = now(),
+                retired_at     = CASE WHEN t.retired_reason = %(removed)s THEN NULL ELSE t.retired_at END,
+                retired_reason = CASE WHEN t.retired_reason = %(removed)s THEN NULL ELSE t.retired_reason END
+            WHERE t.resident_id <> EXCLUDED.resident_id OR t.version < EXCLUDED.version
+            """,
+            {"token": token, "id": resident_id, "v": version, "removed": REMOVED_BY_RESIDENT},
+        )
+        return cur.rowcount > 0
+
+
+def remove_token(conn: Connection, resident_id: int, token: str, *, version: int) -> bool:
+    """A device of the resident signed out: the token is retired (kept only to order late messages)."""
+    _check(
+        validation.resident_id_problem(resident_id),
+        validation.version_problem(version),
+        validation.token_problem(token),
+    )
+    with conn.transaction():
+        _lock_resident(conn, resident_id)
+        if not _require_resident(conn, resident_id, version):
+            return False
+        cur = conn.execute(
+            """
+            INSERT INTO device_tokens AS t (token, resident_id, version, retired_at, retired_reason)
+            VALUES (%(token)s, %(id)s, %(v)s, now(), %(removed)s)
+            ON CONFLICT (token) DO UPDATE SET
+                version        = EXCLUDED.version,
+                retired_at     = COALESCE(t.retired_at, now()),
+                retired_reason = COALESCE(t.retired_reason, EXCLUDED.retired_reason)
+            WHERE t.resident_id = EXCLUDED.resident_id AND t.version < EXCLUDED.version
+            """,
+            {"token": token, "id": resident_id, "v": version, "removed": REMOVED_BY_RESIDENT},
+        )
+        return cur.rowcount > 0
+
+
+def change_email(conn: Connection, resident_id: int, *, version: int, email: str | None) -> bool:
+    """The resident's email address changed (``None``: they no longer have one)."""
+    _check(
+        validation.resident_id_problem(resident_id),
+        validation.version_problem(version),
+        None if email is None else validation.email_problem(email),
+    )
+    with conn.transaction():
+        _lock_resident(conn, resident_id)
+        if not _require_resident(conn, resident_id, version):
+            return False
+        cur = conn.execute(
+            "UPDATE residents SET email = %(email)s, email_version = %(v)s, updated_at = now()"
+            " WHERE id = %(id)s AND email_version < %(v)s",
+            {"email": email, "v": version, "id": resident_id},
+        )
+        return cur.rowcount > 0
