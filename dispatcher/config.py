@@ -85,6 +85,8 @@ class Settings:
     email_from_name: str = "Community Requests"
     #: SendGrid unsubscribe group for Community Requests (0 means none).
     sendgrid_unsubscribe_group: int = 0
+    #: SendGrid's Signed Event Webhook verification key (base64 DER, as SendGrid shows it, or PEM).
+    sendgrid_webhook_public_key: str | None = None
     #: Base of the deep links and buttons in notifications.
     app_link_base: str = "https://app.dispatcher.invalid"
     #: Where one-click unsubscribe requests go (List-Unsubscribe).
@@ -123,6 +125,7 @@ class Settings:
             email_from=_env("EMAIL_FROM", defaults.email_from) or defaults.email_from,
             email_from_name=_env("EMAIL_FROM_NAME", defaults.email_from_name) or defaults.email_from_name,
             sendgrid_unsubscribe_group=_env_int("SENDGRID_UNSUBSCRIBE_GROUP", 0),
+            sendgrid_webhook_public_key=_env("SENDGRID_WEBHOOK_PUBLIC_KEY"),
             app_link_base=_env("APP_LINK_BASE", defaults.app_link_base) or defaults.app_link_base,
             unsubscribe_url=_env("UNSUBSCRIBE_URL", defaults.unsubscribe_url) or defaults.unsubscribe_url,
             lease_seconds=_env_int("LEASE_SECONDS", defaults.lease_seconds),
