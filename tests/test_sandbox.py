@@ -34,6 +34,7 @@ from dispatcher.sandbox import (
     FaultPlan,
     InvalidFaultPlan,
     SandboxServer,
+    WebhookDeliveryFailed,
     generate_webhook_keypair,
     sign_event_webhook,
     write_service_account,
@@ -458,11 +459,13 @@ def test_signature_verifies_with_the_public_key_as_sendgrid_shows_it() -> None:
 
 class _Receiver(BaseHTTPRequestHandler):
     received: ClassVar[list[tuple[dict[str, str], bytes]]] = []
+    status: ClassVar[int] = 200
 
     def do_POST(self) -> None:
         body = self.rfile.read(int(self.headers["Content-Length"]))
-        self.received.append((dict(self.headers), body))
-        self.send_response(200)
+        if self.status == 200:
+            self.received.append((dict(self.headers), body))
+        self.send_response(self.status)
         self.send_header("Content-Length", "0")
         self.end_headers()
 
@@ -473,6 +476,7 @@ class _Receiver(BaseHTTPRequestHandler):
 @pytest.fixture
 def webhook_receiver() -> Iterator[tuple[str, list[tuple[dict[str, str], bytes]]]]:
     _Receiver.received = []
+    _Receiver.status = 200
     server = ThreadingHTTPServer(("127.0.0.1", 0), _Receiver)
     thread = threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True)
     thread.start()
@@ -522,3 +526,110 @@ def test_events_through_the_control_api(
 
     assert answer.json() == {"posted": 1}
     assert json.loads(received[0][1])[0]["event"] == "delivered"
+
+
+def test_undelivered_events_are_kept_for_the_next_delivery(
+    sandbox: SandboxServer, webhook_receiver: tuple[str, list[tuple[dict[str, str], bytes]]]
+) -> None:
+    url, received = webhook_receiver
+    sendgrid_client(sandbox).send(mail("a@example.org", "b@example.org"))
+    _Receiver.status = 500
+
+    with pytest.raises(WebhookDeliveryFailed):
+        sandbox.deliver_events(url)
+    _Receiver.status = 200
+    posted = sandbox.deliver_events(url)
+
+    assert posted == 2
+    assert sorted(e["email"] for e in json.loads(received[0][1])) == ["a@example.org", "b@example.org"]
+
+
+def test_events_are_posted_on_a_timer_when_configured(
+    tmp_path: Path, webhook_receiver: tuple[str, list[tuple[dict[str, str], bytes]]]
+) -> None:
+    url, received = webhook_receiver
+    with SandboxServer(tmp_path, webhook_url=url, events_interval=0.05) as sandbox:
+        sendgrid_client(sandbox).send(mail("a@example.org"))
+        deadline = time.monotonic() + 5
+        while not received and time.monotonic() < deadline:
+            time.sleep(0.02)
+
+    assert [e["event"] for e in json.loads(received[0][1])] == ["delivered"]
+    assert (tmp_path / "webhook_public_key.txt").read_text().strip() == sandbox.webhook_public_key
+
+
+# -- the standalone server (``python -m dispatcher.sandbox``) ---------------------------------------------
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@pytest.fixture(scope="module")
+def standalone(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
+    """A two-worker sandbox in its own process, described by the sandbox.json it writes."""
+    import subprocess
+    import sys
+
+    records = tmp_path_factory.mktemp("standalone")
+    port = _free_port()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "dispatcher.sandbox", "--port", str(port), "--records-dir", str(records),
+         "--workers", "2"],
+    )
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                if httpx.get(f"http://127.0.0.1:{port}/healthz").status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            assert process.poll() is None and time.monotonic() < deadline, "sandbox did not start"
+            time.sleep(0.1)
+        yield json.loads((records / "sandbox.json").read_text())
+    finally:
+        process.terminate()
+        process.wait(timeout=15)
+
+
+def test_standalone_sandbox_serves_both_apis(standalone: dict[str, Any]) -> None:
+    from dispatcher.sandbox import SandboxClient
+
+    cred = credentials.Certificate(standalone["service_account_path"])
+    app = firebase_admin.initialize_app(cred, name=f"standalone-{uuid.uuid4().hex}")
+    service = messaging._get_messaging_service(app)
+    service._fcm_url = f"{standalone['fcm_url']}/v1/projects/{app.project_id}/messages:send"
+    service._client.session.mount("http://", requests.adapters.HTTPAdapter(max_retries=0))
+    try:
+        with SandboxClient(standalone["base_url"]) as control:
+            control.set_faults("fcm", error_rate=1.0, error_status=429)
+            time.sleep(0.4)  # the other worker picks the plan up from the shared file
+            failed = messaging.send_each([push(f"tok-{i}") for i in range(20)], app=app)
+            control.reset_faults()
+            time.sleep(0.4)
+            sent = messaging.send_each([push(f"tok-{i}") for i in range(20)], app=app)
+            mail_response = SendGridAPIClient(standalone["api_key"], host=standalone["sendgrid_url"]).send(
+                mail("a@example.org"))
+            stats = control.stats()
+    finally:
+        firebase_admin.delete_app(app)
+
+    assert failed.failure_count == 20
+    assert all(isinstance(r.exception, messaging.QuotaExceededError) for r in failed.responses)
+    assert sent.success_count == 20
+    assert mail_response.status_code == 202
+    assert "calls" in stats
+    records_dir = Path(standalone["records_dir"])
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline:  # both workers flush every half second
+        fcm_file = records_dir / "fcm.jsonl"
+        lines = fcm_file.read_text().splitlines() if fcm_file.exists() else []
+        if len(lines) >= 20:
+            break
+        time.sleep(0.1)
+    assert sorted(json.loads(line)["token"] for line in lines) == sorted(f"tok-{i}" for i in range(20))

@@ -8,6 +8,7 @@ Twilio; only endpoint URLs and credentials change. See :class:`SandboxServer` (t
 from __future__ import annotations
 
 from dispatcher.sandbox.app import SandboxApp
+from dispatcher.sandbox.control import SandboxClient, SandboxControlError
 from dispatcher.sandbox.credentials import InvalidGrant, write_service_account
 from dispatcher.sandbox.faults import FaultPlan, Faults, InvalidFaultPlan
 from dispatcher.sandbox.server import SandboxServer, SandboxStartFailed, run_sandbox
@@ -27,6 +28,8 @@ __all__ = [
     "InvalidFaultPlan",
     "InvalidGrant",
     "SandboxApp",
+    "SandboxClient",
+    "SandboxControlError",
     "SandboxServer",
     "SandboxStartFailed",
     "WebhookDeliveryFailed",
