@@ -32,6 +32,10 @@ _OPAQUE = re.compile(r"(?<![A-Za-z0-9_\-])[A-Za-z0-9_\-]{40,}(?![A-Za-z0-9_\-])"
 _COORDINATE_PAIR = re.compile(r"-?\d{1,3}\.\d+\s*,\s*-?\d{1,3}\.\d+")
 #: ``lat=40.01``, ``"lng": -105.2`` and the like.
 _NAMED_COORDINATE = re.compile(r"(?i)\b(lat|lng|lon|latitude|longitude)(['\"]?\s*[:=]\s*)-?\d+(?:\.\d+)?")
+#: International phone numbers (investigators' contacts are in a request's payload).
+_PHONE = re.compile(r"\+\d[\d .()\-]{6,}\d")
+#: A personal field's value inside a logged dict or JSON text: ``'name': 'Det. Jo Park'``.
+_KEYED_VALUE = re.compile(r"""(?i)(['"](?:name|phone|email|token|address)['"]\s*:\s*)(['"])(?:(?!\2).)*\2""")
 #: Extra fields never logged whatever their value.
 _PERSONAL_KEYS = frozenset({
     "email", "emails", "token", "tokens", "lat", "lng", "lon", "latitude", "longitude", "coordinates",
@@ -43,7 +47,9 @@ _STANDARD = frozenset(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {
 
 def redact(text: str) -> str:
     """``text`` with emails, device tokens and coordinates replaced by ``[redacted]``."""
+    text = _KEYED_VALUE.sub(lambda m: f"{m.group(1)}{m.group(2)}{REDACTED}{m.group(2)}", text)
     text = _EMAIL.sub(REDACTED, text)
+    text = _PHONE.sub(REDACTED, text)
     text = _DEVICE_TOKEN.sub(REDACTED, text)
     text = _OPAQUE.sub(REDACTED, text)
     text = _NAMED_COORDINATE.sub(lambda m: f"{m.group(1)}{m.group(2)}{REDACTED}", text)
@@ -103,10 +109,16 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(entry, default=str, ensure_ascii=False)
 
 
-def _prepare(handler: logging.Handler) -> None:
+def _prepare(handler: logging.Handler) -> logging.Handler:
     handler.setFormatter(JsonFormatter())
     if not any(isinstance(f, RedactPersonalData) for f in handler.filters):
         handler.addFilter(RedactPersonalData())
+    return handler
+
+
+def json_handler(stream: TextIO | None = None) -> logging.Handler:
+    """A handler writing redacted JSON lines to ``stream`` (standard error by default)."""
+    return _prepare(logging.StreamHandler(stream or sys.stderr))
 
 
 def configure_logging(level: int | str = logging.INFO, *, stream: TextIO | None = None) -> logging.Handler | None:
@@ -120,7 +132,7 @@ def configure_logging(level: int | str = logging.INFO, *, stream: TextIO | None 
     root.setLevel(level)
     added = None
     if stream is not None or not root.handlers:
-        added = logging.StreamHandler(stream or sys.stderr)
+        added = json_handler(stream)
         root.addHandler(added)
     for handler in root.handlers:
         _prepare(handler)

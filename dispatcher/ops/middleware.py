@@ -121,6 +121,11 @@ class WorkerPrometheus(Prometheus):  # type: ignore[misc]
 
 
 def install_ops_middleware(broker: dramatiq.Broker) -> None:
-    """Add the request context and the worker metrics to ``broker``."""
-    broker.add_middleware(RequestContext())
+    """Add the request context and the worker metrics to ``broker``.
+
+    The request context goes first: it sets the id before any other middleware runs and, since
+    dramatiq calls ``after_*`` hooks in reverse, clears it after all of them (retries log too).
+    """
+    first = type(broker.middleware[0]) if broker.middleware else None
+    broker.add_middleware(RequestContext(), before=first)
     broker.add_middleware(WorkerPrometheus())
