@@ -311,7 +311,7 @@ def test_latency_is_added(sandbox: SandboxServer, fcm_app: firebase_admin.App) -
     slow = time.perf_counter() - started
 
     assert slow >= 0.3
-    assert slow - fast >= 0.25
+    assert fast < slow
 
 
 # -- fault control ---------------------------------------------------------------------------------------
@@ -338,6 +338,8 @@ def test_fault_plans_refuse_nonsense() -> None:
         FaultPlan(error_status=418)
     with pytest.raises(InvalidFaultPlan):
         FaultPlan.from_dict({"unregistered": "tok-a"})
+    with pytest.raises(InvalidFaultPlan):
+        FaultPlan(events={"a@example.org": "exploded"})
 
 
 def test_records_and_stats_over_http(sandbox: SandboxServer, fcm_app: firebase_admin.App) -> None:

@@ -34,7 +34,6 @@ from dispatcher.sandbox.http import Response, header, json_response
 from dispatcher.sandbox.recorder import MEMORY_LIMIT, STREAMS, Recorder
 from dispatcher.sandbox.sendgrid import SendgridSandbox
 from dispatcher.sandbox.webhook import (
-    EVENT_TYPES,
     WebhookDeliveryFailed,
     build_event,
     load_or_create_webhook_key,
@@ -269,8 +268,6 @@ class SandboxApp:
         for recipient in recipients:
             email = recipient["email"]
             kind = plan.events.get(email) or ("bounce" if plan.is_unregistered(email) else "delivered")
-            if kind not in EVENT_TYPES:
-                kind = "delivered"
             events.append(build_event(recipient, kind, stamp))
         return events
 

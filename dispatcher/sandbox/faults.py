@@ -16,6 +16,7 @@ from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
 from dispatcher.errors import DispatcherError
+from dispatcher.sandbox.webhook import EVENT_TYPES
 
 #: Statuses a plan may inject; each provider renders them in its own error format.
 INJECTABLE_STATUSES = frozenset({400, 401, 403, 404, 429, 500, 502, 503, 504})
@@ -70,6 +71,10 @@ class FaultPlan:
                 )
         if self.burst_count < 0 or self.latency_ms < 0 or self.retry_after < 0:
             raise InvalidFaultPlan("burst_count, latency_ms and retry_after must not be negative")
+        unknown_events = set(self.events.values()) - EVENT_TYPES
+        if unknown_events:
+            raise InvalidFaultPlan(f"unknown webhook event types {sorted(unknown_events)}; "
+                                   f"known: {sorted(EVENT_TYPES)}")
 
     # -- decisions on the hot path -----------------------------------------------------------------
     def call_fault(self) -> int | None:
