@@ -78,3 +78,7 @@ class WebhookRejected(DispatcherError):
     def __init__(self, message: str, status: int = 403) -> None:
         super().__init__(message)
         self.status = status
+
+
+class ResidentUpdateFailed(DispatcherError):
+    """A change to the resident index failed in a way worth retrying; the message names ids only."""

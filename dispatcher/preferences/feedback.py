@@ -124,14 +124,14 @@ def apply_webhook_events(conn: Connection, batch_id: str) -> int:
     cur = conn.execute(
         """
         WITH done AS (
-            DELETE FROM webhook_events WHERE batch_id = %s RETURNING event, email, occurred_at
+            DELETE FROM webhook_events WHERE batch_id = %s RETURNING sg_event_id, event, email, occurred_at
         ), reasons AS (
             SELECT * FROM unnest(%s::text[], %s::text[]) AS r(event, reason)
         )
         INSERT INTO email_suppressions (email, reason, suppressed_at)
         SELECT DISTINCT ON (lower(d.email)) lower(d.email), r.reason, COALESCE(d.occurred_at, now())
         FROM done AS d JOIN reasons AS r USING (event)
-        ORDER BY lower(d.email), d.occurred_at
+        ORDER BY lower(d.email), d.occurred_at, d.sg_event_id
         ON CONFLICT (email) DO NOTHING
         """,
         (batch_id, [k for k, _ in reasons], [v for _, v in reasons]),
