@@ -156,18 +156,56 @@ def webhooks(
 
 
 @app.command()
-def status(as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False) -> None:
-    """Queues, workers and the progress of active requests."""
+def status(
+    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
+    watch: Annotated[bool, typer.Option("--watch", help="Refresh until interrupted (JSON: one line each).")] = False,
+    interval: Annotated[float, typer.Option(help="Seconds between refreshes with --watch.")] = 2.0,
+) -> None:
+    """Queues, workers, active requests and provider rate limits."""
     from dispatcher.bootstrap import bootstrap
 
     bootstrap()
-    from dispatcher.ops.status import collect_status, render_status
+    from dispatcher.ops.status import collect_status, render_status, watch_status
 
+    if watch:
+        watch_status(console, interval=interval, as_json=as_json)
+        return
     snapshot = collect_status()
     if as_json:
         print(json.dumps(snapshot, indent=2, default=str))
     else:
         render_status(snapshot, console)
+
+
+@app.command()
+def preview(
+    area: Annotated[Path, typer.Argument(help="GeoJSON Polygon, MultiPolygon or Feature.")],
+    png: Annotated[Path | None, typer.Option("--png", help="Write a picture here.")] = None,
+    geojson: Annotated[Path | None, typer.Option("--geojson", help="Write the layers as GeoJSON here.")] = None,
+    density: Annotated[bool, typer.Option("--density/--no-density", help="Count residents (needs the DB).")] = True,
+    width: Annotated[int, typer.Option(help="Picture width in pixels.")] = 1200,
+    height: Annotated[int, typer.Option(help="Picture height in pixels.")] = 900,
+) -> None:
+    """Picture what an area reaches: its H3 cells (interior, boundary band) and resident density."""
+    if png is None and geojson is None:
+        raise typer.BadParameter("give --png FILE, --geojson FILE or both")
+    from dispatcher.bootstrap import bootstrap
+
+    if density:
+        bootstrap()
+    from dispatcher.db import connect
+    from dispatcher.ops.preview import run_preview
+
+    try:
+        if density:
+            with connect(autocommit=True) as conn:
+                layers = run_preview(area, png=png, geojson_out=geojson, conn=conn, width_px=width, height_px=height)
+        else:
+            layers = run_preview(area, png=png, geojson_out=geojson, conn=None, width_px=width, height_px=height)
+    except DispatcherError as error:
+        _fail(error)
+    console.print(f"{len(layers.interior)} interior cells, {len(layers.boundary)} boundary cells, "
+                  f"{len(layers.density)} density cells (res {layers.density_resolution})")
 
 
 @contract_app.command("schema")

@@ -116,3 +116,33 @@ def status_renderable(snapshot: dict[str, Any]) -> Group:
 def render_status(snapshot: dict[str, Any], console: Console) -> None:
     """Print the snapshot as tables."""
     console.print(status_renderable(snapshot))
+
+
+def watch_status(console: Console, *, interval: float = 2.0, as_json: bool = False,
+                 iterations: int | None = None) -> None:
+    """Refresh the snapshot every ``interval`` seconds until interrupted (or ``iterations`` times).
+
+    Tables redraw in place; with ``as_json`` each snapshot is one JSON line, for scripts to follow.
+    """
+    import json
+    import time
+
+    from rich.live import Live
+
+    count = 0
+    try:
+        if as_json:
+            while iterations is None or count < iterations:
+                print(json.dumps(collect_status(), default=str), flush=True)
+                count += 1
+                if iterations is None or count < iterations:
+                    time.sleep(interval)
+            return
+        with Live(status_renderable(collect_status()), console=console, auto_refresh=False) as live:
+            count = 1
+            while iterations is None or count < iterations:
+                time.sleep(interval)
+                live.update(status_renderable(collect_status()), refresh=True)
+                count += 1
+    except KeyboardInterrupt:
+        pass
