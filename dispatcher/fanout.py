@@ -16,6 +16,7 @@ import uuid
 from dataclasses import dataclass, field
 from datetime import datetime
 from functools import cache
+from typing import Any
 
 from dispatcher import ledger, lifecycle
 from dispatcher.channels.email import EmailChannel, EmailTarget
@@ -77,51 +78,87 @@ def _count(report: DrainReport, outcomes: dict[int, Outcome]) -> None:
         report.outcomes[outcome.status.value] = report.outcomes.get(outcome.status.value, 0) + 1
 
 
+@dataclass
+class BatchResult:
+    """What a provider did with one batch: outcomes to record, residents to retry, and side effects."""
+
+    outcomes: dict[int, Outcome] = field(default_factory=dict)
+    retry: list[int] = field(default_factory=list)
+    wait: float | None = None
+    quota_exceeded: bool = False
+    retired_tokens: dict[str, str] = field(default_factory=dict)
+
+
 def _send_batch(channel: Channel, request: CommunityRequest, respond_until: datetime,
-                resident_ids: list[int], settings: Settings) -> tuple[dict[int, Outcome], list[int], float | None]:
-    """Check eligibility at the last moment and send; return outcomes, ids to retry, and wait time."""
+                resident_ids: list[int]) -> BatchResult:
+    """Check eligibility at the last moment and send; touches nothing but the provider after the send.
+
+    Anything that could fail between the provider accepting and the ledger recording widens the window
+    in which a crash causes a duplicate, so retiring tokens and slowing the fleet happen after recording.
+    """
     pool = get_pool()
-    outcomes: dict[int, Outcome] = {}
+    result = BatchResult()
     if channel is Channel.PUSH:
         with pool.connection() as conn:
             push_targets, skipped = eligibility.eligible_push_targets(conn, request.id, resident_ids)
-        outcomes.update({rid: Outcome(Status.SKIPPED, reason) for rid, reason in skipped.items()})
+        result.outcomes.update({rid: Outcome(Status.SKIPPED, reason) for rid, reason in skipped.items()})
         targets = [PushTarget(rid, tuple(r.tokens), r.has_camera) for rid, r in push_targets.items()]
         if not targets:
-            return outcomes, [], None
+            return result
         with metrics.provider_timer("fcm"):
             push = push_channel().send(request, respond_until, targets)
-        if push.retired_tokens:
-            with pool.connection() as conn:
-                eligibility.retire_tokens(conn, push.retired_tokens)
-            metrics.record_retired_tokens(len(push.retired_tokens))
-        outcomes.update(push.outcomes)
-        wait = push.retry_after if push.retry_after is not None else (DEFAULT_RETRY_SECONDS if push.retry else None)
-        if push.quota_exceeded:
-            from dispatcher.channels.ratelimit import slow_down
-
-            slow_down(Channel.PUSH, wait or DEFAULT_RETRY_SECONDS)
-        return outcomes, push.retry, wait
+        result.outcomes.update(push.outcomes)
+        result.retry, result.quota_exceeded = push.retry, push.quota_exceeded
+        result.retired_tokens = push.retired_tokens
+        result.wait = push.retry_after if push.retry_after is not None else (
+            DEFAULT_RETRY_SECONDS if push.retry else None)
+        return result
     with pool.connection() as conn:
         email_targets, skipped = eligibility.eligible_email_targets(conn, request.id, resident_ids)
-    outcomes.update({rid: Outcome(Status.SUPPRESSED if reason == "email_suppressed" else Status.SKIPPED, reason)
-                     for rid, reason in skipped.items()})
+    result.outcomes.update({rid: Outcome(Status.SUPPRESSED if reason == "email_suppressed" else Status.SKIPPED,
+                                         reason) for rid, reason in skipped.items()})
     etargets = [EmailTarget(rid, t.email, t.time_zone, t.has_camera) for rid, t in email_targets.items()]
     if not etargets:
-        return outcomes, [], None
+        return result
     with metrics.provider_timer("sendgrid"):
         email = email_channel().send(request, etargets)
-    outcomes.update(email.outcomes)
-    wait = email.retry_after if email.retry_after is not None else (DEFAULT_RETRY_SECONDS if email.retry else None)
-    if email.quota_exceeded:
-        from dispatcher.channels.ratelimit import slow_down
+    result.outcomes.update(email.outcomes)
+    result.retry, result.quota_exceeded = email.retry, email.quota_exceeded
+    result.wait = email.retry_after if email.retry_after is not None else (
+        DEFAULT_RETRY_SECONDS if email.retry else None)
+    return result
 
-        slow_down(Channel.EMAIL, wait or DEFAULT_RETRY_SECONDS)
-    return outcomes, email.retry, wait
+
+def _after_recording(channel: Channel, result: BatchResult) -> None:
+    """Side effects of a batch once its outcomes are safe in the ledger; failures here only log."""
+    from dispatcher.channels.ratelimit import slow_down
+
+    try:
+        if result.retired_tokens:
+            with get_pool().connection() as conn:
+                eligibility.retire_tokens(conn, result.retired_tokens)
+            metrics.record_retired_tokens(len(result.retired_tokens))
+        if result.quota_exceeded:
+            slow_down(channel, result.wait or DEFAULT_RETRY_SECONDS)
+    except Exception as error:  # the batch is recorded; a token retired later or a missed pause is harmless
+        log.warning("after-send bookkeeping failed", extra={"channel": channel.value,
+                                                             "error": type(error).__name__})
+
+
+def _expire(conn: Any, request_id: str, report: DrainReport) -> DrainReport:
+    expired = lifecycle.expire(conn, request_id)
+    log.info("request expired", extra={"request_id": request_id, "rows_expired": expired})
+    report.finished = True
+    return report
 
 
 def drain(request_id: str, channel: Channel, *, budget_seconds: float = DRAIN_SECONDS) -> DrainReport:
-    """Send pending rows of one request on one channel until none are left or the budget is spent."""
+    """Send pending rows of one request on one channel until none are left or the budget is spent.
+
+    Per batch: claim under a lease, wait for the shared rate budget, renew the lease (dropping rows
+    lost to another worker meanwhile), send, record. A crash between the provider accepting and the
+    ledger recording re-sends at most that one batch once the lease expires.
+    """
     from dispatcher.channels.ratelimit import acquire
 
     settings = get_settings()
@@ -141,36 +178,38 @@ def drain(request_id: str, channel: Channel, *, budget_seconds: float = DRAIN_SE
     while time.monotonic() < deadline:
         with pool.connection() as conn:
             if not lifecycle.window_open(conn, request_id):
-                expired = ledger.expire_pending(conn, request_id)
-                lifecycle.transition(conn, request_id, State.EXPIRED, from_={State.SENDING},
-                                     reason="response window ended")
-                log.info("request expired", extra={"request_id": request_id, "rows_expired": expired})
-                report.finished = True
-                return report
+                return _expire(conn, request_id, report)
             ids = ledger.claim_batch(conn, request_id, channel, size=size, owner=owner,
                                      lease_seconds=settings.lease_seconds)
         if not ids:
             break
         acquire(channel, len(ids))
-        outcomes, retry, wait = _send_batch(channel, request, stored.respond_until, ids, settings)
+        with pool.connection() as conn:
+            ids = ledger.confirm_lease(conn, request_id, channel, ids, owner=owner,
+                                       lease_seconds=settings.lease_seconds)
+        if not ids:
+            continue
+        result = _send_batch(channel, request, stored.respond_until, ids)
+        outcomes, retry = result.outcomes, result.retry
         with pool.connection() as conn:
             ledger.record_outcomes(conn, request_id, channel, outcomes)
             metrics.record_ledger_outcomes(channel.value, outcomes)
             if retry:
-                ledger.release(conn, request_id, channel, retry, retry_in_seconds=wait or DEFAULT_RETRY_SECONDS,
+                ledger.release(conn, request_id, channel, retry, retry_in_seconds=result.wait or DEFAULT_RETRY_SECONDS,
                                reason="provider_retry")
                 metrics.record_retry(channel.value, len(retry))
+        _after_recording(channel, result)
         report.batches += 1
         _count(report, outcomes)
         if retry:
-            report.retry_in = wait or DEFAULT_RETRY_SECONDS
+            report.retry_in = result.wait or DEFAULT_RETRY_SECONDS
             break
     with pool.connection() as conn:
+        if not lifecycle.window_open(conn, request_id):
+            return _expire(conn, request_id, report)
         work = ledger.pending_work(conn, request_id, channel)
         if work.claimable == 0 and work.leased == 0:
-            if not ledger.any_pending(conn, request_id) and lifecycle.transition(
-                conn, request_id, State.COMPLETED, from_={State.SENDING}
-            ):
+            if lifecycle.complete_if_done(conn, request_id):
                 log.info("request completed", extra={"request_id": request_id})
             report.finished = True
             return report

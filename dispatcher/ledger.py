@@ -108,6 +108,7 @@ WITH batch AS (
     SELECT resident_id FROM deliveries
     WHERE request_id = %(request_id)s AND channel = %(channel)s AND status = 'pending'
       AND (lease_until IS NULL OR lease_until < now())
+      AND (SELECT respond_until FROM community_requests WHERE id = %(request_id)s) > now()
     ORDER BY resident_id
     LIMIT %(size)s
     FOR UPDATE SKIP LOCKED
@@ -121,16 +122,53 @@ RETURNING d.resident_id
 """
 
 
+_TOUCH = """
+INSERT INTO request_activity (request_id, stage, active_at) VALUES (%s, %s, now())
+ON CONFLICT (request_id, stage) DO UPDATE SET active_at = excluded.active_at
+"""
+
+
 def claim_batch(conn: Conn, request_id: str, channel: Channel, *, size: int, owner: str,
                 lease_seconds: int) -> list[int]:
-    """Lease up to ``size`` pending rows nobody else holds; return their resident ids, sorted."""
+    """Lease up to ``size`` pending rows nobody else holds; return their resident ids, sorted.
+
+    Nothing is claimed once the request's response window has ended. A claim also marks the channel
+    active, which tells the reconciler this request is not stuck.
+    """
     with conn.transaction():
         rows = conn.execute(
             _CLAIM,
             {"request_id": request_id, "channel": channel.value, "size": size, "owner": owner,
              "lease": lease_seconds},
         ).fetchall()
+        if rows:
+            conn.execute(_TOUCH, (request_id, channel.value))
     return sorted(int(r[0]) for r in rows)  # type: ignore[call-overload]
+
+
+def confirm_lease(conn: Conn, request_id: str, channel: Channel, resident_ids: Sequence[int], *, owner: str,
+                  lease_seconds: int) -> list[int]:
+    """Renew our lease right before sending; return the rows still ours and still pending.
+
+    A worker stalled past its lease (a long rate-limit pause, a stop-the-world pause) may have lost rows
+    to another worker; sending them anyway would notify those residents twice.
+    """
+    rows = conn.execute(
+        """
+        UPDATE deliveries SET lease_until = now() + make_interval(secs => %s), updated_at = now()
+        WHERE request_id = %s AND channel = %s AND resident_id = ANY(%s) AND status = 'pending'
+          AND lease_owner = %s
+          AND (SELECT respond_until FROM community_requests WHERE id = %s) > now()
+        RETURNING resident_id
+        """,
+        (lease_seconds, request_id, channel.value, list(resident_ids), owner, request_id),
+    ).fetchall()
+    return sorted(int(r[0]) for r in rows)  # type: ignore[call-overload]
+
+
+def mark_activity(conn: Conn, request_id: str, stage: str) -> None:
+    """Record that a stage (``target``, ``push``, ``email``) of a request moved just now."""
+    conn.execute(_TOUCH, (request_id, stage))
 
 
 def record_outcomes(conn: Conn, request_id: str, channel: Channel, outcomes: Mapping[int, Outcome]) -> int:

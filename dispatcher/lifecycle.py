@@ -14,6 +14,7 @@ from datetime import datetime, timedelta
 import psycopg
 from psycopg.types.json import Jsonb
 
+from dispatcher import ledger
 from dispatcher.config import RESPONSE_WINDOW_DAYS
 from dispatcher.contract import CommunityRequest
 from dispatcher.errors import RequestConflict
@@ -116,6 +117,26 @@ def transition(conn: Conn, request_id: str, to: State, *, from_: set[State], rea
     if cur.rowcount == 1:
         request_transitioned(request_id, to.value)  # metrics; final states go back to the pipeline (id, state, time)
     return cur.rowcount == 1
+
+
+def expire(conn: Conn, request_id: str) -> int:
+    """The response window ended: close every pending row as expired and the request with it.
+
+    Returns the rows expired. Safe to repeat; a request already final keeps its state.
+    """
+    with conn.transaction():
+        expired = ledger.expire_pending(conn, request_id)
+        transition(conn, request_id, State.EXPIRED, from_={State.ACCEPTED, State.TARGETING, State.SENDING},
+                   reason="response window ended")
+    return expired
+
+
+def complete_if_done(conn: Conn, request_id: str) -> bool:
+    """Move a sending request to completed once no channel has pending rows; return whether it moved."""
+    with conn.transaction():
+        if ledger.any_pending(conn, request_id):
+            return False
+        return transition(conn, request_id, State.COMPLETED, from_={State.SENDING})
 
 
 def reject(conn: Conn, request_id: str, reason: str) -> None:

@@ -1,6 +1,7 @@
 """The request stage: accept, target, write the ledger, start the fan-out.
 
-Runs inside the ``distribute_request`` actor and can run any number of times for the same message:
+Runs inside the ``distribute_request`` actor (and ``target_request``, which the reconciler sends for a
+request a crash left behind) and can run any number of times for the same message:
 acceptance is idempotent, targeting happens in one transaction that also moves the request to
 ``sending`` (so a crash mid-way leaves nothing behind), and a request already sending is only
 nudged to continue its fan-out.
@@ -40,7 +41,6 @@ class DistributeOutcome:
 
 def distribute(payload: Any) -> DistributeOutcome:
     """Accept and target one request message; never raises for bad input (it is recorded instead)."""
-    settings = get_settings()
     pool = get_pool()
     request_id = payload.get("id") if isinstance(payload, dict) and isinstance(payload.get("id"), str) else None
     try:
@@ -60,6 +60,32 @@ def distribute(payload: Any) -> DistributeOutcome:
         return DistributeOutcome(request.id, stored.state.value, False, stored.reason)
     if stored.state is State.SENDING:
         return DistributeOutcome(request.id, stored.state.value, True)
+    return target(request.id)
+
+
+def target(request_id: str) -> DistributeOutcome:
+    """Target a stored request: write its ledger and move it to ``sending``, in one transaction.
+
+    Called right after acceptance and, for a request left ``accepted`` by a crash, by the reconciler's
+    ``target_request`` message (which carries the id only: the payload is read back from the database).
+    A request whose response window has ended meanwhile is expired instead.
+    """
+    settings = get_settings()
+    pool = get_pool()
+    with pool.connection() as conn:
+        loaded = lifecycle.load(conn, request_id)
+        if loaded is None:
+            log.warning("targeting an unknown request", extra={"request_id": request_id})
+            return DistributeOutcome(request_id, "unknown", False)
+        stored, request = loaded
+        if stored.state in lifecycle.FINAL_STATES:
+            return DistributeOutcome(request_id, stored.state.value, False, stored.reason)
+        if stored.state is State.SENDING:
+            return DistributeOutcome(request_id, stored.state.value, True)
+        if not lifecycle.window_open(conn, request_id):
+            lifecycle.expire(conn, request_id)
+            log.info("request expired before targeting", extra={"request_id": request_id})
+            return DistributeOutcome(request_id, State.EXPIRED.value, False, "response window ended")
 
     try:
         area = parse_area(request.area.model_dump(), max_vertices=settings.max_area_vertices,
@@ -72,6 +98,7 @@ def distribute(payload: Any) -> DistributeOutcome:
 
     started = time.perf_counter()
     with pool.connection() as conn, conn.transaction():
+        # The row lock taken here is held until commit: the reconciler skips requests being targeted.
         if not lifecycle.transition(conn, request.id, State.TARGETING, from_={State.ACCEPTED, State.TARGETING}):
             current = lifecycle.load(conn, request.id)
             state = current[0].state.value if current else "unknown"

@@ -1,0 +1,187 @@
+"""The reconciler: finds requests that stopped moving and sets them going again.
+
+The fan-out normally carries itself forward, one drain message handing on to the next. That chain is
+only as durable as its messages: a worker killed with messages prefetched, or a Redis restart without
+persistence, loses them. Every few seconds one worker process (whichever takes a PostgreSQL advisory
+lock) sweeps the requests still in flight, using the database alone:
+
+* ``accepted`` and not being targeted (its row is not locked) for a while → target it again;
+* ``sending`` with claimable rows on a channel nobody claimed from for a while → enqueue a drain;
+* ``sending`` with nothing pending → ``completed`` (a drain died between its last batch and the end);
+* ``accepted`` or ``sending`` past the 60-day window → pending rows ``expired``, request ``expired``.
+
+So recovery never depends on any single message surviving; the cost is a few duplicate messages,
+which are harmless because every stage is idempotent.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import random
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import dramatiq
+import psycopg
+from dramatiq.middleware import Middleware
+
+from dispatcher import lifecycle
+from dispatcher.ledger import Channel
+
+log = logging.getLogger(__name__)
+
+Conn = psycopg.Connection[tuple[object, ...]]
+
+#: Seconds between two sweeps in each worker process (0 switches the reconciler off).
+RECONCILE_SECONDS = float(os.environ.get("DISPATCHER_RECONCILE_SECONDS", "15"))
+#: A stage with no activity for this long is considered stuck and nudged.
+STALE_SECONDS = float(os.environ.get("DISPATCHER_STALE_SECONDS", "60"))
+_LOCK_KEY = 0x72636E6C  # "rcnl"
+
+_EXPIRED = """
+SELECT id FROM community_requests
+WHERE state IN ('accepted', 'targeting', 'sending') AND respond_until <= now()
+FOR UPDATE SKIP LOCKED
+"""
+_FINISHED = """
+SELECT c.id FROM community_requests c
+WHERE c.state = 'sending'
+  AND NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.request_id = c.id AND d.status = 'pending')
+FOR UPDATE SKIP LOCKED
+"""
+_STUCK_ACCEPTED = """
+SELECT c.id, c.urgent FROM community_requests c
+LEFT JOIN request_activity a ON a.request_id = c.id AND a.stage = 'target'
+WHERE c.state IN ('accepted', 'targeting')
+  AND greatest(c.updated_at, a.active_at) < now() - make_interval(secs => %(stale)s)
+FOR UPDATE OF c SKIP LOCKED
+"""
+_STUCK_SENDING = """
+SELECT c.id, c.urgent, ch.channel FROM community_requests c
+CROSS JOIN (VALUES ('push'), ('email')) AS ch(channel)
+LEFT JOIN request_activity a ON a.request_id = c.id AND a.stage = ch.channel
+WHERE c.state = 'sending'
+  AND coalesce(a.active_at, c.targeted_at, c.updated_at) < now() - make_interval(secs => %(stale)s)
+  AND EXISTS (SELECT 1 FROM deliveries d
+              WHERE d.request_id = c.id AND d.channel = ch.channel AND d.status = 'pending'
+                AND (d.lease_until IS NULL OR d.lease_until < now()))
+"""
+_TOUCH = """
+INSERT INTO request_activity (request_id, stage, active_at) VALUES (%s, %s, now())
+ON CONFLICT (request_id, stage) DO UPDATE SET active_at = excluded.active_at
+"""
+
+
+@dataclass
+class SweepReport:
+    """What one sweep did (ids only)."""
+
+    expired: list[str] = field(default_factory=list)
+    completed: list[str] = field(default_factory=list)
+    retargeted: list[str] = field(default_factory=list)
+    nudged: list[tuple[str, str]] = field(default_factory=list)
+
+    def __bool__(self) -> bool:
+        return bool(self.expired or self.completed or self.retargeted or self.nudged)
+
+
+@dataclass(frozen=True)
+class Nudges:
+    """How the reconciler sets a request going again; the defaults enqueue dramatiq messages."""
+
+    target: Callable[[str, bool], None]
+    drain: Callable[[str, Channel, bool], None]
+
+
+def message_nudges() -> Nudges:
+    """Nudges that enqueue ``target_request`` and fan-out messages on the request's queues."""
+    from dispatcher import actors
+
+    return Nudges(
+        target=lambda request_id, urgent: actors.enqueue_targeting(request_id, urgent=urgent),
+        drain=lambda request_id, channel, urgent: actors.nudge_fanout(request_id, channel, urgent=urgent),
+    )
+
+
+def sweep(conn: Conn, *, stale_seconds: float = STALE_SECONDS, nudges: Nudges | None = None) -> SweepReport | None:
+    """One pass over the requests in flight; ``None`` when another process is sweeping right now.
+
+    Runs in one transaction under an advisory lock. A nudge is enqueued before the transaction commits
+    its activity mark: if the enqueue fails (Redis down) nothing is marked and the next sweep tries again.
+    """
+    nudges = nudges or message_nudges()
+    report = SweepReport()
+    with conn.transaction():
+        locked = conn.execute("SELECT pg_try_advisory_xact_lock(%s)", (_LOCK_KEY,)).fetchone()
+        if not locked or not locked[0]:
+            return None
+        for (request_id,) in conn.execute(_EXPIRED).fetchall():
+            lifecycle.expire(conn, str(request_id))
+            report.expired.append(str(request_id))
+        for (request_id,) in conn.execute(_FINISHED).fetchall():
+            if lifecycle.complete_if_done(conn, str(request_id)):
+                report.completed.append(str(request_id))
+        params = {"stale": stale_seconds}
+        for request_id, urgent in conn.execute(_STUCK_ACCEPTED, params).fetchall():
+            nudges.target(str(request_id), bool(urgent))
+            conn.execute(_TOUCH, (request_id, "target"))
+            report.retargeted.append(str(request_id))
+        for request_id, urgent, channel in conn.execute(_STUCK_SENDING, params).fetchall():
+            nudges.drain(str(request_id), Channel(str(channel)), bool(urgent))
+            conn.execute(_TOUCH, (request_id, channel))
+            report.nudged.append((str(request_id), str(channel)))
+    if report:
+        log.info("reconciler sweep", extra={"expired": len(report.expired), "completed": len(report.completed),
+                                            "retargeted": len(report.retargeted), "nudged": len(report.nudged)})
+    return report
+
+
+class Reconciler:
+    """A daemon thread that sweeps every ``interval`` seconds (with jitter) until stopped."""
+
+    def __init__(self, interval: float = RECONCILE_SECONDS, stale_seconds: float = STALE_SECONDS) -> None:
+        self.interval = interval
+        self.stale_seconds = stale_seconds
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        if self.interval <= 0 or self._thread is not None:
+            return
+        self._thread = threading.Thread(target=self._run, name="dispatcher-reconciler", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=10)
+            self._thread = None
+
+    def _run(self) -> None:
+        from dispatcher.db import get_pool
+
+        while not self._stop.wait(self.interval * random.uniform(0.5, 1.0)):
+            try:
+                with get_pool().connection() as conn:
+                    sweep(conn, stale_seconds=self.stale_seconds)
+            except Exception as error:  # a dropped connection or a Redis restart: try again next time
+                log.warning("reconciler sweep failed", extra={"error": type(error).__name__})
+
+
+class ReconcilerMiddleware(Middleware):  # type: ignore[misc]
+    """Runs a :class:`Reconciler` in every worker process for as long as the worker runs."""
+
+    def __init__(self) -> None:
+        self.reconciler: Reconciler | None = None
+
+    def after_worker_boot(self, broker: dramatiq.Broker, worker: Any) -> None:
+        self.reconciler = Reconciler()
+        self.reconciler.start()
+
+    def before_worker_shutdown(self, broker: dramatiq.Broker, worker: Any) -> None:
+        if self.reconciler is not None:
+            self.reconciler.stop()
+            self.reconciler = None

@@ -1,0 +1,109 @@
+"""The fan-out under crashes: leases that expire, leases lost while stalled, the window closing mid-way."""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import psycopg
+
+from dispatcher import fanout, ledger, lifecycle
+from dispatcher.config import Settings
+from dispatcher.contract import parse_request
+from dispatcher.ledger import Channel
+from dispatcher.lifecycle import State
+from dispatcher.pipeline import distribute
+from tests.factories import add_resident, request_payload
+
+Conn = psycopg.Connection[Any]
+INSIDE = (40.015, -105.273)
+
+
+def _town(db: Conn, n: int) -> None:
+    for i in range(1, n + 1):
+        add_resident(db, i, INSIDE[0] + i * 1e-5, INSIDE[1], email=f"r{i}@example.test", tokens=[f"tok-{i}"])
+
+
+def _statuses(db: Conn, request_id: str, channel: str) -> Counter[str]:
+    return Counter(str(r[0]) for r in db.execute(
+        "SELECT status FROM deliveries WHERE request_id = %s AND channel = %s", (request_id, channel)))
+
+
+def test_a_batch_left_by_a_killed_worker_is_finished_by_another_once_its_lease_expires(
+    db: Conn, engine: Settings, sandbox: Any
+) -> None:
+    _town(db, 6)
+    outcome = distribute(request_payload("lease-1"))
+    assert outcome.state == "sending" and outcome.recipients_written == 12
+    # A worker claims a batch and dies before sending anything.
+    dead = ledger.claim_batch(db, "lease-1", Channel.PUSH, size=4, owner="dead-worker", lease_seconds=1)
+    assert len(dead) == 4
+    report = fanout.drain("lease-1", Channel.PUSH, budget_seconds=5)
+    assert report.more_work and report.retry_in is not None and report.retry_in <= 2.5
+    assert _statuses(db, "lease-1", "push") == Counter({"sent": 2, "pending": 4})
+    time.sleep(1.1)
+    report = fanout.drain("lease-1", Channel.PUSH, budget_seconds=5)
+    assert report.finished
+    sandbox.flush()
+    assert Counter(r["token"] for r in sandbox.records("fcm")) == Counter({f"tok-{i}": 1 for i in range(1, 7)})
+    # A redelivered drain message sends nothing more.
+    fanout.drain("lease-1", Channel.PUSH, budget_seconds=5)
+    assert len(sandbox.records("fcm")) == 6
+
+
+def test_rows_lost_to_another_worker_while_stalled_are_not_sent(db: Conn, engine: Settings) -> None:
+    _town(db, 3)
+    distribute(request_payload("stall-1"))
+    mine = ledger.claim_batch(db, "stall-1", Channel.EMAIL, size=3, owner="slow", lease_seconds=1)
+    time.sleep(1.1)  # stalled past the lease: another worker takes two of the rows
+    theirs = ledger.claim_batch(db, "stall-1", Channel.EMAIL, size=2, owner="fast", lease_seconds=30)
+    kept = ledger.confirm_lease(db, "stall-1", Channel.EMAIL, mine, owner="slow", lease_seconds=30)
+    assert theirs == mine[:2] and kept == mine[2:]
+
+
+def test_a_backlog_message_after_the_window_ends_sends_nothing_and_expires_the_rest(
+    db: Conn, engine: Settings, sandbox: Any
+) -> None:
+    _town(db, 4)
+    published = datetime.now(UTC) - timedelta(days=59, hours=23, minutes=59)
+    distribute(request_payload("late-1", published=published))
+    assert lifecycle.window_open(db, "late-1")
+    # The clock moves past the end of the window while the fan-out waits in a backlog.
+    db.execute("UPDATE community_requests SET respond_until = now() - interval '1 second' WHERE id = 'late-1'")
+    assert ledger.claim_batch(db, "late-1", Channel.PUSH, size=10, owner="w", lease_seconds=5) == []
+    report = fanout.drain("late-1", Channel.PUSH)
+    assert report.finished and report.batches == 0
+    sandbox.flush()
+    assert sandbox.records("fcm") == [] and sandbox.records("sendgrid") == []
+    assert _statuses(db, "late-1", "push") == Counter({"expired": 4})
+    assert _statuses(db, "late-1", "email") == Counter({"expired": 4})
+    state = db.execute("SELECT state, reason FROM community_requests WHERE id = 'late-1'").fetchone()
+    assert state == ("expired", "response window ended")
+
+
+def test_a_request_accepted_before_the_window_ended_is_expired_instead_of_targeted(db: Conn, engine: Settings) -> None:
+    _town(db, 2)
+    payload = request_payload("late-2")
+    lifecycle.accept(db, parse_request(payload))
+    db.execute("UPDATE community_requests SET respond_until = now() - interval '1 second' WHERE id = 'late-2'")
+    outcome = distribute(payload)
+    assert outcome.state == State.EXPIRED.value and not outcome.start_fanout
+    assert db.execute("SELECT count(*) FROM deliveries WHERE request_id = 'late-2'").fetchone() == (0,)
+
+
+def test_a_provider_storm_releases_the_batch_for_later_and_loses_no_one(
+    db: Conn, engine: Settings, sandbox: Any
+) -> None:
+    _town(db, 5)
+    distribute(request_payload("storm-1"))
+    sandbox.faults.update("sendgrid", burst_count=1, burst_status=503)
+    report = fanout.drain("storm-1", Channel.EMAIL)
+    assert report.more_work and report.retry_in == fanout.DEFAULT_RETRY_SECONDS
+    assert _statuses(db, "storm-1", "email") == Counter({"pending": 5})
+    db.execute("UPDATE deliveries SET lease_until = now() WHERE request_id = 'storm-1'")
+    assert fanout.drain("storm-1", Channel.EMAIL).finished
+    sandbox.flush()
+    assert Counter(r["email"] for r in sandbox.records("sendgrid")) == Counter(
+        {f"r{i}@example.test": 1 for i in range(1, 6)})
