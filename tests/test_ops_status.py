@@ -136,3 +136,19 @@ def test_cli_status_json_and_table(db: Conn, redis_client: redis.Redis) -> None:
     text = console.export_text()
     assert "req-cli" in text and "Queues" in text and "Provider rate limits" in text
     assert datetime.fromisoformat(snapshot["generated_at"]).tzinfo == UTC
+
+
+def test_watch_refreshes_tables_and_prints_json_lines(db: Conn, redis_client: redis.Redis,
+                                                      capsys: pytest.CaptureFixture[str]) -> None:
+    from rich.console import Console
+
+    from dispatcher.ops.status import watch_status
+
+    _request_in_flight(db, "req-watch")
+    watch_status(Console(record=True, width=140), interval=0, as_json=True, iterations=2)
+    lines = capsys.readouterr().out.splitlines()
+    assert len(lines) == 2 and all(json.loads(line)["requests"][0]["id"] == "req-watch" for line in lines)
+
+    console = Console(record=True, width=140, force_terminal=True)
+    watch_status(console, interval=0, iterations=2)
+    assert "req-watch" in console.export_text()
