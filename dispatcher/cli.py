@@ -208,6 +208,45 @@ def preview(
                   f"{len(layers.density)} density cells (res {layers.density_resolution})")
 
 
+@app.command("dead-letters")
+def dead_letters(
+    queue: Annotated[str | None, typer.Option("--queue", help="Only this queue (push, email, requests...).")] = None,
+    retry: Annotated[str | None, typer.Option("--retry", help="Retry the dead letter with this message id.")] = None,
+    retry_all: Annotated[bool, typer.Option("--retry-all", help="Retry every listed dead letter.")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
+) -> None:
+    """Messages that exhausted their retries, with the reason (ids only); retry one or all."""
+    from dispatcher.bootstrap import bootstrap
+
+    bootstrap(run_migrations=False)
+    import dramatiq
+
+    import dispatcher.worker_entry  # noqa: F401  (declares every queue)
+    from dispatcher.deadletters import list_dead_letters, retry_dead_letters
+
+    broker = dramatiq.get_broker()
+    if retry or retry_all:
+        count = retry_dead_letters(broker, queue=queue, message_id=retry)
+        if retry and count == 0:
+            _fail(LookupError(f"no dead letter with id {retry}"))
+        console.print(f"re-enqueued {count} dead letter(s)")
+        return
+    letters = list_dead_letters(broker, queue)
+    if as_json:
+        print(json.dumps([letter.to_dict() for letter in letters], indent=2))
+        return
+    if not letters:
+        console.print("no dead letters")
+        return
+    from datetime import UTC, datetime
+
+    for letter in letters:
+        when = datetime.fromtimestamp(letter.dead_at, UTC).isoformat(timespec="seconds")
+        console.print(f"{letter.message_id}  {letter.queue:<16} {letter.actor:<22} request={letter.request_id} "
+                      f"retries={letter.retries} at={when}  {letter.exception or ''}: {letter.detail or ''}",
+                      markup=False, highlight=False)
+
+
 @contract_app.command("schema")
 def contract_schema(
     check: Annotated[bool, typer.Option(help="Fail if the published file differs from the model.")] = False,
