@@ -136,3 +136,18 @@ def test_worker_exports_the_engines_series_over_http(db: Conn, worker_process: t
     completed = [r for r in records if r["message"] == "request completed"]
     assert completed and completed[0]["request_id"] == REQUEST and completed[0]["logger"] == "dispatcher.fanout"
     assert "example.test" not in log_path.read_text()
+
+
+def test_prepare_worker_metrics_dir_clears_earlier_runs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from dispatcher.ops.metrics import DRAMATIQ_PROM_DB_ENV, prepare_worker_metrics_dir
+
+    monkeypatch.delenv(DRAMATIQ_PROM_DB_ENV, raising=False)
+    directory = tmp_path / "prom"
+    directory.mkdir()
+    (directory / "counter_123.db").write_bytes(b"stale")
+    (directory / "keep.txt").write_text("not a sample file")
+
+    assert prepare_worker_metrics_dir(directory) == directory
+
+    assert sorted(p.name for p in directory.iterdir()) == ["keep.txt"]
+    assert os.environ[DRAMATIQ_PROM_DB_ENV] == str(directory)

@@ -26,6 +26,8 @@ from prometheus_client import values
 
 from dispatcher.ledger import Outcome
 
+#: The environment variable dramatiq's Prometheus middleware reads its sample directory from (lower case).
+DRAMATIQ_PROM_DB_ENV = "dramatiq_prom_db"
 #: Buckets for durations that range from milliseconds (a small area) to minutes (a county).
 TARGETING_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300)
 #: Buckets for recipients per request, from a cul-de-sac to a county.
@@ -118,6 +120,21 @@ def enable_multiprocess(directory: str | Path) -> None:
             values.ValueClass = values.get_value_class()
         _registry = prom.CollectorRegistry()
         _metrics = None
+
+
+def prepare_worker_metrics_dir(directory: str | Path) -> Path:
+    """Point dramatiq's exposition server and every worker process at ``directory``, emptied of the
+    sample files of earlier runs (else their counters would add up across restarts).
+
+    Call it in the process that starts the dramatiq workers, before they start (it sets
+    ``dramatiq_prom_db``, which dramatiq's Prometheus middleware reads when first imported).
+    """
+    path = Path(directory)
+    path.mkdir(parents=True, exist_ok=True)
+    for stale in path.glob("*.db"):
+        stale.unlink()
+    os.environ[DRAMATIQ_PROM_DB_ENV] = str(path)
+    return path
 
 
 def record_request_state(state: str) -> None:
