@@ -31,8 +31,9 @@ from dispatcher.preferences import eligibility
 
 log = logging.getLogger(__name__)
 
-#: How long one message may drain a request before passing the rest on to the back of the queue.
-DRAIN_SECONDS = 20.0
+#: How long one message may drain a request before passing the rest on to the back of the queue
+#: (the longest a small request waits for a worker thread behind a county-wide one).
+DRAIN_SECONDS = 10.0
 #: Wait before retrying residents a provider could not take, when it gives no Retry-After.
 DEFAULT_RETRY_SECONDS = 5.0
 
@@ -152,7 +153,7 @@ def _expire(conn: Any, request_id: str, report: DrainReport) -> DrainReport:
     return report
 
 
-def drain(request_id: str, channel: Channel, *, budget_seconds: float = DRAIN_SECONDS) -> DrainReport:
+def drain(request_id: str, channel: Channel, *, budget_seconds: float | None = None) -> DrainReport:
     """Send pending rows of one request on one channel until none are left or the budget is spent.
 
     Per batch: claim under a lease, wait for the shared rate budget, renew the lease (dropping rows
@@ -174,7 +175,7 @@ def drain(request_id: str, channel: Channel, *, budget_seconds: float = DRAIN_SE
     if stored.state is not State.SENDING:
         return report
     size = settings.push_batch_size if channel is Channel.PUSH else settings.email_batch_size
-    deadline = time.monotonic() + budget_seconds
+    deadline = time.monotonic() + (DRAIN_SECONDS if budget_seconds is None else budget_seconds)
     while time.monotonic() < deadline:
         with pool.connection() as conn:
             if not lifecycle.window_open(conn, request_id):

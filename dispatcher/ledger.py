@@ -116,10 +116,12 @@ WITH batch AS (
 UPDATE deliveries d
 SET lease_owner = %(owner)s, lease_until = now() + make_interval(secs => %(lease)s),
     attempts = d.attempts + 1, updated_at = now()
-FROM batch
-WHERE d.request_id = %(request_id)s AND d.channel = %(channel)s AND d.resident_id = batch.resident_id
+WHERE d.request_id = %(request_id)s AND d.channel = %(channel)s
+  AND d.resident_id = ANY(ARRAY(SELECT resident_id FROM batch))
 RETURNING d.resident_id
 """
+# ``= ANY(ARRAY(...))`` rather than a join with the batch: right after targeting writes a million rows the
+# table's statistics are stale, and a join was planned as a nested loop over every row of the request.
 
 
 _TOUCH = """
@@ -185,9 +187,9 @@ def record_outcomes(conn: Conn, request_id: str, channel: Channel, outcomes: Map
             sent_at = CASE WHEN o.status = 'sent' THEN now() END, updated_at = now()
         FROM unnest(%s::bigint[], %s::text[], %s::text[]) AS o(resident_id, status, reason)
         WHERE d.request_id = %s AND d.channel = %s AND d.resident_id = o.resident_id
-          AND d.status = 'pending'
+          AND d.resident_id = ANY(%s::bigint[]) AND d.status = 'pending'
         """,
-        (ids, statuses, reasons, request_id, channel.value),
+        (ids, statuses, reasons, request_id, channel.value, ids),
     )
     return cur.rowcount
 

@@ -371,39 +371,41 @@ def _play(config: ChaosConfig, rng: random.Random, db_url: str, private_redis: P
     run = ChaosRun(config, [request_id])
     _say(progress, f"published {request_id} to {config.recipients} residents; {config.workers} workers")
 
-    events = _schedule(config, rng)
-    storm_until: float | None = None
-    started = time.monotonic()
-    with psycopg.connect(db_url, autocommit=True) as conn:
-        while True:
-            now = time.monotonic() - started
-            while events and events[0][0] <= now:
-                _, kind = events.pop(0)
-                run.disruptions.append(_disrupt(kind, conn, fleet, private_redis, sandbox, rng, config))
-                sent = conn.execute("SELECT count(*) FILTER (WHERE status = 'sent'), count(*) FILTER"
-                                    " (WHERE status = 'pending') FROM deliveries").fetchone()
-                _say(progress, f"t={now:5.1f}s {kind}: rows in flight {run.disruptions[-1].in_flight}; "
-                               f"ledger sent {sent[0] if sent else 0}, pending {sent[1] if sent else 0}")
-                if kind == "storm":
-                    storm_until = now + config.storm_seconds
-            if storm_until is not None and now >= storm_until:
-                sandbox.faults.reset()
-                storm_until = None
-                _say(progress, f"t={now:5.1f}s storm over")
-            while len([p for p in fleet.processes if p.poll() is None]) < config.workers:
-                fleet.start_one()
-            state = conn.execute("SELECT state FROM community_requests WHERE id = %s", (request_id,)).fetchone()
-            if state and state[0] in ("completed", "expired", "rejected") and not events and storm_until is None:
-                run.finished = state[0] == "completed"
-                break
-            if now > config.timeout_seconds:
-                break
-            time.sleep(0.2)
-        run.seconds = time.monotonic() - started
-        run.final_states = {rid: str(s) for rid, s in conn.execute(
-            "SELECT id, state FROM community_requests").fetchall()}
-    fleet.stop_all()
-    publisher.close()
+    try:
+        events = _schedule(config, rng)
+        storm_until: float | None = None
+        started = time.monotonic()
+        with psycopg.connect(db_url, autocommit=True) as conn:
+            while True:
+                now = time.monotonic() - started
+                while events and events[0][0] <= now:
+                    _, kind = events.pop(0)
+                    run.disruptions.append(_disrupt(kind, conn, fleet, private_redis, sandbox, rng, config))
+                    sent = conn.execute("SELECT count(*) FILTER (WHERE status = 'sent'), count(*) FILTER"
+                                        " (WHERE status = 'pending') FROM deliveries").fetchone()
+                    _say(progress, f"t={now:5.1f}s {kind}: rows in flight {run.disruptions[-1].in_flight}; "
+                                   f"ledger sent {sent[0] if sent else 0}, pending {sent[1] if sent else 0}")
+                    if kind == "storm":
+                        storm_until = now + config.storm_seconds
+                if storm_until is not None and now >= storm_until:
+                    sandbox.faults.reset()
+                    storm_until = None
+                    _say(progress, f"t={now:5.1f}s storm over")
+                while len([p for p in fleet.processes if p.poll() is None]) < config.workers:
+                    fleet.start_one()
+                state = conn.execute("SELECT state FROM community_requests WHERE id = %s", (request_id,)).fetchone()
+                if state and state[0] in ("completed", "expired", "rejected") and not events and storm_until is None:
+                    run.finished = state[0] == "completed"
+                    break
+                if now > config.timeout_seconds:
+                    break
+                time.sleep(0.2)
+            run.seconds = time.monotonic() - started
+            run.final_states = {rid: str(s) for rid, s in conn.execute(
+                "SELECT id, state FROM community_requests").fetchall()}
+    finally:
+        fleet.stop_all()
+        publisher.close()
     run.logs = sorted(logs.glob("*.log"))
     _say(progress, f"done in {run.seconds:.1f}s: {run.final_states}")
     return run
