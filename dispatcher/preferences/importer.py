@@ -25,6 +25,7 @@ import csv
 import io
 import json
 import os
+import re
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -100,27 +101,64 @@ class ImportReport:
         return self.rows_read / self.seconds if self.seconds > 0 else 0.0
 
 
-def _bool_field(text: str, name: str) -> str:
-    """COPY text for a boolean cell ('t', 'f' or NULL); raises ValueError naming the column."""
-    if not text:
-        return "\\N"
-    value = validation.parse_bool(text)
-    if value is None:
-        raise ValueError(f"{name} must be true or false")
-    return "t" if value else "f"
+#: Converts one optional cell to its COPY text ("\\N" for NULL) or raises ValueError naming the column.
+Converter = Callable[[str], str]
+#: Distinct values remembered per cached column (locales and time zones repeat across millions of rows).
+_CACHE_LIMIT = 10_000
+_TOKENS = re.compile(r"[A-Za-z0-9_:.~+/=-]{1,4096}(?:;[A-Za-z0-9_:.~+/=-]{1,4096})*")
 
 
-def _text_field(text: str, problem: Callable[[str], str | None]) -> str:
-    text = text.strip()
-    if not text:
-        return "\\N"
-    bad = problem(text)
-    if bad:
-        raise ValueError(bad)
-    return text
+def _bool_converter(name: str) -> Converter:
+    known = {"": "\\N"}
+    for spelling in ("true", "t", "1", "yes", "y", "on", "false", "f", "0", "no", "n", "off"):
+        value = "t" if validation.parse_bool(spelling) else "f"
+        for variant in (spelling, spelling.upper(), spelling.capitalize()):
+            known[variant] = value
+
+    def convert(text: str) -> str:
+        value = known.get(text)
+        if value is not None:
+            return value
+        parsed = validation.parse_bool(text)
+        if parsed is None:
+            if not text.strip():
+                return "\\N"
+            raise ValueError(f"{name} must be true or false")
+        return "t" if parsed else "f"
+
+    return convert
 
 
-def _tokens_field(text: str) -> str:
+def _cached_text_converter(problem: Callable[[str], str | None]) -> Converter:
+    good: set[str] = set()
+
+    def convert(text: str) -> str:
+        if text in good:
+            return text
+        stripped = text.strip()
+        if not stripped:
+            return "\\N"
+        bad = problem(stripped)
+        if bad:
+            raise ValueError(bad)
+        if stripped == text and len(good) < _CACHE_LIMIT:
+            good.add(text)
+        return stripped
+
+    return convert
+
+
+def _email(text: str) -> str:
+    # Present but empty means "no address": '' in staging, NULL in the index.
+    stripped = text.strip()
+    if stripped and validation.email_problem(stripped):
+        raise ValueError("email is not a valid address")
+    return stripped
+
+
+def _tokens(text: str) -> str:
+    if _TOKENS.fullmatch(text):  # the common case: clean tokens, no spaces, no empty entries
+        return text
     tokens = [t.strip() for t in text.split(";") if t.strip()]
     if not tokens:
         return "\\N"
@@ -129,6 +167,34 @@ def _tokens_field(text: str) -> str:
         if bad:
             raise ValueError(bad)
     return ";".join(tokens)
+
+
+def _version(text: str) -> str:
+    stripped = text.strip()
+    if not stripped:
+        return "\\N"
+    try:
+        version = int(stripped)
+    except ValueError:
+        raise ValueError("version must be an integer") from None
+    bad = validation.version_problem(version)
+    if bad:
+        raise ValueError(bad)
+    return str(version)
+
+
+def _converter(name: str) -> Converter:
+    if name == "email":
+        return _email
+    if name == "locale":
+        return _cached_text_converter(validation.locale_problem)
+    if name == "time_zone":
+        return _cached_text_converter(validation.time_zone_problem)
+    if name == "push_tokens":
+        return _tokens
+    if name == "version":
+        return _version
+    return _bool_converter(name)
 
 
 class _RowEncoder:
@@ -141,8 +207,9 @@ class _RowEncoder:
         index = {name: i for i, name in enumerate(columns)}
         self.width = len(columns)
         self.i_id, self.i_lat, self.i_lng = index["id"], index["lat"], index["lng"]
-        self.optional = [(name, index.get(name)) for name in OPTIONAL_COLUMNS]
-        self.any_optional = any(i is not None for _, i in self.optional)
+        # (cell index or None when the column is absent, converter), in staging-table order.
+        self.optional = [(index.get(name), _converter(name)) for name in OPTIONAL_COLUMNS]
+        self.any_optional = any(i is not None for i, _ in self.optional)
         self.latlng_to_cell = h3_int.latlng_to_cell
 
     def encode(self, line: int, cells: Sequence[str | None]) -> str:
@@ -162,46 +229,13 @@ class _RowEncoder:
         if not (-90.0 <= lat <= 90.0 and -180.0 <= lng <= 180.0):  # also false for NaN
             raise ValueError(validation.location_problem(lat, lng) or "location is out of range")
         cell = self.latlng_to_cell(lat, lng, RESIDENT_CELL_RESOLUTION)
-        head = f"{line}\t{resident_id}\t{lat!r}\t{lng!r}\t{cell}"
+        head = f"{line}\t{resident_id}\t{lat!r}\t{lng!r}\t{cell}\t"
         if not self.any_optional:
-            return head + "\t\\N\t\\N\t\\N\t\\N\t\\N\t\\N\t\\N\t\\N\t\\N\n"
-        return head + "\t" + "\t".join(self._optional(cells)) + "\n"
-
-    def _optional(self, cells: Sequence[str | None]) -> list[str]:
-        out: list[str] = []
-        for name, i in self.optional:
-            text = None if i is None else cells[i]
-            if text is None:
-                out.append("\\N")
-                continue
-            if name == "email":
-                # Present but empty means "no address": '' in staging, NULL in the index.
-                stripped = text.strip()
-                if stripped and validation.email_problem(stripped):
-                    raise ValueError("email is not a valid address")
-                out.append(stripped)
-            elif name == "locale":
-                out.append(_text_field(text, validation.locale_problem))
-            elif name == "time_zone":
-                out.append(_text_field(text, validation.time_zone_problem))
-            elif name == "push_tokens":
-                out.append(_tokens_field(text))
-            elif name == "version":
-                stripped = text.strip()
-                if not stripped:
-                    out.append("\\N")
-                    continue
-                try:
-                    version = int(stripped)
-                except ValueError:
-                    raise ValueError("version must be an integer") from None
-                bad = validation.version_problem(version)
-                if bad:
-                    raise ValueError(bad)
-                out.append(str(version))
-            else:
-                out.append(_bool_field(text, name))
-        return out
+            return head + "\\N\t\\N\t\\N\t\\N\t\\N\t\\N\t\\N\t\\N\t\\N\n"
+        return head + "\t".join([
+            "\\N" if i is None or (text := cells[i]) is None else convert(text)
+            for i, convert in self.optional
+        ]) + "\n"
 
 
 def _jsonl_cells(obj: Any) -> list[str | None]:
