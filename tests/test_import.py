@@ -162,14 +162,19 @@ def test_import_refuses_a_file_without_the_required_header(index_db: Conn) -> No
 def test_import_of_many_rows_builds_the_cell_index(index_db: Conn, tmp_path: Path) -> None:
     path = tmp_path / "many.csv"
     with path.open("w") as f:
-        f.write("id,lat,lng\n")
+        f.write("id,lat,lng,push_tokens,push\n")
         for i in range(1, 20_001):
-            f.write(f"{i},{40 + i * 1e-5:.6f},{-74 + i * 1e-5:.6f}\n")
+            f.write(f"{i},{40 + i * 1e-5:.6f},{-74 + i * 1e-5:.6f},tok-{i},{i % 2 == 0}\n")
     report = import_residents(index_db, path)
-    assert report.inserted == 20_000 and not report.rejected
+    assert report.inserted == 20_000 and report.tokens_added == 20_000 and not report.rejected
     # The first load rebuilds secondary indexes at the end; they must be there afterwards.
-    names = {r[0] for r in index_db.execute("SELECT indexname FROM pg_indexes WHERE tablename = 'residents'")}
-    assert "residents_cell_idx" in names
+    names = {r[0] for r in index_db.execute("SELECT indexname FROM pg_indexes")}
+    assert {"residents_cell_idx", "device_tokens_resident_idx"} <= names
+    foreign_keys = index_db.execute(
+        "SELECT conrelid::regclass::text FROM pg_constraint WHERE contype = 'f'"
+        " AND confrelid = 'residents'::regclass ORDER BY 1"
+    ).fetchall()
+    assert foreign_keys == [("device_tokens",), ("resident_settings",)]
     assert index_db.execute(
         "SELECT count(*) FROM residents WHERE cell = %s", (_cell(40.1, -73.9),)
     ).fetchone() == (1,)
