@@ -41,6 +41,8 @@ TABLES = (
     "device_tokens",
     "resident_settings",
     "residents",
+    "resident_tombstones",
+    "webhook_events",
 )
 
 
