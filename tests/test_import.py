@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import io
 import json
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -17,12 +16,6 @@ from dispatcher.preferences import updates
 from dispatcher.preferences.importer import import_residents
 
 Conn = psycopg.Connection[Any]
-
-
-@pytest.fixture
-def index_db(db: Conn) -> Iterator[Conn]:
-    db.execute("TRUNCATE resident_tombstones, webhook_events")
-    yield db
 
 
 def _cell(lat: float, lng: float) -> int:
@@ -43,12 +36,12 @@ x4,40.70,-74.01,,,,,,,,
 """
 
 
-def test_import_loads_good_rows_and_reports_broken_ones_by_line(index_db: Conn, tmp_path: Path) -> None:
+def test_import_loads_good_rows_and_reports_broken_ones_by_line(db: Conn, tmp_path: Path) -> None:
     path = tmp_path / "residents.csv"
     path.write_text(GOOD_AND_BROKEN)
     seen: list[tuple[str, int, int | None]] = []
 
-    report = import_residents(index_db, path, progress=lambda phase, done, total: seen.append((phase, done, total)))
+    report = import_residents(db, path, progress=lambda phase, done, total: seen.append((phase, done, total)))
 
     assert report.rows_read == 9
     assert report.inserted == 3 and report.updated == 0
@@ -63,7 +56,7 @@ def test_import_loads_good_rows_and_reports_broken_ones_by_line(index_db: Conn, 
     # Problems name the field, never the value.
     assert "not-an-email" not in lines[6] and "Mars" not in lines[7]
 
-    rows = index_db.execute(
+    rows = db.execute(
         "SELECT id, cell, email, locale, time_zone, has_camera FROM residents ORDER BY id"
     ).fetchall()
     assert rows == [
@@ -71,62 +64,62 @@ def test_import_loads_good_rows_and_reports_broken_ones_by_line(index_db: Conn, 
         (3, _cell(40.70, -74.01), None, "fr-FR", "Europe/Paris", False),
         (8, _cell(40.71, -74.02), "eight@example.org", "en-US", "UTC", False),
     ]
-    settings = index_db.execute(
+    settings = db.execute(
         "SELECT resident_id, community_requests, push_enabled, email_enabled FROM resident_settings"
         " ORDER BY resident_id"
     ).fetchall()
     assert settings == [(1, True, True, True), (3, False, True, True), (8, True, False, True)]
-    tokens = index_db.execute("SELECT token, resident_id FROM device_tokens ORDER BY token").fetchall()
+    tokens = db.execute("SELECT token, resident_id FROM device_tokens ORDER BY token").fetchall()
     assert tokens == [("tok-1a", 1), ("tok-1b", 1), ("tok-3", 3)]
     assert seen and seen[-1] == ("upsert", 6, 6)
     assert any(phase == "read" and done == path.stat().st_size for phase, done, _ in seen)
 
 
-def test_import_is_idempotent_and_a_new_location_recomputes_the_cell(index_db: Conn, tmp_path: Path) -> None:
+def test_import_is_idempotent_and_a_new_location_recomputes_the_cell(db: Conn, tmp_path: Path) -> None:
     path = tmp_path / "residents.csv"
     path.write_text(GOOD_AND_BROKEN)
-    import_residents(index_db, path)
-    before = index_db.execute("SELECT * FROM residents ORDER BY id").fetchall()
+    import_residents(db, path)
+    before = db.execute("SELECT * FROM residents ORDER BY id").fetchall()
 
-    again = import_residents(index_db, path)
+    again = import_residents(db, path)
     assert (again.inserted, again.updated, again.unchanged) == (0, 0, 3)
-    assert index_db.execute("SELECT * FROM residents ORDER BY id").fetchall() == before
-    assert index_db.execute("SELECT count(*) FROM device_tokens").fetchone() == (3,)
+    assert db.execute("SELECT * FROM residents ORDER BY id").fetchall() == before
+    assert db.execute("SELECT count(*) FROM device_tokens").fetchone() == (3,)
 
     moved = tmp_path / "moved.csv"
     moved.write_text("id,lat,lng\n1,51.5007,-0.1246\n")
-    report = import_residents(index_db, moved)
+    report = import_residents(db, moved)
     assert (report.inserted, report.updated) == (0, 1)
-    row = index_db.execute("SELECT lat, lng, cell, email FROM residents WHERE id = 1").fetchone()
+    row = db.execute("SELECT lat, lng, cell, email FROM residents WHERE id = 1").fetchone()
     # Columns absent from the file keep their values.
     assert row == (51.5007, -0.1246, _cell(51.5007, -0.1246), "one@example.org")
 
 
-def test_import_last_duplicate_wins_and_earlier_is_reported(index_db: Conn) -> None:
+def test_import_last_duplicate_wins_and_earlier_is_reported(db: Conn) -> None:
     data = io.StringIO("id,lat,lng,email\n1,10,10,a@example.org\n2,11,11,\n1,12,12,b@example.org\n")
-    report = import_residents(index_db, data, fmt="csv")
+    report = import_residents(db, data, fmt="csv")
     assert report.rejected == [(2, "resident id repeated on a later line; the later line wins")]
-    assert index_db.execute("SELECT lat, email FROM residents WHERE id = 1").fetchone() == (12.0, "b@example.org")
+    assert db.execute("SELECT lat, email FROM residents WHERE id = 1").fetchone() == (12.0, "b@example.org")
 
 
-def test_import_respects_versions_and_tombstones(index_db: Conn) -> None:
-    updates.upsert_resident(index_db, 1, version=5, lat=1.0, lng=1.0, email="new@example.org")
-    updates.upsert_resident(index_db, 2, version=1, lat=2.0, lng=2.0, email=None)
-    updates.delete_resident(index_db, 2, version=3)
+def test_import_respects_versions_and_tombstones(db: Conn) -> None:
+    updates.upsert_resident(db, 1, version=5, lat=1.0, lng=1.0, email="new@example.org")
+    updates.upsert_resident(db, 2, version=1, lat=2.0, lng=2.0, email=None)
+    updates.delete_resident(db, 2, version=3)
 
     data = io.StringIO("id,lat,lng,email,version\n1,9,9,old@example.org,4\n2,9,9,,2\n3,9,9,,1\n")
-    report = import_residents(index_db, data, fmt="csv")
+    report = import_residents(db, data, fmt="csv")
     assert (report.skipped_stale, report.skipped_deleted, report.inserted) == (1, 1, 1)
-    assert index_db.execute("SELECT lat, email FROM residents WHERE id = 1").fetchone() == (1.0, "new@example.org")
-    assert index_db.execute("SELECT count(*) FROM residents WHERE id = 2").fetchone() == (0,)
+    assert db.execute("SELECT lat, email FROM residents WHERE id = 1").fetchone() == (1.0, "new@example.org")
+    assert db.execute("SELECT count(*) FROM residents WHERE id = 2").fetchone() == (0,)
 
     # A newer version brings a deleted resident back.
-    report = import_residents(index_db, io.StringIO("id,lat,lng,version\n2,3,3,4\n"), fmt="csv")
+    report = import_residents(db, io.StringIO("id,lat,lng,version\n2,3,3,4\n"), fmt="csv")
     assert report.inserted == 1
-    assert index_db.execute("SELECT count(*) FROM resident_tombstones").fetchone() == (0,)
+    assert db.execute("SELECT count(*) FROM resident_tombstones").fetchone() == (0,)
 
 
-def test_import_jsonl(index_db: Conn, tmp_path: Path) -> None:
+def test_import_jsonl(db: Conn, tmp_path: Path) -> None:
     path = tmp_path / "residents.jsonl"
     lines = [
         {"id": 1, "lat": 40.0, "lng": -70.0, "email": "a@example.org", "push_tokens": ["t1", "t2"],
@@ -136,45 +129,45 @@ def test_import_jsonl(index_db: Conn, tmp_path: Path) -> None:
         {"id": 3, "lat": 40.0, "lng": -70.0, "shoe_size": 44},
     ]
     path.write_text("\n".join(json.dumps(x) for x in lines) + "\n\n{broken\n")
-    report = import_residents(index_db, path)
+    report = import_residents(db, path)
     assert report.inserted == 1
     assert [line for line, _ in report.rejected] == [2, 3, 4, 6]
-    assert index_db.execute(
+    assert db.execute(
         "SELECT r.email, r.has_camera, s.push_enabled FROM residents r JOIN resident_settings s"
         " ON s.resident_id = r.id"
     ).fetchone() == ("a@example.org", True, False)
-    assert index_db.execute("SELECT count(*) FROM device_tokens").fetchone() == (2,)
+    assert db.execute("SELECT count(*) FROM device_tokens").fetchone() == (2,)
 
     # "email": null clears the address; an absent email keeps it.
-    import_residents(index_db, io.StringIO('{"id": 1, "lat": 40.0, "lng": -70.0}\n'), fmt="jsonl")
-    assert index_db.execute("SELECT email FROM residents").fetchone() == ("a@example.org",)
-    import_residents(index_db, io.StringIO('{"id": 1, "lat": 40.0, "lng": -70.0, "email": null}\n'), fmt="jsonl")
-    assert index_db.execute("SELECT email FROM residents").fetchone() == (None,)
+    import_residents(db, io.StringIO('{"id": 1, "lat": 40.0, "lng": -70.0}\n'), fmt="jsonl")
+    assert db.execute("SELECT email FROM residents").fetchone() == ("a@example.org",)
+    import_residents(db, io.StringIO('{"id": 1, "lat": 40.0, "lng": -70.0, "email": null}\n'), fmt="jsonl")
+    assert db.execute("SELECT email FROM residents").fetchone() == (None,)
 
 
-def test_import_refuses_a_file_without_the_required_header(index_db: Conn) -> None:
+def test_import_refuses_a_file_without_the_required_header(db: Conn) -> None:
     with pytest.raises(ImportProblem, match="line 1"):
-        import_residents(index_db, io.StringIO("id,latitude,lng\n1,2,3\n"), fmt="csv")
+        import_residents(db, io.StringIO("id,latitude,lng\n1,2,3\n"), fmt="csv")
     with pytest.raises(ImportProblem, match="empty"):
-        import_residents(index_db, io.StringIO(""), fmt="csv")
+        import_residents(db, io.StringIO(""), fmt="csv")
 
 
-def test_import_of_many_rows_builds_the_cell_index(index_db: Conn, tmp_path: Path) -> None:
+def test_import_of_many_rows_builds_the_cell_index(db: Conn, tmp_path: Path) -> None:
     path = tmp_path / "many.csv"
     with path.open("w") as f:
         f.write("id,lat,lng,push_tokens,push\n")
         for i in range(1, 20_001):
             f.write(f"{i},{40 + i * 1e-5:.6f},{-74 + i * 1e-5:.6f},tok-{i},{i % 2 == 0}\n")
-    report = import_residents(index_db, path)
+    report = import_residents(db, path)
     assert report.inserted == 20_000 and report.tokens_added == 20_000 and not report.rejected
     # The first load rebuilds secondary indexes at the end; they must be there afterwards.
-    names = {r[0] for r in index_db.execute("SELECT indexname FROM pg_indexes")}
+    names = {r[0] for r in db.execute("SELECT indexname FROM pg_indexes")}
     assert {"residents_cell_idx", "device_tokens_resident_idx"} <= names
-    foreign_keys = index_db.execute(
+    foreign_keys = db.execute(
         "SELECT conrelid::regclass::text FROM pg_constraint WHERE contype = 'f'"
         " AND confrelid = 'residents'::regclass ORDER BY 1"
     ).fetchall()
     assert foreign_keys == [("device_tokens",), ("resident_settings",)]
-    assert index_db.execute(
+    assert db.execute(
         "SELECT count(*) FROM residents WHERE cell = %s", (_cell(40.1, -73.9),)
     ).fetchone() == (1,)

@@ -20,7 +20,6 @@ Conn = psycopg.Connection[Any]
 
 @pytest.fixture
 def index_db(db: Conn, redis_client: redis.Redis) -> Iterator[Conn]:
-    db.execute("TRUNCATE resident_tombstones, webhook_events")
     dramatiq.get_broker().flush_all()
     yield db
 

@@ -59,7 +59,6 @@ def _event(kind: str, email: str, event_id: str, **extra: Any) -> dict[str, Any]
 
 @pytest.fixture
 def index_db(db: Conn, redis_client: redis.Redis) -> Iterator[Conn]:
-    db.execute("TRUNCATE resident_tombstones, webhook_events")
     dramatiq.get_broker().flush_all()
     yield db
 
