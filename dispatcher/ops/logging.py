@@ -121,15 +121,18 @@ def json_handler(stream: TextIO | None = None) -> logging.Handler:
     return _prepare(logging.StreamHandler(stream or sys.stderr))
 
 
-def configure_logging(level: int | str = logging.INFO, *, stream: TextIO | None = None) -> logging.Handler | None:
+def configure_logging(level: int | str | None = logging.INFO, *,
+                      stream: TextIO | None = None) -> logging.Handler | None:
     """Make every log line JSON and redacted.
 
     Handlers already on the root logger (dramatiq's worker processes log to a pipe) keep their
     destination and get the JSON formatter and the redaction filter; without any, one writing to
-    ``stream`` (standard error by default) is added and returned. Safe to call more than once.
+    ``stream`` (standard error by default) is added and returned. ``level=None`` keeps the current
+    level (dramatiq's ``-v``). Safe to call more than once.
     """
     root = logging.getLogger()
-    root.setLevel(level)
+    if level is not None:
+        root.setLevel(level)
     added = None
     if stream is not None or not root.handlers:
         added = json_handler(stream)

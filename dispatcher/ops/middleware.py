@@ -66,7 +66,7 @@ class WorkerPrometheus(Prometheus):  # type: ignore[misc]
     def after_process_boot(self, broker: dramatiq.Broker) -> None:
         from dispatcher.ops.metrics import enable_multiprocess
 
-        configure_logging()
+        configure_logging(level=None)
         enable_multiprocess(DB_PATH)
         super().after_process_boot(broker)
         self.booted = True
