@@ -113,6 +113,11 @@ def test_import_respects_versions_and_tombstones(db: Conn) -> None:
     assert db.execute("SELECT lat, email FROM residents WHERE id = 1").fetchone() == (1.0, "new@example.org")
     assert db.execute("SELECT count(*) FROM residents WHERE id = 2").fetchone() == (0,)
 
+    # An email changed at a newer version than the file's row survives the row.
+    updates.change_email(db, 1, version=9, email="newest@example.org")
+    import_residents(db, io.StringIO("id,lat,lng,email,version\n1,5,5,file@example.org,6\n"), fmt="csv")
+    assert db.execute("SELECT lat, email FROM residents WHERE id = 1").fetchone() == (5.0, "newest@example.org")
+
     # A newer version brings a deleted resident back.
     report = import_residents(db, io.StringIO("id,lat,lng,version\n2,3,3,4\n"), fmt="csv")
     assert report.inserted == 1

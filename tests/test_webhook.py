@@ -223,3 +223,12 @@ def test_sandbox_signed_posts_are_accepted(app: EventWebhookApp, index_db: Conn)
 
     assert asyncio.run(go()) == 1
     assert index_db.execute("SELECT sg_event_id FROM webhook_events").fetchall() == [("ev-s1",)]
+
+
+def test_events_whose_queue_message_was_lost_are_applied_by_the_next_batch(index_db: Conn) -> None:
+    lost, _ = feedback.record_webhook_events(index_db, [_event("bounce", "lost@example.org", "ev-lost")])
+    index_db.execute("UPDATE webhook_events SET received_at = now() - interval '1 hour'")
+    fresh, _ = feedback.record_webhook_events(index_db, [_event("spamreport", "new@example.org", "ev-new")])
+    assert lost != fresh
+    assert feedback.apply_webhook_events(index_db, fresh) == 2
+    assert index_db.execute("SELECT count(*) FROM webhook_events").fetchone() == (0,)

@@ -27,6 +27,9 @@ SUPPRESSING_EVENTS: Mapping[str, str] = {
     "group_unsubscribe": "group_unsubscribe",
 }
 
+#: A stored event still waiting after this long lost its queue message; the next batch applies it.
+ORPHAN_AFTER_SECONDS = 900
+
 
 def retire_tokens(conn: Connection, tokens: Mapping[str, str]) -> int:
     """Retire push tokens the provider rejected (token → reason); returns how many were newly retired."""
@@ -118,13 +121,17 @@ def record_webhook_events(conn: Connection, events: Iterable[Mapping[str, Any]])
 def apply_webhook_events(conn: Connection, batch_id: str) -> int:
     """Suppress the addresses of one stored batch and delete its raw events; returns new suppressions.
 
-    One statement: the events leave the inbox exactly when their suppressions are written.
+    One statement: the events leave the inbox exactly when their suppressions are written. Events of
+    any batch left waiting for longer than ``ORPHAN_AFTER_SECONDS`` (its queue message was lost) are
+    applied too, so no address lingers in the inbox.
     """
     reasons = list(SUPPRESSING_EVENTS.items())
     cur = conn.execute(
         """
         WITH done AS (
-            DELETE FROM webhook_events WHERE batch_id = %s RETURNING sg_event_id, event, email, occurred_at
+            DELETE FROM webhook_events
+            WHERE batch_id = %s OR received_at < now() - make_interval(secs => %s)
+            RETURNING sg_event_id, event, email, occurred_at
         ), reasons AS (
             SELECT * FROM unnest(%s::text[], %s::text[]) AS r(event, reason)
         )
@@ -134,6 +141,6 @@ def apply_webhook_events(conn: Connection, batch_id: str) -> int:
         ORDER BY lower(d.email), d.occurred_at, d.sg_event_id
         ON CONFLICT (email) DO NOTHING
         """,
-        (batch_id, [k for k, _ in reasons], [v for _, v in reasons]),
+        (batch_id, ORPHAN_AFTER_SECONDS, [k for k, _ in reasons], [v for _, v in reasons]),
     )
     return cur.rowcount

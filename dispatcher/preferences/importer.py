@@ -381,7 +381,8 @@ WHERE r.id = i.id AND i.version IS NOT NULL AND i.version < r.version
 _UPDATE_SQL = """
 WITH incoming AS (
     SELECT i.id, i.lat, i.lng, i.cell,
-           CASE WHEN i.email IS NULL THEN r.email ELSE NULLIF(i.email, '') END AS email,
+           CASE WHEN i.email IS NULL OR COALESCE(i.version, r.email_version) < r.email_version THEN r.email
+                ELSE NULLIF(i.email, '') END AS email,
            COALESCE(i.locale, r.locale) AS locale,
            COALESCE(i.time_zone, r.time_zone) AS time_zone,
            COALESCE(i.has_camera, r.has_camera) AS has_camera,
@@ -519,6 +520,8 @@ def _upsert(conn: Connection, report: ImportReport, progress: Progress | None) -
         if progress is not None:
             progress("upsert", n, _UPSERT_STEPS)
 
+    # A resident deleted while we load must not come back: deletions wait for this import to commit.
+    conn.execute("LOCK TABLE resident_tombstones IN SHARE ROW EXCLUSIVE MODE")
     conn.execute("ANALYZE resident_import")
     duplicates = [int(r[0]) for r in conn.execute(_DUPLICATES_SQL)]
     report.rejected.extend((line, "resident id repeated on a later line; the later line wins")
