@@ -7,6 +7,7 @@ the module that does the work. Nothing here holds logic worth testing on its own
 from __future__ import annotations
 
 import json
+import logging
 import os
 import sys
 from pathlib import Path
@@ -57,7 +58,11 @@ def worker(
     """Run dramatiq workers for every stage (requests, push, email, residents)."""
     from dispatcher.bootstrap import bootstrap
 
-    bootstrap()
+    settings = bootstrap()
+    from dispatcher.ops.metrics import prepare_worker_metrics_dir
+
+    # One metrics directory per host, emptied at start so counters do not add up across restarts.
+    prepare_worker_metrics_dir(settings.home / "prometheus")
     args = ["dramatiq", "dispatcher.worker_entry", "--processes", str(processes), "--threads", str(threads)]
     for queue in queues or []:
         args += ["--queues", queue]
@@ -277,4 +282,8 @@ def embedded_stop() -> None:
 def main(argv: list[str] | None = None) -> Any:
     """Entry point of the ``dispatcher`` script."""
     os.environ.setdefault("PYTHONWARNINGS", "ignore::UserWarning:platformdirs")
+    from dispatcher.ops.logging import configure_logging
+
+    # JSON, redacted log lines; commands print their results with rich, so only warnings are logged.
+    configure_logging(logging.WARNING)
     return app(args=argv)
