@@ -1,0 +1,317 @@
+"""Targeting benchmark: this engine against PostGIS ``ST_Covers`` on the same residents, same database.
+
+    python benchmarks/targeting.py [--residents 2200000] [--repeat 5] [--skip-setup] [--reload]
+
+Steps:
+
+1. setup: install PostGIS (Debian's ``postgresql-15-postgis-3``) for the local PostgreSQL 15 and create
+   the benchmark database with the project's migrations and ``CREATE EXTENSION postgis``;
+2. data: a synthetic metro of 2.2 million residents clustered like a city (a dense centre, several
+   town centres, suburbs, a sparse background), loaded with COPY; the same rows carry a
+   ``geometry(Point, 4326)`` with a GiST index for PostGIS, and the H3 res-15 ``cell`` for the engine;
+3. areas from a neighbourhood to a county: irregular, concave, with holes, a coastline with tens of
+   thousands of vertices, and two parts;
+4. for each area, end to end from the GeoJSON text to the ids written to a file: the engine
+   (``parse_area`` + ``match_area`` with the ``COPY`` sink) and PostGIS
+   (``COPY (SELECT id FROM residents WHERE ST_Covers(ST_GeomFromGeoJSON(...), geom)) TO STDOUT``),
+   alternating, warm cache, median of ``--repeat`` runs; the two id sets must be identical;
+5. results: ``benchmarks/results/targeting.md`` (table) and ``benchmarks/results/targeting.png``.
+
+Needs the ``bench`` extra (matplotlib) and ``DATABASE_URL`` pointing at the server (default
+``postgresql://root@127.0.0.1:5432/postgres``); the benchmark database is ``dispatcher_bench_targeting``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import h3.api.basic_int as h3
+import numpy as np
+import psycopg
+from psycopg import sql
+from psycopg.conninfo import conninfo_to_dict, make_conninfo
+from shapely.geometry import MultiPolygon, Polygon, mapping
+
+from dispatcher.config import RESIDENT_CELL_RESOLUTION, Settings
+from dispatcher.db import migrate
+from dispatcher.targeting.area import parse_area
+from dispatcher.targeting.match import MatchResult, file_sink, match_area
+
+Connection = psycopg.Connection[Any]
+BENCH_DB = "dispatcher_bench_targeting"
+RESULTS = Path(__file__).resolve().parent / "results"
+#: Centre of the synthetic metro (somewhere on a mid-latitude plain; no real place is modelled).
+CENTRE_LNG, CENTRE_LAT = -87.70, 41.85
+KM_LAT = 1 / 111.2
+KM_LNG = 1 / (111.2 * np.cos(np.radians(CENTRE_LAT)))
+
+#: The baseline: the same residents through a GiST index and PostGIS's exact predicate.
+POSTGIS_IDS_SQL = sql.SQL("SELECT id FROM residents WHERE ST_Covers(ST_GeomFromGeoJSON(%s), geom)")
+
+
+# ----------------------------------------------------------------------------------------------- setup
+def install_postgis() -> None:
+    """Install PostGIS for the local PostgreSQL 15 (Debian package), if it is not there yet."""
+    if Path("/usr/share/postgresql/15/extension/postgis.control").exists():
+        return
+    print("installing postgresql-15-postgis-3 ...", flush=True)
+    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+    subprocess.run(["apt-get", "update"], check=True, env=env, stdout=subprocess.DEVNULL)
+    subprocess.run(["apt-get", "install", "-y", "postgresql-15-postgis-3"], check=True, env=env,
+                   stdout=subprocess.DEVNULL)
+
+
+def bench_url(server_url: str) -> str:
+    params = conninfo_to_dict(server_url)
+    params["dbname"] = BENCH_DB
+    return make_conninfo("", **{k: v for k, v in params.items() if v is not None})
+
+
+def create_database(server_url: str, reload: bool) -> bool:
+    """Create the benchmark database; True when it must be (re)loaded."""
+    with psycopg.connect(server_url, autocommit=True) as admin:
+        exists = admin.execute("SELECT 1 FROM pg_database WHERE datname = %s", (BENCH_DB,)).fetchone()
+        if exists and not reload:
+            with psycopg.connect(bench_url(server_url)) as conn:
+                row = conn.execute("SELECT count(*) FROM residents").fetchone()
+                if row and row[0] > 0:
+                    return False
+        admin.execute(f'DROP DATABASE IF EXISTS "{BENCH_DB}" WITH (FORCE)')
+        admin.execute(f'CREATE DATABASE "{BENCH_DB}"')
+    with psycopg.connect(bench_url(server_url)) as conn:
+        migrate(conn)
+        conn.execute("CREATE EXTENSION IF NOT EXISTS postgis")
+        conn.execute("ALTER TABLE residents ADD COLUMN geom geometry(Point, 4326)")
+    return True
+
+
+# ------------------------------------------------------------------------------------------------ data
+def synthetic_metro(n: int, seed: int = 7) -> tuple[np.ndarray, np.ndarray]:
+    """(lng, lat) of ``n`` residents: a dense centre, town centres, suburbs and a sparse background."""
+    rng = np.random.default_rng(seed)
+    # (share, x km, y km, sigma km): downtown, inner towns, outer towns, suburbs, background.
+    clusters = [(0.22, 0, 0, 3.0), (0.06, 8, 5, 2.0), (0.06, -7, 9, 2.5), (0.05, 5, -10, 2.0),
+                (0.05, -12, -6, 3.0), (0.04, 20, 14, 2.5), (0.04, -22, 18, 3.0), (0.04, 25, -20, 3.5),
+                (0.04, -18, -24, 2.5), (0.28, 0, 0, 16.0)]
+    counts = rng.multinomial(n, [c[0] for c in clusters] + [1 - sum(c[0] for c in clusters)])
+    xs, ys = [], []
+    for (_, cx, cy, sigma), count in zip(clusters, counts[:-1], strict=True):
+        xs.append(rng.normal(cx, sigma, count))
+        ys.append(rng.normal(cy, sigma, count))
+    xs.append(rng.uniform(-60, 60, counts[-1]))  # sparse rural background
+    ys.append(rng.uniform(-60, 60, counts[-1]))
+    x, y = np.concatenate(xs), np.concatenate(ys)
+    order = rng.permutation(n)  # ids in no spatial order, as in a real resident table
+    return CENTRE_LNG + x[order] * KM_LNG, CENTRE_LAT + y[order] * KM_LAT
+
+
+def load_residents(url: str, n: int) -> None:
+    lng, lat = synthetic_metro(n)
+    started = time.perf_counter()
+    print(f"loading {n:,} residents ...", flush=True)
+    with psycopg.connect(url) as conn:
+        conn.execute("DROP INDEX IF EXISTS residents_cell_idx")
+        with conn.cursor() as cur, cur.copy("COPY residents (id, lat, lng, cell, geom) FROM STDIN") as copy:
+            batch = io.StringIO()
+            for i, (x, y) in enumerate(zip(lng.tolist(), lat.tolist(), strict=True), start=1):
+                cell = h3.latlng_to_cell(y, x, RESIDENT_CELL_RESOLUTION)
+                batch.write(f"{i}\t{y!r}\t{x!r}\t{cell}\tSRID=4326;POINT({x!r} {y!r})\n")
+                if i % 200_000 == 0:
+                    copy.write(batch.getvalue())
+                    batch = io.StringIO()
+            copy.write(batch.getvalue())
+        print("  indexes ...", flush=True)
+        conn.execute("CREATE INDEX residents_cell_idx ON residents (cell) INCLUDE (id, lng, lat)")
+        conn.execute("CREATE INDEX residents_geom_idx ON residents USING gist (geom)")
+        conn.commit()
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute("VACUUM (ANALYZE) residents")
+    print(f"  loaded in {time.perf_counter() - started:.0f} s", flush=True)
+
+
+# ----------------------------------------------------------------------------------------------- areas
+def blob(cx_km: float, cy_km: float, radius_km: float, vertices: int, seed: int,
+         roughness: float = 0.25) -> Polygon:
+    """An irregular, concave, valid polygon around a point: a radius wobbling with the angle."""
+    rng = np.random.default_rng(seed)
+    t = np.linspace(0, 2 * np.pi, vertices, endpoint=False)
+    r = np.ones_like(t)
+    for k in range(2, 9):  # a few lobes make it concave
+        r += roughness / k * rng.normal() * np.sin(k * t + rng.uniform(0, 2 * np.pi))
+    if vertices > 1000:  # a coastline: fine wiggles at every scale, kept small so the ring stays simple
+        for k in (37, 101, 263, 997, 2311):
+            r += 0.05 * (37 / k) ** 0.6 * np.sin(k * t + rng.uniform(0, 2 * np.pi))
+    r = np.clip(r, 0.35, None) * radius_km
+    x = CENTRE_LNG + (cx_km + r * np.cos(t)) * KM_LNG
+    y = CENTRE_LAT + (cy_km + r * np.sin(t)) * KM_LAT
+    polygon = Polygon(np.c_[x, y])
+    assert polygon.is_valid, "generated area is not valid"
+    return polygon
+
+
+def areas() -> list[tuple[str, dict[str, Any]]]:
+    """(name, GeoJSON) from a neighbourhood to a county."""
+    district = blob(6, 4, 2.2, 180, 2)
+    holes = [blob(5.6, 3.8, 0.4, 40, 21, 0.1).exterior.coords, blob(6.8, 4.6, 0.3, 40, 22, 0.1).exterior.coords]
+    with_holes = Polygon(district.exterior.coords, holes)
+    two_parts = MultiPolygon([blob(-7, 9, 2.0, 120, 5), blob(5, -10, 1.6, 90, 6)])
+    chosen: list[tuple[str, Polygon | MultiPolygon]] = [
+        ("neighbourhood", blob(20, 14, 0.3, 24, 1, 0.15)),
+        ("district with 2 holes", with_holes),
+        ("two towns (MultiPolygon)", two_parts),
+        ("city", blob(0, 0, 7.0, 400, 3)),
+        ("county coastline, 40k vertices", blob(1, 0, 20.0, 40_000, 4, 0.18)),
+        ("county", blob(-1, 1, 22.0, 800, 8, 0.2)),
+    ]
+    return [(name, mapping(area)) for name, area in chosen]
+
+
+# --------------------------------------------------------------------------------------------- running
+@dataclass
+class Timing:
+    name: str
+    residents: int
+    vertices: int
+    engine_s: float
+    postgis_s: float
+    identical: bool
+    detail: MatchResult
+
+
+def run_engine(conn: Connection, worker: Connection, text: str, out: Path,
+               settings: Settings) -> tuple[float, MatchResult]:
+    started = time.perf_counter()
+    area = parse_area(text, max_vertices=settings.max_area_vertices, max_area_km2=settings.max_area_km2)
+    with out.open("wb") as f:
+        result = match_area(conn, area, sink=file_sink(f), workers=[worker])
+    return time.perf_counter() - started, result
+
+
+def run_postgis(conn: Connection, text: str, out: Path) -> float:
+    """The same sink; JIT off as for the engine (it only adds compile time here too)."""
+    started = time.perf_counter()
+    with out.open("wb") as f, conn.transaction():
+        conn.execute("SET LOCAL jit = off")
+        file_sink(f)(conn, POSTGIS_IDS_SQL, [text])
+    return time.perf_counter() - started
+
+
+def read_ids(path: Path) -> np.ndarray:
+    data = path.read_bytes()
+    return np.sort(np.array(data.split(), dtype=np.int64)) if data else np.zeros(0, np.int64)
+
+
+def median_time(fn: Callable[[], float], repeat: int) -> float:
+    return statistics.median(fn() for _ in range(repeat))
+
+
+def benchmark(url: str, repeat: int) -> list[Timing]:
+    settings = Settings()
+    tmp = Path(tempfile.mkdtemp(prefix="targeting-bench-"))
+    timings: list[Timing] = []
+    with psycopg.connect(url, autocommit=True) as conn, psycopg.connect(url, autocommit=True) as worker:
+        for name, geojson in areas():
+            text = json.dumps(geojson)
+            vertices = sum(len(r) - 1 for p in _polygons(geojson) for r in p)
+            engine_out, postgis_out = tmp / "engine.ids", tmp / "postgis.ids"
+            run_engine(conn, worker, text, engine_out, settings)  # warm both
+            first = run_postgis(conn, text, postgis_out)
+            engine_times, postgis_times, detail = [], [], None
+            for _ in range(repeat):
+                seconds, detail = run_engine(conn, worker, text, engine_out, settings)
+                engine_times.append(seconds)
+                if first < 10:  # PostGIS takes minutes on a coastline: its first run is then the measure
+                    postgis_times.append(run_postgis(conn, text, postgis_out))
+            postgis_times = postgis_times or [first]
+            assert detail is not None
+            ours, theirs = read_ids(engine_out), read_ids(postgis_out)
+            identical = bool(np.array_equal(ours, theirs))
+            timing = Timing(name, len(theirs), vertices, statistics.median(engine_times),
+                            statistics.median(postgis_times), identical, detail)
+            timings.append(timing)
+            t = detail.timings
+            print(f"{name:34s} {timing.residents:>9,} residents  engine {timing.engine_s * 1000:8.1f} ms  "
+                  f"PostGIS {timing.postgis_s * 1000:8.1f} ms  x{timing.postgis_s / timing.engine_s:5.1f}  "
+                  f"identical={identical}  [cover {t.cover * 1000:.0f} cand {t.candidates * 1000:.0f} "
+                  f"refine {t.refine * 1000:.0f} write {t.write * 1000:.0f} ms; "
+                  f"{detail.boundary_candidates:,} candidates, {detail.interior_ranges:,}+"
+                  f"{detail.boundary_ranges:,} ranges]", flush=True)
+            if not identical:
+                print(f"  MISMATCH: engine only {np.setdiff1d(ours, theirs)[:20]}, "
+                      f"PostGIS only {np.setdiff1d(theirs, ours)[:20]}", flush=True)
+    return timings
+
+
+def _polygons(geojson: dict[str, Any]) -> list[Any]:
+    return [geojson["coordinates"]] if geojson["type"] == "Polygon" else list(geojson["coordinates"])
+
+
+# --------------------------------------------------------------------------------------------- results
+def write_results(timings: list[Timing], residents: int, repeat: int) -> None:
+    RESULTS.mkdir(exist_ok=True)
+    lines = [
+        f"Synthetic metro of {residents:,} residents; PostgreSQL 15 + PostGIS 3 on the same machine, warm cache,",
+        f"median of {repeat} runs, end to end from GeoJSON text to the ids written to a file.",
+        "",
+        "| area | vertices | residents inside | engine ms | PostGIS ms | PostGIS / engine | identical ids |"
+        " boundary candidates |",
+        "|---|---:|---:|---:|---:|---:|:---:|---:|",
+    ]
+    for t in timings:
+        lines.append(f"| {t.name} | {t.vertices:,} | {t.residents:,} | {t.engine_s * 1000:.1f} | "
+                     f"{t.postgis_s * 1000:.1f} | {t.postgis_s / t.engine_s:.1f}× | "
+                     f"{'yes' if t.identical else 'NO'} | {t.detail.boundary_candidates:,} |")
+    (RESULTS / "targeting.md").write_text("\n".join(lines) + "\n", encoding="utf-8")
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    xs = [max(t.residents, 1) for t in timings]
+    ax.loglog(xs, [t.engine_s * 1000 for t in timings], "o-", label="engine (H3 ranges + exact band)")
+    ax.loglog(xs, [t.postgis_s * 1000 for t in timings], "s--", label="PostGIS ST_Covers + GiST")
+    for t, x in zip(timings, xs, strict=True):
+        ax.annotate(t.name, (x, t.engine_s * 1000), textcoords="offset points", xytext=(4, -10), fontsize=7)
+    ax.set_xlabel("residents in the area")
+    ax.set_ylabel("time, GeoJSON to ids written (ms)")
+    ax.set_title(f"Targeting on {residents:,} residents")
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(RESULTS / "targeting.png", dpi=120)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--residents", type=int, default=2_200_000)
+    parser.add_argument("--repeat", type=int, default=5)
+    parser.add_argument("--skip-setup", action="store_true", help="do not try to install PostGIS")
+    parser.add_argument("--reload", action="store_true", help="regenerate and reload the residents")
+    args = parser.parse_args()
+    server = os.environ.get("DATABASE_URL", "postgresql://root@127.0.0.1:5432/postgres")
+    if not args.skip_setup:
+        install_postgis()
+    if create_database(server, args.reload):
+        load_residents(bench_url(server), args.residents)
+    timings = benchmark(bench_url(server), args.repeat)
+    write_results(timings, args.residents, args.repeat)
+    print(f"results in {RESULTS}")
+    return 0 if all(t.identical for t in timings) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

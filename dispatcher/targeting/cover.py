@@ -1,0 +1,224 @@
+"""An area as H3 cells: an interior taken whole, and a boundary band whose residents are tested one by one.
+
+Why not a plain H3 polyfill: H3 cells are spherical and the area's edges are straight in the lon/lat
+plane, and, more subtly, the res-15 descendants of a cell do not tile the cell itself (aperture 7: a
+child pokes out of its parent). So a resident whose res-15 cell descends from a cell ``C`` is only known
+to lie within a *reach* of ``C``'s centre: at most ``REACH_FACTOR`` average edge lengths of ``C``'s
+resolution (measured over the whole globe, pentagons included, the worst is 1.14; the factor leaves
+40% to spare, and ``tests/test_targeting_cover.py`` checks the bound).
+
+The cover descends the H3 tree from the 122 base cells. At each resolution a cell's reach is bounded by
+a lon/lat box that contains its spherical cap, and the box is tested against the prepared area:
+
+* box covered by the area: every resident under the cell is inside; the cell is *interior*;
+* box disjoint from the area: no resident under the cell can be inside; the cell is dropped;
+* otherwise the cell is refined into its children, down to the band resolution, where it becomes a
+  *boundary* cell whose residents are fetched and tested exactly.
+
+Work and memory grow with the boundary's length over the cell size, never with the area's size: a
+county-sized area gives a few thousand cells, not millions.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import h3.api.basic_int as h3
+import numpy as np
+import numpy.typing as npt
+import shapely
+
+from dispatcher.config import RESIDENT_CELL_RESOLUTION
+from dispatcher.targeting.area import Area
+
+#: A resident under a cell of resolution r lies within this many average res-r edge lengths of the
+#: cell's centre (worst seen over the globe: 1.14).
+REACH_FACTOR = 1.6
+#: ... plus this many metres, for rounding and for the resident's own res-15 cell.
+REACH_SLACK_M = 2.0
+#: Finest resolution of the boundary band (res 11: cells about 25 m across). Finer means fewer residents
+#: to test one by one but more cells to classify.
+BAND_RESOLUTION = 11
+#: Interior cells coarser than this are cut into pieces when the scan is split between connections.
+SPLIT_RESOLUTION = 8
+#: Earth radius H3 uses for distances, in metres.
+H3_EARTH_RADIUS_M = 6371007.180918475
+
+_RES_SHIFT = 52
+_RES_MASK = np.uint64(0xF << _RES_SHIFT)
+_DIGIT_BITS = 3
+
+CellArray = npt.NDArray[np.int64]
+
+
+@dataclass(frozen=True)
+class AreaCover:
+    """The cells of an area: ``interior`` (compacted, every resident under them is inside) and
+    ``boundary`` (at ``band_resolution``; their residents must be tested against the area)."""
+
+    interior: list[int] = field(default_factory=list)
+    boundary: list[int] = field(default_factory=list)
+    band_resolution: int = BAND_RESOLUTION
+
+
+def reach_m(resolution: int) -> float:
+    """Distance from a res-``resolution`` cell's centre within which every resident under it lies."""
+    return REACH_FACTOR * float(h3.average_hexagon_edge_length(resolution, unit="m")) + REACH_SLACK_M
+
+
+def area_to_cells(area: Area, *, band_resolution: int = BAND_RESOLUTION) -> AreaCover:
+    """Classify H3 cells against ``area`` from the base cells down to ``band_resolution``."""
+    if not 0 <= band_resolution < RESIDENT_CELL_RESOLUTION:
+        raise ValueError(f"band resolution must be in 0..{RESIDENT_CELL_RESOLUTION - 1}")
+    shapely.prepare(area)
+    boundary = area.boundary
+    shapely.prepare(boundary)
+    cells: list[int] = list(h3.get_res0_cells())
+    interior: list[int] = []
+    for resolution in range(band_resolution + 1):
+        inside, touching = _classify(area, boundary, cells, resolution)
+        interior.extend(c for c, keep in zip(cells, inside, strict=True) if keep)
+        edge = [c for c, keep in zip(cells, touching & ~inside, strict=True) if keep]
+        if resolution == band_resolution:
+            return AreaCover(interior=compact(interior), boundary=edge, band_resolution=band_resolution)
+        cells = [child for cell in edge for child in h3.cell_to_children(cell)]
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+def compact(cells: list[int]) -> list[int]:
+    """``cells`` (distinct, of mixed resolutions, none under another) with every complete set of
+    siblings replaced by their parent, recursively (h3's ``compact_cells`` wants one resolution)."""
+    by_resolution: dict[int, list[int]] = {}
+    for cell in cells:
+        by_resolution.setdefault(h3.get_resolution(cell), []).append(cell)
+    result: list[int] = []
+    for resolution in range(RESIDENT_CELL_RESOLUTION, -1, -1):
+        group = by_resolution.pop(resolution, [])
+        for cell in h3.compact_cells(group) if group else []:
+            coarser = h3.get_resolution(cell)
+            if coarser == resolution:
+                result.append(cell)
+            else:
+                by_resolution.setdefault(coarser, []).append(cell)
+    return result
+
+
+def _classify(
+    area: Area, boundary: shapely.Geometry, cells: list[int], resolution: int
+) -> tuple[npt.NDArray[np.bool_], npt.NDArray[np.bool_]]:
+    """(reach covered by the area, reach touching the area) for each cell."""
+    if not cells:
+        empty = np.zeros(0, dtype=bool)
+        return empty, empty
+    centres = np.array([h3.cell_to_latlng(c) for c in cells], dtype=np.float64)
+    lat, lng = centres[:, 0], centres[:, 1]
+    angle = reach_m(resolution) / H3_EARTH_RADIUS_M * 1.0001  # radians, with room for rounding
+    d_lat = math.degrees(angle)
+    # The widest longitude span of a spherical cap of this radius centred at `lat`.
+    ratio = math.sin(angle) / np.maximum(np.cos(np.radians(lat)), 1e-12)
+    whole_circle = ratio >= 1.0
+    d_lng = np.where(whole_circle, 180.0, np.degrees(np.arcsin(np.minimum(ratio, 1.0))))
+    lo_lat = np.maximum(lat - d_lat, -90.0)
+    hi_lat = np.minimum(lat + d_lat, 90.0)
+    lo_lng, hi_lng = lng - d_lng, lng + d_lng
+    whole_circle |= (hi_lng - lo_lng) >= 360.0
+    west_wrap = ~whole_circle & (lo_lng < -180.0)
+    east_wrap = ~whole_circle & (hi_lng > 180.0)
+    main = shapely.box(
+        np.where(whole_circle, -180.0, np.maximum(lo_lng, -180.0)),
+        lo_lat,
+        np.where(whole_circle, 180.0, np.minimum(hi_lng, 180.0)),
+        hi_lat,
+    )
+    # A box the boundary does not cross lies wholly inside or wholly outside: its centre tells which.
+    crossing = shapely.intersects(boundary, main)
+    centre_inside = shapely.intersects_xy(area, lng, lat)
+    touching = crossing | centre_inside
+    inside = ~crossing & centre_inside & ~west_wrap & ~east_wrap
+    wraps = np.flatnonzero(west_wrap | east_wrap)
+    if wraps.size:
+        # The part of the box beyond the antimeridian, on the other side of the map.
+        wrapped = shapely.box(
+            np.where(west_wrap[wraps], lo_lng[wraps] + 360.0, -180.0),
+            lo_lat[wraps],
+            np.where(west_wrap[wraps], 180.0, hi_lng[wraps] - 360.0),
+            hi_lat[wraps],
+        )
+        touching[wraps] |= shapely.intersects(area, wrapped)
+    return inside, touching
+
+
+def cells_to_ranges(cells: list[int] | CellArray) -> list[tuple[int, int]]:
+    """Sorted, merged, inclusive ranges of res-15 cell ids holding every res-15 descendant of ``cells``
+    (distinct cells, none under another).
+
+    In H3's bit layout the resolution field sits above the base cell and the digits, and unused digits
+    are 7; so a cell's res-15 descendants are the cell with resolution 15 and digits r+1..15 running
+    from all 0 to all 6. Two ranges merge when no valid res-15 cell lies between them (between the
+    last descendant of one cell and the first of its next sibling there are only ids with a digit 7).
+    """
+    low, high = _descendant_ranges(cells)
+    order = np.argsort(low, kind="stable")
+    return _merge(low[order], high[order])
+
+
+def split_ranges(cells: list[int], parts: int, *, finest: int = SPLIT_RESOLUTION) -> list[list[tuple[int, int]]]:
+    """The ranges of ``cells`` dealt into ``parts`` lists of about equal population, to scan in parallel.
+
+    Cells coarser than ``finest`` are first cut into their descendants at ``finest``; neighbouring pieces
+    of the city have similar densities, so dealing the sorted pieces like cards balances the parts.
+    """
+    if parts <= 1:
+        return [cells_to_ranges(cells)]
+    pieces: list[int] = []
+    for cell in cells:
+        if h3.get_resolution(cell) < finest:
+            pieces.extend(h3.cell_to_children(cell, finest))
+        else:
+            pieces.append(cell)
+    low, high = _descendant_ranges(pieces)
+    order = np.argsort(low, kind="stable")
+    low, high = low[order], high[order]
+    return [_merge(low[i::parts], high[i::parts]) for i in range(parts)]
+
+
+def _descendant_ranges(cells: list[int] | CellArray) -> tuple[npt.NDArray[np.uint64], npt.NDArray[np.uint64]]:
+    """(first, last) res-15 descendant of each cell."""
+    ids = np.asarray(cells, dtype=np.int64).astype(np.uint64)
+    resolution = ((ids & _RES_MASK) >> np.uint64(_RES_SHIFT)).astype(np.int64)
+    free_bits = (_DIGIT_BITS * (RESIDENT_CELL_RESOLUTION - resolution)).astype(np.uint64)
+    all_ones = (np.uint64(1) << free_bits) - np.uint64(1)
+    at_finest = (ids & ~_RES_MASK) | np.uint64(RESIDENT_CELL_RESOLUTION << _RES_SHIFT)
+    low = at_finest & ~all_ones
+    # Digits all 6 (0b110) in the free positions: 0b001001...001 (= all ones / 7) times 6.
+    high = low | (all_ones // np.uint64(7)) * np.uint64(6)
+    return low, high
+
+
+def _merge(low: npt.NDArray[np.uint64], high: npt.NDArray[np.uint64]) -> list[tuple[int, int]]:
+    """Merge sorted, disjoint ranges separated by no valid res-15 cell."""
+    if len(low) == 0:
+        return []
+    starts = np.ones(len(low), dtype=bool)
+    starts[1:] = low[1:] > _next_cells_after(high[:-1])
+    first = np.flatnonzero(starts)
+    last = np.append(first[1:] - 1, len(low) - 1)
+    return list(zip(low[first].astype(np.int64).tolist(), high[last].astype(np.int64).tolist(), strict=True))
+
+
+def _next_cells_after(cells: npt.NDArray[np.uint64]) -> npt.NDArray[np.uint64]:
+    """For each res-15 id, the smallest id above it that can be a valid cell (digits only 0..6):
+    the lowest digit below 6 goes up by one and the digits under it (all 6) become 0."""
+    result = np.empty_like(cells)
+    found = np.zeros(len(cells), dtype=bool)
+    for digit in range(RESIDENT_CELL_RESOLUTION):  # digit 15 first, in the lowest bits
+        shift = np.uint64(_DIGIT_BITS * digit)
+        below = (np.uint64(1) << shift) - np.uint64(1)
+        value = (cells >> shift) & np.uint64(0b111)
+        here = ~found & (value < 6)
+        result[here] = (cells[here] & ~below) + (np.uint64(1) << shift)
+        found |= here
+    above_digits = ~np.uint64((1 << 45) - 1)  # every digit was 6: the next base cell, digits all 0
+    result[~found] = (cells[~found] & above_digits) + np.uint64(1 << 45)
+    return result
