@@ -17,18 +17,17 @@ import dramatiq
 from dramatiq.middleware import Retries
 
 from dispatcher import broker as _broker  # installs the broker before the actors below bind to it
-from dispatcher.broker import EMAIL_QUEUE, PUSH_QUEUE, REQUESTS_QUEUE
+from dispatcher.broker import (
+    EMAIL_QUEUE,
+    PUSH_QUEUE,
+    REQUESTS_QUEUE,
+    URGENT_EMAIL_QUEUE,
+    URGENT_PUSH_QUEUE,
+    URGENT_REQUESTS_QUEUE,
+)
 from dispatcher.deadletters import DeadLetterReasons
 from dispatcher.ledger import Channel
 from dispatcher.reconciler import ReconcilerMiddleware
-
-#: Suffix of the queue that carries the urgent share of a stage.
-URGENT_SUFFIX = ".urgent"
-URGENT_REQUESTS_QUEUE = REQUESTS_QUEUE + URGENT_SUFFIX
-URGENT_PUSH_QUEUE = PUSH_QUEUE + URGENT_SUFFIX
-URGENT_EMAIL_QUEUE = EMAIL_QUEUE + URGENT_SUFFIX
-#: The urgent queues, for ops tools that list queues beside ``broker.ALL_QUEUES``.
-URGENT_QUEUES = (URGENT_REQUESTS_QUEUE, URGENT_PUSH_QUEUE, URGENT_EMAIL_QUEUE)
 
 #: How many fan-out messages a new request starts per channel (more workers can then share it).
 FANOUT_PARALLELISM = 4

@@ -22,8 +22,15 @@ PUSH_QUEUE = "push"
 EMAIL_QUEUE = "email"
 #: Updates to the resident index from the main application, and provider feedback.
 RESIDENTS_QUEUE = "residents"
+#: Urgent incident types travel on their own queues, so they never wait behind a county-wide backlog.
+URGENT_SUFFIX = ".urgent"
+URGENT_REQUESTS_QUEUE = REQUESTS_QUEUE + URGENT_SUFFIX
+URGENT_PUSH_QUEUE = PUSH_QUEUE + URGENT_SUFFIX
+URGENT_EMAIL_QUEUE = EMAIL_QUEUE + URGENT_SUFFIX
+URGENT_QUEUES = (URGENT_REQUESTS_QUEUE, URGENT_PUSH_QUEUE, URGENT_EMAIL_QUEUE)
 #: Every queue the engine's workers consume.
-ALL_QUEUES = (REQUESTS_QUEUE, PUSH_QUEUE, EMAIL_QUEUE, RESIDENTS_QUEUE)
+ALL_QUEUES = (REQUESTS_QUEUE, URGENT_REQUESTS_QUEUE, PUSH_QUEUE, URGENT_PUSH_QUEUE, EMAIL_QUEUE, URGENT_EMAIL_QUEUE,
+              RESIDENTS_QUEUE)
 #: Key prefix in Redis for dramatiq's queues.
 NAMESPACE = "dispatcher"
 

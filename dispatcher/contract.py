@@ -159,11 +159,8 @@ def publish(data: Any) -> str:
     Raises :class:`InvalidRequest` (naming each bad field) before anything is enqueued.
     """
     request = validate_request(data)
-    from dispatcher.actors import distribute_request
+    from dispatcher.actors import enqueue_request
 
-    distribute_request.send_with_options(
-        args=(request.to_json_dict(),),
-        priority=0 if request.urgent else 10,
-    )
+    enqueue_request(request.to_json_dict())
     return request.id
 

@@ -34,6 +34,7 @@ os.environ["REDIS_URL"] = _BASE.redis_url or ""
 set_settings(_BASE)
 
 TABLES = (
+    "request_activity",
     "deliveries",
     "request_rejections",
     "community_requests",

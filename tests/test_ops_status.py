@@ -129,7 +129,8 @@ def test_cli_status_json_and_table(db: Conn, redis_client: redis.Redis) -> None:
     assert result.exit_code == 0, result.output
     snapshot = json.loads(result.stdout)
     assert [r["id"] for r in snapshot["requests"]] == ["req-cli"]
-    assert {q["queue"] for q in snapshot["queues"]} == {"requests", "push", "email", "residents"}
+    assert {q["queue"] for q in snapshot["queues"]} == {
+        "requests", "requests.urgent", "push", "push.urgent", "email", "email.urgent", "residents"}
 
     from rich.console import Console
 
