@@ -1,0 +1,155 @@
+"""The email channel through the sendgrid library against the SendGrid sandbox."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from dispatcher.channels import email
+from dispatcher.channels.content import CHOOSE_VIDEOS, LABEL, VIEW_REQUEST
+from dispatcher.channels.email import EmailChannel, EmailTarget
+from dispatcher.config import Settings
+from dispatcher.contract import CommunityRequest, parse_request
+from dispatcher.ledger import Status
+from dispatcher.sandbox import SandboxServer
+from tests.factories import request_payload
+
+
+@pytest.fixture(scope="module")
+def sendgrid(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SandboxServer]:
+    with SandboxServer(tmp_path_factory.mktemp("sendgrid")) as server:
+        yield server
+
+
+@pytest.fixture(scope="module")
+def channel(sendgrid: SandboxServer) -> EmailChannel:
+    return EmailChannel(sendgrid.configure(Settings()).with_(sendgrid_unsubscribe_group=4242))
+
+
+@pytest.fixture(autouse=True)
+def _clean(sendgrid: SandboxServer) -> None:
+    sendgrid.faults.reset()
+    sendgrid.clear()
+
+
+def _request(request_id: str = "req-mail-1", **overrides: Any) -> CommunityRequest:
+    return parse_request(request_payload(request_id, **overrides))
+
+
+def _bodies(call: dict[str, Any]) -> tuple[str, str]:
+    blocks = {block["type"]: block["value"] for block in call["content"]}
+    return blocks["text/plain"], blocks["text/html"]
+
+
+def test_content_for_camera_owners_and_others_in_their_time_zones(channel: EmailChannel,
+                                                                  sendgrid: SandboxServer) -> None:
+    targets = [
+        EmailTarget(1, "cam@example.org", "America/New_York", True),
+        EmailTarget(2, "nocam@example.org", "Europe/Berlin", False),
+    ]
+    result = channel.send(_request(), targets)
+    assert {o.status for o in result.outcomes.values()} == {Status.SENT} and result.accepted == 2
+
+    calls = {c["message_id"]: c for c in sendgrid.records("sendgrid_requests")}
+    assert len(calls) == 2, "camera owners and others, in different time zones, get different emails"
+    assert {c["subject"] for c in calls.values()} == {"Community Request from Springfield Police: Vehicle break in"}
+    by_address = {r["email"]: r for r in sendgrid.records("sendgrid")}
+    camera_call = calls[by_address["cam@example.org"]["message_id"]]
+    other_call = calls[by_address["nocam@example.org"]["message_id"]]
+    camera_text, camera_html = _bodies(camera_call)
+    other_text, other_html = _bodies(other_call)
+    for text, html in ((camera_text, camera_html), (other_text, other_html)):
+        for needle in ("Springfield Police", LABEL, "Vehicle break in", "Det. Jo Park", "+1 555 0100",
+                       "jpark@pd.example", "SPD-2026-0042", "Two cars broken into overnight"):
+            assert needle in text and needle in html
+    assert CHOOSE_VIDEOS in camera_html and "requests/req-mail-1/share" in camera_html
+    assert VIEW_REQUEST in other_html and CHOOSE_VIDEOS not in other_html
+    # The footage window is shown in each resident's own time zone.
+    assert ("(EST)" in camera_text or "(EDT)" in camera_text) and "(CET)" not in camera_text
+    assert "(CET)" in other_text or "(CEST)" in other_text
+    assert camera_call["reply_to"] == {"email": "jpark@pd.example", "name": "Det. Jo Park"}
+    assert camera_call["asm"] == {"group_id": 4242}
+
+
+def test_unsubscribe_headers_and_custom_args_carry_ids_only(channel: EmailChannel,
+                                                            sendgrid: SandboxServer) -> None:
+    channel.send(_request(), [EmailTarget(31, "someone@example.org", "UTC", True)])
+    [recipient] = sendgrid.records("sendgrid")
+    assert recipient["custom_args"] == {"request_id": "req-mail-1", "resident_id": "31"}
+    headers = recipient["headers"]
+    assert headers["List-Unsubscribe"] == "<https://app.dispatcher.invalid/unsubscribe?resident=31&request=req-mail-1>"
+    assert headers["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
+    assert "someone" not in str(recipient["custom_args"]) + headers["List-Unsubscribe"]
+    assert recipient["asm_group_id"] == 4242
+
+
+def test_hostile_agency_text_is_escaped_and_kept_out_of_headers(channel: EmailChannel,
+                                                                sendgrid: SandboxServer) -> None:
+    evil = parse_request(request_payload(
+        "req-evil",
+        agency={"id": "pd-x", "name": 'Evil <script>alert(1)</script>\r\nBcc: victim@example.org'},
+        details='<img src=x onerror="steal()"> & <a href="javascript:bad()">click</a>',
+        investigator={"name": "Det. <b>Bold</b>\nX-Injected: yes", "phone": "+1 555 0100",
+                      "email": "jpark@pd.example"},
+    ))
+    result = channel.send(evil, [EmailTarget(1, "r@example.org", "UTC", True)])
+    assert result.outcomes[1].status is Status.SENT
+    [call] = sendgrid.records("sendgrid_requests")
+    _, html = _bodies(call)
+    assert "<script>" not in html and "<img" not in html and "<b>" not in html and 'href="javascript' not in html
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in html and "&lt;img src=x onerror=&quot;steal()&quot;&gt;" in html
+    for header_text in (call["subject"], call["reply_to"]["name"]):
+        assert "\r" not in header_text and "\n" not in header_text
+    assert "X-Injected" not in str(call.get("headers"))
+
+
+def test_one_call_per_thousand_recipients(channel: EmailChannel, sendgrid: SandboxServer) -> None:
+    targets = [EmailTarget(i, f"r{i}@example.org", "UTC", False) for i in range(2300)]
+    result = channel.send(_request(), targets)
+    assert result.calls == 3 and result.accepted == 2300
+    assert sorted(c["personalizations"] for c in sendgrid.records("sendgrid_requests")) == [300, 1000, 1000]
+
+
+def test_rate_limited_batch_waits_until_the_providers_reset(channel: EmailChannel,
+                                                            sendgrid: SandboxServer) -> None:
+    sendgrid.faults.update("sendgrid", burst_count=1, burst_status=429, retry_after=4)
+    targets = [EmailTarget(i, f"q{i}@example.org", "UTC" if i < 5 else "Asia/Tokyo", False) for i in range(10)]
+    result = channel.send(_request(), targets)
+    assert result.quota_exceeded and sorted(result.retry) == list(range(10))
+    assert result.calls == 1, "after a 429 the remaining calls of the batch are not made"
+    assert result.retry_after is not None and 2.5 <= result.retry_after <= 5
+    assert not sendgrid.records("sendgrid")
+
+
+def test_a_server_error_is_retried_once_inline(channel: EmailChannel, sendgrid: SandboxServer) -> None:
+    sendgrid.faults.update("sendgrid", burst_count=1, burst_status=503)
+    result = channel.send(_request(), [EmailTarget(1, "a@example.org", "UTC", False)])
+    assert result.outcomes[1].status is Status.SENT
+    assert result.calls == 2 and result.inline_retries == 1
+
+
+def test_persistent_server_errors_hand_the_batch_back(channel: EmailChannel, sendgrid: SandboxServer) -> None:
+    sendgrid.faults.update("sendgrid", error_rate=1.0, error_status=500)
+    started = time.monotonic()
+    result = channel.send(_request(), [EmailTarget(1, "a@example.org", "UTC", False)])
+    assert result.retry == [1] and not result.outcomes and not result.quota_exceeded
+    assert result.retry_after == email.TEMPORARY_DEFAULT_WAIT_SECONDS
+    assert time.monotonic() - started < 3
+
+
+def test_a_permanent_rejection_fails_the_rows_with_the_reason(sendgrid: SandboxServer) -> None:
+    broken = EmailChannel(sendgrid.configure(Settings()).with_(email_from="not-an-address"))
+    result = broken.send(_request(), [EmailTarget(1, "a@example.org", "UTC", False),
+                                      EmailTarget(2, "b@example.org", "UTC", True)])
+    assert result.outcomes[1].status is Status.FAILED and result.outcomes[2].status is Status.FAILED
+    assert result.outcomes[1].reason == "sendgrid_400:from.email"
+    assert not result.retry
+
+
+def test_a_wrong_api_key_fails_rather_than_retrying(sendgrid: SandboxServer) -> None:
+    wrong = EmailChannel(sendgrid.configure(Settings()).with_(sendgrid_api_key="SG.wrong"))
+    result = wrong.send(_request(), [EmailTarget(1, "a@example.org", "UTC", False)])
+    assert result.outcomes[1].status is Status.FAILED and result.outcomes[1].reason == "sendgrid_401"

@@ -1,0 +1,197 @@
+"""The push channel through firebase-admin against the FCM sandbox: content, errors, retirement, threads."""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+from firebase_admin import messaging
+
+from dispatcher.channels import push
+from dispatcher.channels.content import CHOOSE_VIDEOS, LABEL, VIEW_REQUEST, push_content
+from dispatcher.channels.push import MessageTemplate, PushChannel, PushTarget, build_message
+from dispatcher.config import FCM_MAX_TTL_SECONDS, Settings
+from dispatcher.contract import CommunityRequest, parse_request
+from dispatcher.ledger import Status
+from dispatcher.sandbox import SandboxServer
+from tests.factories import request_payload
+
+pytestmark = pytest.mark.filterwarnings("ignore:Message.token is deprecated:DeprecationWarning")
+
+
+@pytest.fixture(scope="module")
+def fcm(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SandboxServer]:
+    with SandboxServer(tmp_path_factory.mktemp("fcm")) as server:
+        yield server
+
+
+@pytest.fixture(scope="module")
+def channel(fcm: SandboxServer) -> Iterator[PushChannel]:
+    sent = PushChannel(fcm.configure(Settings()))
+    yield sent
+    sent.close()
+
+
+@pytest.fixture(autouse=True)
+def _clean(fcm: SandboxServer) -> None:
+    fcm.faults.reset()
+    fcm.clear()
+
+
+def _request(request_id: str = "req-push-1", **overrides: Any) -> CommunityRequest:
+    return parse_request(request_payload(request_id, **overrides))
+
+
+def _until(days: float = 60) -> datetime:
+    return datetime.now(UTC) + timedelta(days=days)
+
+
+def _by_token(fcm: SandboxServer) -> dict[str, dict[str, Any]]:
+    return {r["token"]: r["message"] for r in fcm.records("fcm")}
+
+
+def test_content_for_camera_owners_and_others(channel: PushChannel, fcm: SandboxServer) -> None:
+    request = _request()
+    result = channel.send(request, _until(2), [PushTarget(1, ("cam-a",), True), PushTarget(2, ("nocam-b",), False)])
+    assert result.outcomes[1].status is Status.SENT and result.outcomes[2].status is Status.SENT
+    assert result.accepted == 2 and not result.retry
+
+    sent = _by_token(fcm)
+    camera, other = sent["cam-a"], sent["nocam-b"]
+    for message in (camera, other):
+        assert message["notification"]["title"] == f"Springfield Police · {LABEL}"
+        assert message["notification"]["body"].startswith("Vehicle break in: Two cars broken into")
+        assert message["data"]["request_id"] == "req-push-1"
+        assert message["android"]["collapse_key"] == "cr-req-push-1"
+        assert message["android"]["notification"]["tag"] == "cr-req-push-1"
+        assert message["apns"]["headers"]["apns-collapse-id"] == "cr-req-push-1"
+        # Not urgent: normal priority; time to live is the 2 days left of the window.
+        assert message["android"]["priority"] == "normal" and message["apns"]["headers"]["apns-priority"] == "5"
+        ttl = int(message["android"]["ttl"].rstrip("s"))
+        assert 2 * 86400 - 120 < ttl <= 2 * 86400
+    assert camera["data"]["action_label"] == CHOOSE_VIDEOS
+    assert camera["data"]["deep_link"] == "https://app.dispatcher.invalid/requests/req-push-1/share"
+    assert camera["apns"]["payload"]["aps"]["category"] == "CHOOSE_VIDEOS"
+    assert other["data"]["action_label"] == VIEW_REQUEST
+    assert other["data"]["deep_link"] == "https://app.dispatcher.invalid/requests/req-push-1/view"
+    assert other["android"]["notification"]["click_action"] == "view_request"
+
+
+def test_urgent_request_is_high_priority_and_ttl_is_capped(channel: PushChannel, fcm: SandboxServer) -> None:
+    request = _request("req-urgent", incident_type="missing_person")
+    channel.send(request, _until(60), [PushTarget(1, ("tok-u",), False)])
+    [message] = _by_token(fcm).values()
+    assert message["android"]["priority"] == "high"
+    assert message["apns"]["headers"]["apns-priority"] == "10"
+    assert int(message["android"]["ttl"].rstrip("s")) == FCM_MAX_TTL_SECONDS
+    assert message["notification"]["body"].startswith("Missing person: ")
+
+
+def test_a_duplicate_send_carries_the_same_collapse_id(channel: PushChannel, fcm: SandboxServer) -> None:
+    request = _request("req-dup")
+    for _ in range(2):
+        channel.send(request, _until(), [PushTarget(7, ("tok-dup",), True)])
+    messages = [r["message"] for r in fcm.records("fcm")]
+    assert len(messages) == 2
+    assert {m["android"]["notification"]["tag"] for m in messages} == {"cr-req-dup"}
+    assert {m["apns"]["headers"]["apns-collapse-id"] for m in messages} == {"cr-req-dup"}
+
+
+def test_template_body_equals_firebase_admin_encoding_for_any_token() -> None:
+    request = _request()
+    content = push_content(request, has_camera=True, settings=Settings(), respond_until=_until())
+    template = MessageTemplate(content)
+    hostile = 'a"b\\c\u2028</script>'
+    body = json.loads(template.body(hostile))
+    expected = messaging._MessagingService.encode_message(build_message(hostile, content))
+    body["message"]["apns"]["headers"].pop("apns-expiration")
+    expected["apns"]["headers"].pop("apns-expiration")
+    assert body == {"message": expected}
+
+
+def test_dead_tokens_are_retired_and_a_live_one_still_counts(channel: PushChannel, fcm: SandboxServer) -> None:
+    fcm.faults.update("fcm", unregistered={"dead-1", "dead-2"}, invalid_prefixes=["bad-"])
+    targets = [
+        PushTarget(1, ("dead-1", "live-1"), True),  # one dead token, one live: sent
+        PushTarget(2, ("dead-2",), False),
+        PushTarget(3, ("bad-token",), False),
+    ]
+    result = channel.send(_request(), _until(), targets)
+    assert result.retired_tokens == {"dead-1": "unregistered", "dead-2": "unregistered",
+                                     "bad-token": "invalid_token"}
+    assert result.outcomes[1].status is Status.SENT
+    assert result.outcomes[2].status is Status.FAILED and result.outcomes[2].reason == "token_unregistered"
+    assert result.outcomes[3].status is Status.FAILED and result.outcomes[3].reason == "token_invalid_token"
+    assert not result.retry and set(_by_token(fcm)) == {"live-1"}
+
+
+def test_quota_error_stops_the_batch_and_asks_every_worker_to_wait(channel: PushChannel,
+                                                                    fcm: SandboxServer) -> None:
+    fcm.faults.update("fcm", burst_count=1, burst_status=429, retry_after=7)
+    targets = [PushTarget(i, (f"q-{i}",), False) for i in range(200)]
+    result = channel.send(_request(), _until(), targets)
+    assert result.quota_exceeded
+    assert result.retry_after == 7.0
+    assert result.retry, "the resident that hit the quota is handed back"
+    assert result.calls < 200, "messages not yet sent when the quota hit are not sent"
+    assert set(result.retry) | set(result.outcomes) == set(range(200))
+    assert all(o.status is Status.SENT for o in result.outcomes.values())
+    assert result.accepted == len(fcm.records("fcm")) == len(result.outcomes)
+
+
+def test_short_unavailable_bursts_are_retried_inline(channel: PushChannel, fcm: SandboxServer) -> None:
+    fcm.faults.update("fcm", burst_count=3, burst_status=503, retry_after=0)
+    targets = [PushTarget(i, (f"u-{i}",), False) for i in range(20)]
+    result = channel.send(_request(), _until(), targets)
+    assert {o.status for o in result.outcomes.values()} == {Status.SENT} and len(result.outcomes) == 20
+    assert result.inline_retries == 3 and result.calls == 23
+    assert not result.retry and result.retry_after is None
+
+
+@pytest.mark.parametrize("status", [500, 503])
+def test_persistent_server_errors_hand_residents_back(channel: PushChannel, fcm: SandboxServer,
+                                                      status: int) -> None:
+    fcm.faults.update("fcm", error_rate=1.0, error_status=status, retry_after=0)
+    result = channel.send(_request(), _until(), [PushTarget(1, ("e-1",), True), PushTarget(2, ("e-2",), False)])
+    assert sorted(result.retry) == [1, 2] and not result.outcomes
+    assert not result.quota_exceeded
+    assert result.calls == 2 * push.INLINE_ATTEMPTS
+    assert result.retry_after == push.TEMPORARY_DEFAULT_WAIT_SECONDS
+
+
+def test_long_retry_after_is_honoured_by_handing_back_at_once(channel: PushChannel, fcm: SandboxServer) -> None:
+    fcm.faults.update("fcm", error_rate=1.0, error_status=503, retry_after=30)
+    result = channel.send(_request(), _until(), [PushTarget(1, ("r-1",), True)])
+    assert result.retry == [1] and result.retry_after == 30.0
+    assert result.calls == 1 and result.inline_retries == 0
+
+
+def test_permanent_errors_fail_the_row_without_retiring_the_token(channel: PushChannel,
+                                                                 fcm: SandboxServer) -> None:
+    fcm.faults.update("fcm", error_rate=1.0, error_status=400)
+    result = channel.send(_request(), _until(), [PushTarget(1, ("p-1",), True)])
+    assert result.outcomes[1].status is Status.FAILED
+    assert result.outcomes[1].reason == "fcm_invalidargumenterror_invalid_argument"
+    assert not result.retired_tokens and not result.retry
+
+
+def test_many_threads_share_one_channel(channel: PushChannel, fcm: SandboxServer) -> None:
+    request = _request()
+    results: list[Any] = []
+
+    def worker(n: int) -> None:
+        targets = [PushTarget(n * 1000 + i, (f"t-{n}-{i}",), i % 2 == 0) for i in range(150)]
+        results.append(channel.send(request, _until(), targets))
+
+    threads = [threading.Thread(target=worker, args=(n,)) for n in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(30)
+    assert len(results) == 4 and all(r.accepted == 150 for r in results)
+    assert len(fcm.records("fcm")) == 600
+    assert len(set(_by_token(fcm))) == 600

@@ -1,0 +1,69 @@
+"""What residents read: labels, lengths, time to live and the footage window in their time zone."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+from dispatcher.channels.content import (
+    PUSH_BODY_CHARS,
+    collapse_id,
+    email_content,
+    format_window,
+    incident_label,
+    one_line,
+    push_content,
+    push_ttl_seconds,
+    shorten,
+)
+from dispatcher.config import FCM_MAX_TTL_SECONDS, Settings
+from dispatcher.contract import parse_request
+from tests.factories import request_payload
+
+NOW = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
+
+
+def test_ttl_ends_with_the_response_window_and_is_capped_at_fcms_maximum() -> None:
+    assert push_ttl_seconds(NOW + timedelta(days=3), NOW) == 3 * 86400
+    assert push_ttl_seconds(NOW + timedelta(days=60), NOW) == FCM_MAX_TTL_SECONDS
+    assert push_ttl_seconds(NOW - timedelta(seconds=5), NOW) == 0
+
+
+def test_text_helpers() -> None:
+    assert incident_label("threat_to_safety") == "Threat to safety"
+    assert one_line("a\r\nBcc: x\x00y") == "a Bcc: x y"
+    long = "word " * 100
+    cut = shorten(long, PUSH_BODY_CHARS)
+    assert len(cut) <= PUSH_BODY_CHARS and cut.endswith("…") and not cut.endswith(" …")
+    assert shorten("short  text", 50) == "short text"
+    assert collapse_id("x" * 100) == ("cr-" + "x" * 100)[:64]
+
+
+def test_footage_window_in_the_residents_time_zone() -> None:
+    start = datetime(2026, 3, 4, 2, 0, tzinfo=UTC)
+    end = datetime(2026, 3, 4, 7, 0, tzinfo=UTC)
+    assert format_window(start, end, "America/New_York") == "Mar 3, 2026 21:00 – Mar 4, 2026 02:00 (EST)"
+    assert format_window(start, end, "Europe/Berlin") == "Mar 4, 2026 03:00 – 08:00 (CET)"
+    assert format_window(start, end, "Not/AZone").endswith("(UTC)")
+
+
+def test_push_content_urgency_and_actions() -> None:
+    settings = Settings()
+    urgent = parse_request(request_payload("r-1", incident_type="threat_to_safety", details="x " * 400))
+    content = push_content(urgent, has_camera=False, settings=settings, respond_until=NOW + timedelta(days=1),
+                           now=NOW)
+    assert content.urgent and content.ttl_seconds == 86400
+    assert content.action == "View request" and content.data["action"] == "view_request"
+    assert len(content.body) <= PUSH_BODY_CHARS
+    plain = parse_request(request_payload("r-2"))
+    camera = push_content(plain, has_camera=True, settings=settings, respond_until=NOW + timedelta(days=1), now=NOW)
+    assert not camera.urgent and camera.action == "Choose Videos to Share"
+
+
+def test_email_subject_is_one_line_and_html_is_escaped() -> None:
+    request = parse_request(request_payload("r-3", agency={"id": "a", "name": "A & B\r\nX-Evil: 1"},
+                                            details='<b onclick="x">hi</b>\nsecond line'))
+    content = email_content(request, has_camera=True, time_zone="UTC", settings=Settings())
+    assert "\n" not in content.subject and "\r" not in content.subject
+    assert "A &amp; B" in content.html and "<b onclick" not in content.html
+    assert "&lt;b onclick=&quot;x&quot;&gt;hi&lt;/b&gt;<br>second line" in content.html
+    assert '<b onclick="x">hi</b>' in content.text, "the plain-text body shows the text as written"
