@@ -150,6 +150,8 @@ class SendgridSandbox:
             "ts": now, "message_id": message_id, "personalizations": len(personalizations),
             "template_id": mail.get("template_id"), "subject": mail.get("subject"),
             "custom_args": base_args, "categories": categories,
+            "from": mail.get("from"), "reply_to": mail.get("reply_to"), "content": mail.get("content"),
+            "headers": mail.get("headers"), "asm": mail.get("asm"),
         })
         for p_index, personalization in enumerate(personalizations):
             custom_args = {**base_args, **(personalization.get("custom_args") or {})}
@@ -162,6 +164,7 @@ class SendgridSandbox:
                         "subject": personalization.get("subject") or mail.get("subject"),
                         "sg_message_id": f"{message_id}.filterdrecv-sandbox-{p_index}-{recipient_index}.0",
                         "categories": categories, "asm_group_id": asm_group,
+                        "headers": {**(mail.get("headers") or {}), **(personalization.get("headers") or {})},
                     }
                     recipient_index += 1
                     self.recorder.record("sendgrid", record)
