@@ -49,7 +49,8 @@ def generate(path: Path, residents: int, full: bool) -> None:
 
 
 def _line(label: str, report: ImportReport) -> str:
-    return (f"| {label} | {report.rows_read:,} | {report.seconds:.1f} s | {report.rows_per_second:,.0f} | "
+    return (f"| {label} | {report.rows_read:,} | {report.seconds:.1f} s | {report.copy_seconds:.1f} s | "
+            f"{report.upsert_seconds:.1f} s | {report.rows_per_second:,.0f} | "
             f"{report.inserted:,} | {report.updated:,} | {report.unchanged:,} | {len(report.rejected)} |")
 
 
@@ -80,9 +81,10 @@ def main() -> None:
             RESULTS.parent.mkdir(parents=True, exist_ok=True)
             with RESULTS.open("a") as out:
                 if out.tell() == 0:
-                    out.write("| run | rows | time | rows/s | inserted | updated | unchanged | rejected |\n"
-                              "|---|---|---|---|---|---|---|---|\n")
-                out.write(f"<!-- {time.strftime('%Y-%m-%d %H:%M')}, {os.cpu_count()} cores -->\n")
+                    out.write("| run | rows | time | read+COPY | upsert | rows/s | inserted | updated | unchanged"
+                              " | rejected |\n|---|---|---|---|---|---|---|---|---|---|\n")
+                load = os.getloadavg()[0]
+                out.write(f"<!-- {time.strftime('%Y-%m-%d %H:%M')}, {os.cpu_count()} cores, load {load:.1f} -->\n")
                 out.write("\n".join(lines) + "\n")
     finally:
         with psycopg.connect(admin_url, autocommit=True) as admin:

@@ -89,7 +89,10 @@ class ImportReport:
     skipped_deleted: int = 0
     tokens_added: int = 0
     rejected: list[tuple[int, str]] = field(default_factory=list)
+    #: Wall time in all, of which reading, checking and COPY into staging, and the set-based upserts.
     seconds: float = 0.0
+    copy_seconds: float = 0.0
+    upsert_seconds: float = 0.0
 
     @property
     def rows_upserted(self) -> int:
@@ -580,7 +583,10 @@ def import_residents(
             conn.execute("SET LOCAL work_mem = '256MB'")  # sorts and hash joins of a million rows in memory
             conn.execute(_STAGING_SQL)
             _copy_rows(conn, _encoded_rows(lines, kind, report), report)
+            copied = time.perf_counter()
+            report.copy_seconds = copied - started
             _upsert(conn, report, progress)
+            report.upsert_seconds = time.perf_counter() - copied
     report.rejected.sort()
     report.seconds = time.perf_counter() - started
     return report
