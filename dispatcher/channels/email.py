@@ -121,14 +121,17 @@ class EmailChannel:
 
     def _body(self, request: CommunityRequest, content: EmailContent,
               group: Sequence[EmailTarget]) -> dict[str, Any]:
+        # The per-recipient part is the hot loop (a thousand a call): the link's request part is
+        # quoted once and ``unsubscribe_link``'s exact output is built by concatenation.
+        head = f"<{self.settings.unsubscribe_url}?resident="
+        tail = f"&{urlencode({'request': request.id})}>"
+        post = "List-Unsubscribe=One-Click"
+        request_id = request.id
         personalizations = [
             {
                 "to": [{"email": t.email}],
-                "custom_args": {"request_id": request.id, "resident_id": str(t.resident_id)},
-                "headers": {
-                    "List-Unsubscribe": f"<{self.unsubscribe_link(t.resident_id, request.id)}>",
-                    "List-Unsubscribe-Post": "List-Unsubscribe=One-Click",
-                },
+                "custom_args": {"request_id": request_id, "resident_id": str(t.resident_id)},
+                "headers": {"List-Unsubscribe": f"{head}{t.resident_id}{tail}", "List-Unsubscribe-Post": post},
             }
             for t in group
         ]
