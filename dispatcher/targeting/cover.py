@@ -37,9 +37,10 @@ from dispatcher.targeting.area import Area
 REACH_FACTOR = 1.6
 #: ... plus this many metres, for rounding and for the resident's own res-15 cell.
 REACH_SLACK_M = 2.0
-#: Finest resolution of the boundary band (res 11: cells about 25 m across). Finer means fewer residents
-#: to test one by one but more cells to classify.
-BAND_RESOLUTION = 11
+#: Finest resolution of the boundary band (res 10: cells about 65 m across). Finer means fewer residents
+#: to test one by one but more cells to classify; measured on a synthetic metro, 10 is the best
+#: trade-off from a neighbourhood to a county (benchmarks/README-targeting.md).
+BAND_RESOLUTION = 10
 #: Interior cells coarser than this are cut into pieces when the scan is split between connections.
 SPLIT_RESOLUTION = 8
 #: Earth radius H3 uses for distances, in metres.

@@ -18,8 +18,8 @@ The caller decides where recipients go. A sink is a callable::
 how many rows it wrote. :func:`match_area` calls it once for the boundary residents that passed the
 exact test (``SELECT unnest(%s::bigint[])``) and once per part of the interior (an index range scan per
 range). The id sets of the calls are disjoint and free of duplicates. Every call runs inside a
-transaction on its connection; with ``workers`` the interior parts run at the same time, each on its
-own connection in its own thread, so a sink that keeps state must be thread-safe.
+transaction on its connection; with ``workers`` the interior is split into chunks written at the same
+time, each worker connection in its own thread, so a sink that keeps state must be thread-safe.
 
 Residents' ``cell`` must be ``h3.latlng_to_cell(lat, lng, 15)`` of their stored coordinates, and the
 table should be vacuumed after a bulk load so that range scans are index-only.
@@ -28,6 +28,7 @@ table should be vacuumed after a bulk load so that range scans are index-only.
 from __future__ import annotations
 
 import time
+from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
@@ -45,6 +46,9 @@ from dispatcher.targeting.cover import BAND_RESOLUTION, area_to_cells, cells_to_
 
 Connection = psycopg.Connection[Any]
 Sink = Callable[[Connection, sql.Composable, Sequence[object]], int]
+
+#: With workers, the interior is dealt into this many chunks per worker, taken from a shared queue.
+INTERIOR_CHUNKS_PER_WORKER = 4
 
 #: Residents under the interior ranges: one index-only range scan per range.
 INTERIOR_IDS_SQL = sql.SQL(
@@ -107,28 +111,27 @@ def match_area(
 ) -> MatchResult:
     """Send every resident covered by ``area`` to ``sink``.
 
-    With ``workers`` (extra connections, e.g. from the pool), the interior is split into 1 + len(workers)
-    parts written concurrently, one thread per worker, while ``conn`` handles the boundary band and the
-    first part. Each connection works in its own transaction with JIT off (JIT compiles for hundreds of
-    milliseconds because the planner cannot know how few rows a range holds).
+    With ``workers`` (extra connections, e.g. from the pool), the interior is dealt into
+    :data:`INTERIOR_CHUNKS_PER_WORKER` chunks per worker that the workers write concurrently, one thread
+    each, while ``conn`` handles the boundary band and then takes chunks too. Every statement runs in a
+    transaction with JIT off (JIT compiles for hundreds of milliseconds because the planner cannot know
+    how few rows a range holds).
     """
     started = time.perf_counter()
     cover = area_to_cells(area, band_resolution=band_resolution)
-    parts = split_ranges(cover.interior, 1 + len(workers))
+    chunks = deque(split_ranges(cover.interior, INTERIOR_CHUNKS_PER_WORKER * len(workers) if workers else 1))
+    interior_ranges = sum(len(chunk) for chunk in chunks)
     boundary = cells_to_ranges(cover.boundary)
     covered = time.perf_counter()
     with ThreadPoolExecutor(max_workers=max(len(workers), 1)) as pool:
-        futures = [
-            pool.submit(_write_interior, worker, sink, part)
-            for worker, part in zip(workers, parts[1:], strict=True)
-        ]
+        futures = [pool.submit(_drain, worker, sink, chunks) for worker in workers]
         with _without_jit(conn):
             ids, lng, lat = fetch_candidates(conn, boundary)
             fetched = time.perf_counter()
             kept = ids[shapely.intersects_xy(area, lng, lat)] if len(ids) else ids
             refined = time.perf_counter()
             boundary_written = sink(conn, BOUNDARY_IDS_SQL, [kept.tolist()]) if len(kept) else 0
-            interior_written = sink(conn, INTERIOR_IDS_SQL, _range_params(parts[0])) if parts[0] else 0
+        interior_written = _drain(conn, sink, chunks)  # then help the workers with what is left
         interior_written += sum(future.result() for future in futures)
     done = time.perf_counter()
     return MatchResult(
@@ -136,7 +139,7 @@ def match_area(
         boundary_written=boundary_written,
         boundary_kept=len(kept),
         boundary_candidates=len(ids),
-        interior_ranges=sum(len(part) for part in parts),
+        interior_ranges=interior_ranges,
         boundary_ranges=len(boundary),
         timings=MatchTimings(
             cover=covered - started,
@@ -148,11 +151,17 @@ def match_area(
     )
 
 
-def _write_interior(conn: Connection, sink: Sink, ranges: list[tuple[int, int]]) -> int:
-    if not ranges:
-        return 0
-    with _without_jit(conn):
-        return sink(conn, INTERIOR_IDS_SQL, _range_params(ranges))
+def _drain(conn: Connection, sink: Sink, chunks: deque[list[tuple[int, int]]]) -> int:
+    """Write interior chunks on ``conn`` until none is left; return rows written."""
+    written = 0
+    while True:
+        try:
+            ranges = chunks.popleft()  # atomic: several threads share the queue
+        except IndexError:
+            return written
+        if ranges:
+            with _without_jit(conn):
+                written += sink(conn, INTERIOR_IDS_SQL, _range_params(ranges))
 
 
 @contextmanager
