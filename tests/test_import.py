@@ -68,7 +68,8 @@ def test_import_loads_good_rows_and_reports_broken_ones_by_line(db: Conn, tmp_pa
         "SELECT resident_id, community_requests, push_enabled, email_enabled FROM resident_settings"
         " ORDER BY resident_id"
     ).fetchall()
-    assert settings == [(1, True, True, True), (3, False, True, True), (8, True, False, True)]
+    # Resident 1 keeps every default: no row is what "everything on" means, so none is written.
+    assert settings == [(3, False, True, True), (8, True, False, True)]
     tokens = db.execute("SELECT token, resident_id FROM device_tokens ORDER BY token").fetchall()
     assert tokens == [("tok-1a", 1), ("tok-1b", 1), ("tok-3", 3)]
     assert seen and seen[-1] == ("upsert", 6, 6)
@@ -85,6 +86,10 @@ def test_import_is_idempotent_and_a_new_location_recomputes_the_cell(db: Conn, t
     assert (again.inserted, again.updated, again.unchanged) == (0, 0, 3)
     assert db.execute("SELECT * FROM residents ORDER BY id").fetchall() == before
     assert db.execute("SELECT count(*) FROM device_tokens").fetchone() == (3,)
+
+    switched_on = import_residents(db, io.StringIO("id,lat,lng,community_requests\n3,40.70,-74.01,true\n"), fmt="csv")
+    assert switched_on.updated == 0  # settings changed, the resident row did not
+    assert db.execute("SELECT community_requests FROM resident_settings WHERE resident_id = 3").fetchone() == (True,)
 
     moved = tmp_path / "moved.csv"
     moved.write_text("id,lat,lng\n1,51.5007,-0.1246\n")
