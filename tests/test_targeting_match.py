@@ -17,6 +17,7 @@ from shapely.geometry import MultiPolygon, Polygon, mapping
 
 from dispatcher.config import RESIDENT_CELL_RESOLUTION, Settings
 from dispatcher.errors import InvalidArea
+from dispatcher.targeting import match
 from dispatcher.targeting.cli_target import print_target, run_target
 from dispatcher.targeting.match import count_sink, file_sink, match_area, table_sink
 
@@ -92,7 +93,9 @@ def test_matching_in_the_database_equals_shapely_covers(db: Conn, matched_table:
     assert result.interior_ranges > 0 and result.timings.total > 0
 
 
-def test_parallel_workers_write_each_resident_once(db: Conn, settings: Settings, matched_table: str) -> None:
+def test_parallel_workers_write_each_resident_once(db: Conn, settings: Settings, matched_table: str,
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(match, "PARALLEL_MIN_KM2", 0.0)  # the test town is small
     area = MultiPolygon([town(), shapely.affinity.translate(town(), xoff=0.08)])
     lng, lat = hard_residents(area, 4000, seed=3)
     ids = load(db, lng, lat)
@@ -101,10 +104,13 @@ def test_parallel_workers_write_each_resident_once(db: Conn, settings: Settings,
     assert settings.database_url
     with psycopg.connect(settings.database_url, autocommit=True) as a, \
             psycopg.connect(settings.database_url, autocommit=True) as b:
+        before = [c.execute("SHOW jit").fetchone() for c in (db, a, b)]
         result = match_area(db, area, sink=table_sink("matched_shared"), workers=[a, b])
+        assert [c.execute("SHOW jit").fetchone() for c in (db, a, b)] == before  # settings put back
     rows = db.execute("SELECT resident_id FROM matched_shared ORDER BY 1").fetchall()
     np.testing.assert_array_equal(np.array([r[0] for r in rows], dtype=np.int64), expected)
     assert result.matched == len(expected)
+    assert result.interior_ranges > 2 * match.INTERIOR_CHUNKS_PER_WORKER  # the interior really was split
 
 
 def test_count_and_file_sinks_agree(db: Conn) -> None:

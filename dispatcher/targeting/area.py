@@ -13,13 +13,13 @@ works as it is: its parts are just two polygons, one ending at 180 and one start
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Mapping, Sequence
 from typing import Any, TypeAlias
 
 import numpy as np
 import numpy.typing as npt
+import orjson
 import shapely
 from shapely.geometry import MultiPolygon, Polygon
 
@@ -87,8 +87,8 @@ def _ring_area_km2(coords: Ring) -> float:
 def _as_mapping(geojson: object) -> Mapping[str, Any]:
     if isinstance(geojson, (str, bytes, bytearray)):
         try:
-            geojson = json.loads(geojson)
-        except json.JSONDecodeError as exc:
+            geojson = orjson.loads(geojson)  # a coastline is megabytes of numbers: 5x faster than json
+        except orjson.JSONDecodeError as exc:
             raise InvalidArea(f"not GeoJSON: not valid JSON ({exc.msg} at position {exc.pos})") from None
         except ValueError:  # bytes that are not UTF-8
             raise InvalidArea("not GeoJSON: not valid JSON (not UTF-8 text)") from None

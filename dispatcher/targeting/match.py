@@ -17,9 +17,10 @@ The caller decides where recipients go. A sink is a callable::
 (<ids_sql>) AS t(resident_id) ... ON CONFLICT DO NOTHING``, a count, ...), runs it on ``conn`` and returns
 how many rows it wrote. :func:`match_area` calls it once for the boundary residents that passed the
 exact test (``SELECT unnest(%s::bigint[])``) and once per part of the interior (an index range scan per
-range). The id sets of the calls are disjoint and free of duplicates. Every call runs inside a
-transaction on its connection; with ``workers`` the interior is split into chunks written at the same
-time, each worker connection in its own thread, so a sink that keeps state must be thread-safe.
+range). The id sets of the calls are disjoint and free of duplicates. Each call is its own statement
+(in the caller's transaction, if any, else autocommitted); with ``workers`` the interior is split into
+chunks written at the same time, each worker connection in its own thread, so a sink that keeps state
+must be thread-safe.
 
 Residents' ``cell`` must be ``h3.latlng_to_cell(lat, lng, 15)`` of their stored coordinates, and the
 table should be vacuumed after a bulk load so that range scans are index-only.
@@ -41,7 +42,7 @@ import psycopg
 import shapely
 from psycopg import sql
 
-from dispatcher.targeting.area import Area
+from dispatcher.targeting.area import Area, area_km2
 from dispatcher.targeting.cover import BAND_RESOLUTION, area_to_cells, cells_to_ranges, split_ranges
 
 Connection = psycopg.Connection[Any]
@@ -49,6 +50,9 @@ Sink = Callable[[Connection, sql.Composable, Sequence[object]], int]
 
 #: With workers, the interior is dealt into this many chunks per worker, taken from a shared queue.
 INTERIOR_CHUNKS_PER_WORKER = 4
+
+#: Areas smaller than this (km²) are matched on ``conn`` alone, whatever the workers.
+PARALLEL_MIN_KM2 = 25.0
 
 #: Residents under the interior ranges: one index-only range scan per range.
 INTERIOR_IDS_SQL = sql.SQL(
@@ -113,12 +117,14 @@ def match_area(
 
     With ``workers`` (extra connections, e.g. from the pool), the interior is dealt into
     :data:`INTERIOR_CHUNKS_PER_WORKER` chunks per worker that the workers write concurrently, one thread
-    each, while ``conn`` handles the boundary band and then takes chunks too. Every statement runs in a
-    transaction with JIT off (JIT compiles for hundreds of milliseconds because the planner cannot know
-    how few rows a range holds).
+    each, while ``conn`` handles the boundary band and then takes chunks too. JIT is off on every
+    connection while it works (it compiles for hundreds of milliseconds because the planner cannot know
+    how few rows a range holds), then set back.
     """
     started = time.perf_counter()
     cover = area_to_cells(area, band_resolution=band_resolution)
+    if area_km2(area) < PARALLEL_MIN_KM2:
+        workers = ()  # a few thousand residents: threads and extra round trips would cost more
     chunks = deque(split_ranges(cover.interior, INTERIOR_CHUNKS_PER_WORKER * len(workers) if workers else 1))
     interior_ranges = sum(len(chunk) for chunk in chunks)
     boundary = cells_to_ranges(cover.boundary)
@@ -131,7 +137,7 @@ def match_area(
             kept = ids[shapely.intersects_xy(area, lng, lat)] if len(ids) else ids
             refined = time.perf_counter()
             boundary_written = sink(conn, BOUNDARY_IDS_SQL, [kept.tolist()]) if len(kept) else 0
-        interior_written = _drain(conn, sink, chunks)  # then help the workers with what is left
+            interior_written = _drain_here(conn, sink, chunks)  # then help the workers with what is left
         interior_written += sum(future.result() for future in futures)
     done = time.perf_counter()
     return MatchResult(
@@ -153,6 +159,11 @@ def match_area(
 
 def _drain(conn: Connection, sink: Sink, chunks: deque[list[tuple[int, int]]]) -> int:
     """Write interior chunks on ``conn`` until none is left; return rows written."""
+    with _without_jit(conn):
+        return _drain_here(conn, sink, chunks)
+
+
+def _drain_here(conn: Connection, sink: Sink, chunks: deque[list[tuple[int, int]]]) -> int:
     written = 0
     while True:
         try:
@@ -160,15 +171,18 @@ def _drain(conn: Connection, sink: Sink, chunks: deque[list[tuple[int, int]]]) -
         except IndexError:
             return written
         if ranges:
-            with _without_jit(conn):
-                written += sink(conn, INTERIOR_IDS_SQL, _range_params(ranges))
+            written += sink(conn, INTERIOR_IDS_SQL, _range_params(ranges))
 
 
 @contextmanager
 def _without_jit(conn: Connection) -> Iterator[None]:
-    with conn.transaction():
-        conn.execute("SET LOCAL jit = off")
+    """JIT off on ``conn`` for the duration, then its previous value back (one round trip each way)."""
+    row = conn.execute("SELECT current_setting('jit'), set_config('jit', 'off', false)").fetchone()
+    try:
         yield
+    finally:
+        if row is not None and row[0] != "off" and not conn.closed:
+            conn.execute("SELECT set_config('jit', %s, false)", (row[0],))
 
 
 def fetch_candidates(
