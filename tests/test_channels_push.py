@@ -195,3 +195,15 @@ def test_many_threads_share_one_channel(channel: PushChannel, fcm: SandboxServer
     assert len(results) == 4 and all(r.accepted == 150 for r in results)
     assert len(fcm.records("fcm")) == 600
     assert len(set(_by_token(fcm))) == 600
+
+
+def test_messages_not_answered_by_the_batch_deadline_are_handed_back(fcm: SandboxServer) -> None:
+    fcm.faults.update("fcm", latency_ms=300)
+    slow = PushChannel(fcm.configure(Settings()), connections=2, batch_deadline_seconds=0.5)
+    try:
+        result = slow.send(_request(), _until(), [PushTarget(i, (f"d-{i}",), False) for i in range(10)])
+    finally:
+        slow.close()
+    sent = {rid for rid, o in result.outcomes.items() if o.status is Status.SENT}
+    assert 2 <= len(sent) <= 4 and sorted(result.retry) == sorted(set(range(10)) - sent)
+    assert result.retry_after == push.TEMPORARY_DEFAULT_WAIT_SECONDS

@@ -69,6 +69,8 @@ QUOTA_DEFAULT_WAIT_SECONDS = 60.0
 TEMPORARY_DEFAULT_WAIT_SECONDS = 5.0
 #: Seconds for one HTTP call to FCM.
 REQUEST_TIMEOUT_SECONDS = 30.0
+#: Longest time one batch may take; messages not answered by then are handed back for a retry.
+BATCH_DEADLINE_SECONDS = 120.0
 #: Refresh the OAuth2 access token this long before it expires.
 TOKEN_REFRESH_MARGIN = timedelta(minutes=5)
 
@@ -262,12 +264,14 @@ def _close_at_exit(ref: weakref.ref[PushChannel]) -> None:
 class PushChannel:
     """Sends pushes for one firebase-admin app configured from the settings; safe across threads."""
 
-    def __init__(self, settings: Settings, *, connections: int = CONNECTIONS) -> None:
+    def __init__(self, settings: Settings, *, connections: int = CONNECTIONS,
+                 batch_deadline_seconds: float = BATCH_DEADLINE_SECONDS) -> None:
         if not settings.fcm_credentials:
             raise ConfigurationError("FCM credentials are not configured (FCM_CREDENTIALS or "
                                      "GOOGLE_APPLICATION_CREDENTIALS)")
         self.settings = settings
         self.connections = connections
+        self.batch_deadline_seconds = batch_deadline_seconds
         cred = credentials.Certificate(settings.fcm_credentials)
         self.app = firebase_admin.initialize_app(cred, name=f"dispatcher-push-{next(_app_counter)}")
         self.service = messaging._get_messaging_service(self.app)
@@ -369,8 +373,7 @@ class PushChannel:
         bodies = [templates[t.has_camera].body(token) for t, token in pairs]
         state = _BatchState()
         loop = self._loop_thread()
-        answers = loop.run(self._send_all(bodies, state), timeout=REQUEST_TIMEOUT_SECONDS * (INLINE_ATTEMPTS + 1)
-                           + INLINE_WAIT_MAX_SECONDS * INLINE_ATTEMPTS)
+        answers = loop.run(self._send_all(bodies, state))
         return self._judge(targets, pairs, answers, state)
 
     async def _send_all(self, bodies: list[bytes], state: _BatchState) -> list[_Answer]:
@@ -388,8 +391,18 @@ class PushChannel:
             for index in indexes:
                 answers[index] = await self._send_one(session, bodies[index], authorization, state)
 
-        await asyncio.gather(*(lane() for _ in range(min(len(bodies), self.connections))))
-        return [answer for answer in answers if answer is not None]
+        lanes = [asyncio.ensure_future(lane()) for _ in range(min(len(bodies), self.connections))]
+        if lanes:
+            _, late = await asyncio.wait(lanes, timeout=self.batch_deadline_seconds)
+            for task in late:
+                task.cancel()
+            await asyncio.gather(*late, return_exceptions=True)
+            for task in lanes:
+                if not task.cancelled() and (problem := task.exception()) is not None:
+                    raise problem
+        # A message cut off in flight may have reached the device: its retry is collapsed there.
+        overdue = exceptions.DeadlineExceededError("not answered before the batch deadline")
+        return [answer if answer is not None else _Answer(False, overdue) for answer in answers]
 
     async def _send_one(self, session: aiohttp.ClientSession, body: bytes, authorization: str,
                         state: _BatchState) -> _Answer:
