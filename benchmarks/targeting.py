@@ -219,12 +219,14 @@ def median_time(fn: Callable[[], float], repeat: int) -> float:
     return statistics.median(fn() for _ in range(repeat))
 
 
-def benchmark(url: str, repeat: int) -> list[Timing]:
+def benchmark(url: str, repeat: int, only: str | None = None) -> list[Timing]:
     settings = Settings()
     tmp = Path(tempfile.mkdtemp(prefix="targeting-bench-"))
     timings: list[Timing] = []
     with psycopg.connect(url, autocommit=True) as conn, psycopg.connect(url, autocommit=True) as worker:
         for name, geojson in areas():
+            if only and only not in name:
+                continue
             text = json.dumps(geojson)
             vertices = sum(len(r) - 1 for p in _polygons(geojson) for r in p)
             engine_out, postgis_out = tmp / "engine.ids", tmp / "postgis.ids"
@@ -303,14 +305,16 @@ def main() -> int:
     parser.add_argument("--repeat", type=int, default=5)
     parser.add_argument("--skip-setup", action="store_true", help="do not try to install PostGIS")
     parser.add_argument("--reload", action="store_true", help="regenerate and reload the residents")
+    parser.add_argument("--only", help="run only the areas whose name contains this (results not written)")
     args = parser.parse_args()
     server = os.environ.get("DATABASE_URL", "postgresql://root@127.0.0.1:5432/postgres")
     if not args.skip_setup:
         install_postgis()
     if create_database(server, args.reload):
         load_residents(bench_url(server), args.residents)
-    timings = benchmark(bench_url(server), args.repeat)
-    write_results(timings, args.residents, args.repeat)
+    timings = benchmark(bench_url(server), args.repeat, args.only)
+    if not args.only:
+        write_results(timings, args.residents, args.repeat)
     print(f"results in {RESULTS}")
     return 0 if all(t.identical for t in timings) else 1
 

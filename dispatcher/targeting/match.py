@@ -136,7 +136,7 @@ def match_area(
             fetched = time.perf_counter()
             kept = ids[shapely.intersects_xy(area, lng, lat)] if len(ids) else ids
             refined = time.perf_counter()
-            boundary_written = sink(conn, BOUNDARY_IDS_SQL, [kept.tolist()]) if len(kept) else 0
+            boundary_written = sink(conn, BOUNDARY_IDS_SQL, [_array_literal(kept.tolist())]) if len(kept) else 0
             interior_written = _drain_here(conn, sink, chunks)  # then help the workers with what is left
         interior_written += sum(future.result() for future in futures)
     done = time.perf_counter()
@@ -206,7 +206,13 @@ def _binary_array(data: bytes, kind: str) -> npt.NDArray[Any]:
 
 
 def _range_params(ranges: list[tuple[int, int]]) -> list[object]:
-    return [[lo for lo, _ in ranges], [hi for _, hi in ranges]]
+    return [_array_literal([lo for lo, _ in ranges]), _array_literal([hi for _, hi in ranges])]
+
+
+def _array_literal(values: list[int]) -> str:
+    """``{1,2,3}``, cast to ``bigint[]`` by the query: psycopg's list adapter inspects every element to
+    pick an integer type, which costs more than the whole scan for a small area."""
+    return "{" + ",".join(map(str, values)) + "}"
 
 
 def count_sink(conn: Connection, ids_sql: sql.Composable, params: Sequence[object]) -> int:
