@@ -153,3 +153,23 @@ def test_a_wrong_api_key_fails_rather_than_retrying(sendgrid: SandboxServer) -> 
     wrong = EmailChannel(sendgrid.configure(Settings()).with_(sendgrid_api_key="SG.wrong"))
     result = wrong.send(_request(), [EmailTarget(1, "a@example.org", "UTC", False)])
     assert result.outcomes[1].status is Status.FAILED and result.outcomes[1].reason == "sendgrid_401"
+
+
+def test_worker_threads_share_one_channel(channel: EmailChannel, sendgrid: SandboxServer) -> None:
+    import threading
+
+    results: list[Any] = []
+
+    def worker(n: int) -> None:
+        targets = [EmailTarget(n * 1000 + i, f"t{n}-{i}@example.org", "UTC", i % 2 == 0) for i in range(300)]
+        results.append(channel.send(_request(), targets))
+
+    threads = [threading.Thread(target=worker, args=(n,)) for n in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(30)
+    assert len(results) == 4 and all(r.accepted == 300 for r in results)
+    recipients = sendgrid.records("sendgrid")
+    assert len(recipients) == 1200 and len({r["email"] for r in recipients}) == 1200
+    assert all(r["custom_args"]["resident_id"] in r["headers"]["List-Unsubscribe"] for r in recipients)
