@@ -268,6 +268,7 @@ def write_results(timings: list[Timing], residents: int, repeat: int) -> None:
     lines = [
         f"Synthetic metro of {residents:,} residents; PostgreSQL 15 + PostGIS 3 on the same machine, warm cache,",
         f"median of {repeat} runs, end to end from GeoJSON text to the ids written to a file.",
+        f"2 cores shared with other work: load average {os.getloadavg()[1]:.1f} over the last 5 minutes.",
         "",
         "| area | vertices | residents inside | engine ms | PostGIS ms | PostGIS / engine | identical ids |"
         " boundary candidates |",
@@ -286,8 +287,10 @@ def write_results(timings: list[Timing], residents: int, repeat: int) -> None:
 
     fig, ax = plt.subplots(figsize=(7, 4.5))
     xs = [max(t.residents, 1) for t in timings]
-    ax.loglog(xs, [t.engine_s * 1000 for t in timings], "o-", label="engine (H3 ranges + exact band)")
-    ax.loglog(xs, [t.postgis_s * 1000 for t in timings], "s--", label="PostGIS ST_Covers + GiST")
+    ax.loglog(xs, [t.engine_s * 1000 for t in timings], "o", label="engine (H3 ranges + exact band)")
+    ax.loglog(xs, [t.postgis_s * 1000 for t in timings], "s", label="PostGIS ST_Covers + GiST")
+    for t, x in zip(timings, xs, strict=True):  # one area: a line from PostGIS's time down to ours
+        ax.plot([x, x], [t.engine_s * 1000, t.postgis_s * 1000], color="grey", alpha=0.4, linewidth=1)
     for t, x in zip(timings, xs, strict=True):
         ax.annotate(t.name, (x, t.engine_s * 1000), textcoords="offset points", xytext=(4, -10), fontsize=7)
     ax.set_xlabel("residents in the area")
