@@ -213,3 +213,15 @@ def test_split_ranges_cover_the_same_cells_in_balanced_parts() -> None:
     np.testing.assert_array_equal(np.sum(counts, axis=0), whole.astype(int))  # each exactly once
     sizes = [int(c.sum()) for c in counts]
     assert min(sizes) > 0.8 * max(sizes)
+
+
+def test_the_largest_allowed_area_stays_a_few_thousand_cells() -> None:
+    """Memory bound: a ~19,000 km² county is classified with cells along its boundary, not its surface."""
+    from dispatcher.targeting.area import area_km2
+
+    area = star(-100.0, 40.0, 80_000.0, [1.0, 0.9, 1.0, 0.95, 1.0, 0.85, 1.0, 0.9, 0.97, 1.0])
+    assert 15_000 < area_km2(area) < 20_000
+    cover = area_to_cells(area)
+    assert len(cover.interior) < 20_000 and len(cover.boundary) < 40_000
+    assert len(cells_to_ranges(cover.interior)) < len(cover.interior)
+    assert sum(len(part) for part in split_ranges(cover.interior, 8)) < 100_000
