@@ -71,6 +71,7 @@ class DrainReport:
     outcomes: dict[str, int] = field(default_factory=dict)
     more_work: bool = False
     retry_in: float | None = None
+    quota_exceeded: bool = False
     finished: bool = False
 
 
@@ -204,6 +205,9 @@ def drain(request_id: str, channel: Channel, *, budget_seconds: float | None = N
         _count(report, outcomes)
         if retry:
             report.retry_in = result.wait or DEFAULT_RETRY_SECONDS
+        if result.quota_exceeded:
+            # The provider wants the whole fleet to wait; temporary failures alone do not stop the drain.
+            report.quota_exceeded = True
             break
     with pool.connection() as conn:
         if not lifecycle.window_open(conn, request_id):
@@ -215,6 +219,8 @@ def drain(request_id: str, channel: Channel, *, budget_seconds: float | None = N
             report.finished = True
             return report
     report.more_work = True
+    if work.claimable > 0 and not report.quota_exceeded:
+        report.retry_in = None  # rows are ready now: continue at once (at the back of the queue)
     if report.retry_in is None and work.claimable == 0 and work.next_lease_expiry_seconds is not None:
         report.retry_in = work.next_lease_expiry_seconds + 1.0
     return report

@@ -195,15 +195,22 @@ def record_outcomes(conn: Conn, request_id: str, channel: Channel, outcomes: Map
 
 
 def release(conn: Conn, request_id: str, channel: Channel, resident_ids: Sequence[int], *,
-            retry_in_seconds: float, reason: str) -> None:
-    """Give rows back for a later attempt (a provider asked us to wait or failed temporarily)."""
+            retry_in_seconds: float, reason: str, backoff_cap_seconds: float = 300.0) -> None:
+    """Give rows back for a later attempt (a provider asked us to wait or failed temporarily).
+
+    Each row waits at least ``retry_in_seconds`` (the provider's Retry-After) and at least an
+    exponential backoff on its own attempts (1, 2, 4 ... seconds, with jitter, up to the cap), so a
+    resident whose sends keep failing is tried less and less often.
+    """
     conn.execute(
         """
         UPDATE deliveries SET lease_owner = NULL,
-            lease_until = now() + make_interval(secs => %s), reason = %s, updated_at = now()
+            lease_until = now() + make_interval(secs => greatest(
+                %s, least(%s, power(2, greatest(attempts - 1, 0))) * (0.5 + random() / 2))),
+            reason = %s, updated_at = now()
         WHERE request_id = %s AND channel = %s AND resident_id = ANY(%s) AND status = 'pending'
         """,
-        (retry_in_seconds, reason, request_id, channel.value, list(resident_ids)),
+        (retry_in_seconds, backoff_cap_seconds, reason, request_id, channel.value, list(resident_ids)),
     )
 
 

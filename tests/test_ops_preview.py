@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -18,6 +19,7 @@ from dispatcher.cli import app
 from dispatcher.config import RESIDENT_CELL_RESOLUTION
 from dispatcher.ops.preview import MIN_DENSITY_COUNT, run_preview
 from dispatcher.targeting.area import parse_area
+from dispatcher.targeting.cover import reach_m
 
 Conn = psycopg.Connection[Any]
 
@@ -55,13 +57,14 @@ def test_preview_renders_a_real_polygon(db: Conn, tmp_path: Path) -> None:
         colours = image.convert("RGB").getcolors(maxcolors=1_000_000)
     assert colours is not None and len(colours) > 50  # drawn, not a blank canvas
 
-    # Interior cells lie inside the area; boundary cells straddle its edge.
+    # Interior cells lie inside the area; boundary cells lie within their reach of its edge.
     area = parse_area(AREA, max_vertices=1000, max_area_km2=100)
     assert layers.interior and layers.boundary
     for cell in layers.interior:
         lat_c, lng_c = h3.cell_to_latlng(cell)
         assert area.covers(shapely.Point(lng_c, lat_c))
-    edge = area.boundary.buffer(0.001)
+    reach_deg = reach_m(h3.get_resolution(layers.boundary[0])) / 111_000 / math.cos(math.radians(40.0))
+    edge = area.boundary.buffer(reach_deg)
     assert all(edge.intersects(shapely.Point(h3.cell_to_latlng(c)[::-1])) for c in layers.boundary)
 
     # Density equals an independent count of residents by parent cell, small cells left out.
