@@ -565,6 +565,21 @@ def _open_text(source: str | os.PathLike[str] | IO[str] | IO[bytes]) -> Iterator
         yield io.TextIOWrapper(cast(IO[bytes], source), encoding="utf-8", newline=""), None
 
 
+def _refresh_visibility(conn: Connection) -> None:
+    """VACUUM the index tables after a bulk load so targeting's range scans stay index-only.
+
+    VACUUM cannot run inside a transaction; when the caller holds one open, autovacuum does it later.
+    """
+    if conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
+        return
+    autocommit = conn.autocommit
+    conn.autocommit = True
+    try:
+        conn.execute("VACUUM (ANALYZE) residents")
+    finally:
+        conn.autocommit = autocommit
+
+
 def import_residents(
     conn: Connection,
     path_or_stream: str | os.PathLike[str] | IO[str] | IO[bytes],
@@ -594,6 +609,7 @@ def import_residents(
             report.copy_seconds = copied - started
             _upsert(conn, report, progress)
             report.upsert_seconds = time.perf_counter() - copied
+    _refresh_visibility(conn)
     report.rejected.sort()
     report.seconds = time.perf_counter() - started
     return report
