@@ -1,13 +1,14 @@
-"""Push notifications through FCM HTTP v1: firebase-admin builds, authorises and judges; aiohttp carries.
+"""Push notifications through FCM HTTP v1: firebase-admin builds, authorises and judges; a lean client carries.
 
 One message per device token. firebase-admin does what it is the authority on: the service-account
 credentials and OAuth2 token exchange (``GOOGLE_APPLICATION_CREDENTIALS`` or a file), building and
 validating the message (``messaging.Message`` and its own JSON encoder) and turning an FCM error
 response into its exception classes (``UnregisteredError``, ``QuotaExceededError``, ...). The bytes go
-over a keep-alive aiohttp connection pool on one event loop per process, because firebase-admin's own
-async path (httpx/httpcore) costs 1.2-6 ms of CPU per request on this host against 0.2 ms for aiohttp
-(see ``benchmarks/results/fanout.md``): at FCM's 10,000 messages a second that is the difference
-between two cores and twenty.
+over keep-alive connections (:mod:`dispatcher.channels.fcm_http`: pre-encoded request heads, httptools
+parsing) on one event loop per process, because every general HTTP client costs more CPU per call than
+the rest of the push path: firebase-admin's async path (httpx/httpcore) 1.2-6 ms a request on this host,
+aiohttp about 0.2 ms, the lean client a few tens of µs (see ``benchmarks/results/fanout.md``). At FCM's
+10,000 messages a second that is the difference between a fraction of a core and twenty.
 
 The message for a (request, camera) pair is encoded once, by firebase-admin, with a placeholder
 token; each device's body is that template with its token spliced in. Every dramatiq worker thread
@@ -37,15 +38,14 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 
-import aiohttp
 import firebase_admin
 import httpx
 import orjson
-import yarl
 from firebase_admin import credentials, exceptions, messaging
 from google.auth.transport import requests as google_requests
 
 from dispatcher.channels.content import PushContent, push_content
+from dispatcher.channels.fcm_http import ConnectionFailed, FcmConnection, FcmConnectionPool
 from dispatcher.config import FCM_MAX_BATCH, Settings
 from dispatcher.contract import CommunityRequest
 from dispatcher.errors import ConfigurationError
@@ -219,6 +219,33 @@ class _Answer:
     retry_after: float | None = None
 
 
+_ACCEPTED = _Answer(True)
+
+
+class _Lane:
+    """One lane of a batch: the connection it holds (reopened when it breaks) and the request head."""
+
+    __slots__ = ("_held", "head", "pool")
+
+    def __init__(self, pool: FcmConnectionPool, head: bytes) -> None:
+        self.pool = pool
+        self.head = head
+        self._held: FcmConnection | None = None
+
+    async def connection(self) -> FcmConnection:
+        held = self._held
+        if held is not None and not held.closed:
+            return held
+        self.release()
+        self._held = await self.pool.acquire()
+        return self._held
+
+    def release(self) -> None:
+        if self._held is not None:
+            held, self._held = self._held, None
+            self.pool.release(held)
+
+
 @dataclass
 class _BatchState:
     """Shared by the messages of one batch: a quota error stops the ones not yet sent."""
@@ -278,16 +305,16 @@ class PushChannel:
         self.url = f"{settings.fcm_endpoint.rstrip('/')}/v1/projects/{self.app.project_id}/messages:send"
         # firebase-admin's own clients would send to Google; point them at the configured endpoint too.
         self.service._fcm_url = self.url
-        self._yarl_url = yarl.URL(self.url)
         self._google_credential = self.service._credential
         self._headers: dict[str, str] = {
             **self.service._fcm_headers,
             "Content-Type": "application/json; charset=UTF-8",
         }
+        self._heads: dict[str, bytes] = {}
         self._lock = threading.Lock()
         self._pid = -1
         self._loop: _LoopThread | None = None
-        self._session: aiohttp.ClientSession | None = None
+        self._pool: FcmConnectionPool | None = None
         self._token_lock: asyncio.Lock | None = None
         self._templates: dict[tuple[str, bool, int, str], MessageTemplate] = {}
         atexit.register(_close_at_exit, weakref.ref(self))
@@ -298,7 +325,7 @@ class PushChannel:
         with self._lock:
             if self._loop is None or self._pid != os.getpid():
                 self._loop = _LoopThread(f"dispatcher-push-{os.getpid()}")
-                self._session = None
+                self._pool = None
                 self._token_lock = None
                 self._pid = os.getpid()
             return self._loop
@@ -306,25 +333,29 @@ class PushChannel:
     def close(self) -> None:
         """Close the connections, stop the loop thread and release the firebase-admin app."""
         with self._lock:
-            loop, session = self._loop, self._session
-            self._loop, self._session = None, None
+            loop, pool = self._loop, self._pool
+            self._loop, self._pool = None, None
         if loop is not None and self._pid == os.getpid():
-            if session is not None:
+            if pool is not None:
                 with contextlib.suppress(Exception):
-                    loop.run(session.close(), timeout=5)
+                    loop.loop.call_soon_threadsafe(pool.close)
             loop.stop()
         with contextlib.suppress(ValueError):
             firebase_admin.delete_app(self.app)
 
-    def _get_session(self) -> aiohttp.ClientSession:
-        if self._session is None or self._session.closed:
-            connector = aiohttp.TCPConnector(limit=self.connections, limit_per_host=self.connections,
-                                             keepalive_timeout=60, ttl_dns_cache=300)
-            self._session = aiohttp.ClientSession(
-                connector=connector, timeout=aiohttp.ClientTimeout(total=REQUEST_TIMEOUT_SECONDS),
-                skip_auto_headers=("User-Agent",), headers=self._headers, cookie_jar=aiohttp.DummyCookieJar(),
-            )
-        return self._session
+    def _get_pool(self) -> FcmConnectionPool:
+        """The loop's connection pool (made on the loop thread: its semaphore belongs to that loop)."""
+        if self._pool is None:
+            self._pool = FcmConnectionPool(self.url, self.connections, connect_timeout=REQUEST_TIMEOUT_SECONDS)
+        return self._pool
+
+    def _request_head(self, pool: FcmConnectionPool, authorization: str) -> bytes:
+        """The encoded request head for this access token (kept for the token's lifetime)."""
+        head = self._heads.get(authorization)
+        if head is None:
+            head = pool.request_head({**self._headers, "Authorization": authorization})
+            self._heads = {authorization: head}
+        return head
 
     # -- credentials -------------------------------------------------------------------------------
     def _token_fresh(self) -> bool:
@@ -382,14 +413,18 @@ class PushChannel:
         A few long-lived lanes instead of a task per message: less scheduling per message, and a lane
         looks at the batch's state before each message, so a quota error stops the rest at once.
         """
-        session = self._get_session()
+        pool = self._get_pool()
         authorization = await self._authorization()
         answers: list[_Answer | None] = [None] * len(bodies)
         indexes = iter(range(len(bodies)))
 
         async def lane() -> None:
-            for index in indexes:
-                answers[index] = await self._send_one(session, bodies[index], authorization, state)
+            caller = _Lane(pool, self._request_head(pool, authorization))
+            try:
+                for index in indexes:
+                    answers[index] = await self._send_one(caller, bodies[index], state)
+            finally:
+                caller.release()
 
         lanes = [asyncio.ensure_future(lane()) for _ in range(min(len(bodies), self.connections))]
         if lanes:
@@ -404,8 +439,7 @@ class PushChannel:
         overdue = exceptions.DeadlineExceededError("not answered before the batch deadline")
         return [answer if answer is not None else _Answer(False, overdue) for answer in answers]
 
-    async def _send_one(self, session: aiohttp.ClientSession, body: bytes, authorization: str,
-                        state: _BatchState) -> _Answer:
+    async def _send_one(self, caller: _Lane, body: bytes, state: _BatchState) -> _Answer:
         refreshed = False
         attempt = 0
         while True:
@@ -414,13 +448,13 @@ class PushChannel:
                                                                    cause=None, http_response=None))
             attempt += 1
             state.calls += 1
-            error = await self._post(session, body, authorization)
+            error = await self._post(caller, body)
             if error is None:
-                return _Answer(True)
+                return _ACCEPTED
             if isinstance(error, exceptions.UnauthenticatedError) and not refreshed:
                 # The access token was revoked or expired early: one fresh token, then try again.
                 refreshed = True
-                authorization = await self._authorization(force=True)
+                caller.head = self._request_head(caller.pool, await self._authorization(force=True))
                 continue
             wait = _retry_after(error)
             if isinstance(error, messaging.QuotaExceededError | exceptions.ResourceExhaustedError):
@@ -435,18 +469,18 @@ class PushChannel:
             state.inline_retries += 1
             await asyncio.sleep(delay)
 
-    async def _post(self, session: aiohttp.ClientSession, body: bytes,
-                    authorization: str) -> exceptions.FirebaseError | None:
+    async def _post(self, caller: _Lane, body: bytes) -> exceptions.FirebaseError | None:
         """One HTTP call; None when FCM accepted the message, else firebase-admin's exception for it."""
         try:
-            async with session.post(self._yarl_url, data=body, headers={"Authorization": authorization}) as response:
-                content = await response.read()
-                if response.status == 200:
-                    return None
-                return self._firebase_error(response.status, list(response.headers.items()), content)
-        except (aiohttp.ClientError, TimeoutError) as error:
+            connection = await caller.connection()
+            status, headers, content = await connection.post(
+                b"%s%d\r\n\r\n%s" % (caller.head, len(body), body), REQUEST_TIMEOUT_SECONDS)
+        except (ConnectionFailed, OSError, TimeoutError) as error:
             return exceptions.UnavailableError(f"FCM could not be reached: {type(error).__name__}: {error}",
                                                cause=error)
+        if status == 200:
+            return None
+        return self._firebase_error(status, headers, content)
 
     def _firebase_error(self, status: int, headers: list[tuple[str, str]],
                         content: bytes) -> exceptions.FirebaseError:
