@@ -77,8 +77,10 @@ def accept(conn: Conn, request: CommunityRequest) -> StoredRequest:
              until, until, request.published_at, until),
         ).fetchone()
         if row is not None:
-            return StoredRequest(request.id, State(str(row[0])), request.urgent, until,
-                                 None if row[1] is None else str(row[1]))
+            stored = StoredRequest(request.id, State(str(row[0])), request.urgent, until,
+                                   None if row[1] is None else str(row[1]))
+            request_transitioned(request.id, stored.state.value)  # an expired arrival is final at once
+            return stored
         existing = conn.execute(
             "SELECT payload_sha256, state, reason FROM community_requests WHERE id = %s", (request.id,)
         ).fetchone()

@@ -21,6 +21,7 @@ from dispatcher.db import get_pool
 from dispatcher.errors import InvalidArea, InvalidRequest, RequestConflict
 from dispatcher.lifecycle import State
 from dispatcher.ops import metrics
+from dispatcher.ops.request_events import request_transitioned
 from dispatcher.targeting.area import parse_area
 from dispatcher.targeting.match import match_area
 
@@ -49,8 +50,11 @@ def distribute(payload: Any) -> DistributeOutcome:
     try:
         request = parse_request(payload)
     except InvalidRequest as error:
-        with pool.connection() as conn:
+        with pool.connection() as conn, conn.transaction():
             lifecycle.record_rejection(conn, request_id, str(error))
+            if request_id is not None:
+                # The pipeline learns the id was refused (id, state, time); the reasons stay with ops.
+                request_transitioned(request_id, State.REJECTED.value)
         log.warning("request rejected", extra={"request_id": request_id, "reason": str(error)})
         return DistributeOutcome(request_id, State.REJECTED.value, False, str(error))
     with pool.connection() as conn:

@@ -70,3 +70,19 @@ def test_intermediate_states_send_nothing_back(db: Conn, redis_client: redis.Red
     assert not lifecycle.transition(db, "req-mid", State.COMPLETED, from_={State.ACCEPTED})
 
     assert redis_client.exists(STREAM) == 0
+
+
+def test_requests_refused_on_arrival_are_reported_as_rejected_or_expired(
+    db: Conn, redis_client: redis.Redis
+) -> None:
+    malformed = request_payload("req-malformed")
+    del malformed["agency"]
+    assert distribute(malformed).state == "rejected"
+    too_late = request_payload("req-too-late", published=datetime.now(UTC) - timedelta(days=61))
+    assert distribute(too_late).state == "expired"
+    assert distribute({"details": "no id at all"}).state == "rejected"
+
+    events = {fields[b"id"].decode(): fields for _, fields in redis_client.xrange(STREAM)}
+    assert {k: v[b"state"] for k, v in events.items()} == {
+        "req-malformed": b"rejected", "req-too-late": b"expired"}
+    assert all(set(fields) == {b"id", b"state", b"at"} for fields in events.values())
