@@ -16,8 +16,10 @@ server may have closed them.
 from __future__ import annotations
 
 import asyncio
+import math
 import ssl
 import time
+from collections.abc import Callable, Iterator
 from typing import NamedTuple
 
 import httptools
@@ -25,6 +27,8 @@ import yarl
 
 #: Drop a kept-alive connection idle longer than this (uvicorn closes after 30 s, Google after minutes).
 IDLE_SECONDS = 15.0
+#: How often calls in flight are checked against their deadline.
+WATCHDOG_SECONDS = 0.5
 
 
 class HttpAnswer(NamedTuple):
@@ -39,17 +43,35 @@ class ConnectionFailed(Exception):
     """The connection broke before a whole response arrived (not a DispatcherError: mapped by the caller)."""
 
 
+#: What stopped a :meth:`FcmConnection.pump`: the index of the call and its non-200 answer or failure.
+Stop = tuple[int, HttpAnswer | Exception]
+#: :meth:`FcmConnection.pump` result when the connection closed between calls: reopen and go on.
+CLOSED: Stop = (-1, ConnectionFailed("the connection closed between calls"))
+
+
 class FcmConnection(asyncio.Protocol):
-    """One keep-alive connection; :meth:`post` sends pre-built bytes and waits for the answer."""
+    """One keep-alive connection that pumps calls: each accepted answer writes the next request at once.
+
+    No task, future or timer per call: a run of accepted messages costs one write, one read and the
+    parser's callbacks each. The pump stops at the first answer that is not a 200 or at a failure, and
+    hands it to the caller (who retries, refreshes a token or gives up, then pumps again).
+    """
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self._loop = loop
         self._transport: asyncio.WriteTransport | None = None
         self._parser = httptools.HttpResponseParser(self)
-        self._waiter: asyncio.Future[HttpAnswer] | None = None
-        self._headers: list[tuple[str, str]] = []
+        self._waiter: asyncio.Future[Stop | None] | None = None
+        self._indexes: Iterator[int] = iter(())
+        self._request: Callable[[int], bytes] = _no_request
+        self._accepted: Callable[[int], None] = _ignore
+        self._index = -1
+        self._timeout = 30.0
+        self._headers: list[tuple[bytes, bytes]] = []
         self._body: list[bytes] = []
         self._headers_done = False
+        #: loop time by which the call in flight must be answered (inf when idle).
+        self.deadline = math.inf
         self.closed = False
         self.idle_since = time.monotonic()
 
@@ -61,22 +83,18 @@ class FcmConnection(asyncio.Protocol):
         try:
             self._parser.feed_data(data)
         except httptools.HttpParserError as error:
-            self._fail(ConnectionFailed(f"unparseable response: {error}"))
-            self.close()
+            self.fail(ConnectionFailed(f"unparseable response: {error}"))
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
-        waiter = self._waiter
-        if waiter is not None and not waiter.done():
-            if self._headers_done and exc is None:
-                # A body delimited by the end of the connection.
-                self._complete()
-            else:
-                self._fail(ConnectionFailed(f"connection closed mid-response: {exc!r}"))
+        if self._index >= 0 and self._headers_done and exc is None:
+            self._answered()  # a body delimited by the end of the connection
+        else:
+            self.fail(ConnectionFailed(f"connection closed mid-response: {exc!r}"))
 
     # -- httptools callbacks -------------------------------------------------------------------------
     def on_header(self, name: bytes, value: bytes) -> None:
-        self._headers.append((name.decode("latin-1"), value.decode("latin-1")))
+        self._headers.append((name, value))
 
     def on_headers_complete(self) -> None:
         self._headers_done = True
@@ -86,52 +104,84 @@ class FcmConnection(asyncio.Protocol):
 
     def on_message_complete(self) -> None:
         keep_alive = self._parser.should_keep_alive()
-        self._complete()
         if not keep_alive:
-            self.close()
+            self.closed = True
+        self._answered()
+        if not keep_alive and self._transport is not None:
+            self._transport.close()
 
-    # -- calls ---------------------------------------------------------------------------------------
-    def _complete(self) -> None:
-        waiter, self._waiter = self._waiter, None
+    # -- pumping -------------------------------------------------------------------------------------
+    def pump(self, indexes: Iterator[int], request: Callable[[int], bytes],
+             accepted: Callable[[int], None], timeout: float) -> asyncio.Future[Stop | None]:
+        """Send ``request(i)`` for each ``i`` of ``indexes``, one at a time, calling ``accepted(i)`` on a 200.
+
+        The future gives None when ``indexes`` ran out, :data:`CLOSED` when the server closed the
+        connection between calls, else the index and answer (non-200) or failure that stopped it.
+        """
+        waiter: asyncio.Future[Stop | None] = self._loop.create_future()
+        if self.closed or self._transport is None:
+            waiter.set_result(CLOSED)
+            return waiter
+        self._waiter, self._indexes, self._request, self._accepted = waiter, indexes, request, accepted
+        self._timeout = timeout
+        self._next()
+        return waiter
+
+    def _next(self) -> None:
+        index = next(self._indexes, -1)
+        if index < 0:
+            self._finish(None)
+            return
+        self._index = index
+        self.deadline = self._loop.time() + self._timeout
+        self._transport.write(self._request(index))  # type: ignore[union-attr]  # checked in pump
+
+    def _answered(self) -> None:
+        index, self._index = self._index, -1
+        self.deadline = math.inf
         status = self._parser.get_status_code()
-        headers = self._headers if status != 200 else []
-        body = b"".join(self._body)
+        headers, body = self._headers, self._body
         self._headers, self._body, self._headers_done = [], [], False
         self.idle_since = time.monotonic()
-        if waiter is not None and not waiter.done():
-            waiter.set_result(HttpAnswer(status, headers, body))
+        waiter = self._waiter
+        if index < 0 or waiter is None or waiter.done():
+            return
+        if status != 200:
+            answer = HttpAnswer(status, [(k.decode("latin-1"), v.decode("latin-1")) for k, v in headers],
+                                b"".join(body))
+            self._finish((index, answer))
+            return
+        self._accepted(index)
+        if self.closed:
+            self._finish(CLOSED)
+        else:
+            self._next()
 
-    def _fail(self, error: Exception) -> None:
+    def _finish(self, stop: Stop | None) -> None:
         waiter, self._waiter = self._waiter, None
+        self._indexes, self._request, self._accepted = iter(()), _no_request, _ignore
         if waiter is not None and not waiter.done():
-            waiter.set_exception(error)
+            waiter.set_result(stop)
 
-    async def post(self, request: bytes, timeout: float) -> HttpAnswer:
-        """Write one whole request (head and body) and wait for its response."""
-        if self.closed or self._transport is None:
-            raise ConnectionFailed("the connection is closed")
-        waiter: asyncio.Future[HttpAnswer] = self._loop.create_future()
-        self._waiter = waiter
-        self._transport.write(request)
-        timer = self._loop.call_later(timeout, self._time_out, waiter)
-        try:
-            return await waiter
-        except BaseException:
-            # Cancelled or failed mid-call: a late answer must not be taken for the next call's.
-            self.close()
-            raise
-        finally:
-            timer.cancel()
-
-    def _time_out(self, waiter: asyncio.Future[HttpAnswer]) -> None:
-        if not waiter.done():
-            waiter.set_exception(TimeoutError("FCM did not answer in time"))
-            self.close()
+    def fail(self, error: Exception) -> None:
+        """Give up on the call in flight (if any) with ``error`` and close the connection."""
+        index, self._index = self._index, -1
+        self.deadline = math.inf
+        self._finish((index, error) if index >= 0 else CLOSED)
+        self.close()
 
     def close(self) -> None:
         self.closed = True
         if self._transport is not None:
             self._transport.close()
+
+
+def _no_request(index: int) -> bytes:
+    raise ConnectionFailed("no request to send")
+
+
+def _ignore(index: int) -> None:
+    return None
 
 
 class FcmConnectionPool:
@@ -150,7 +200,9 @@ class FcmConnectionPool:
         self.limit = limit
         self.connect_timeout = connect_timeout
         self._idle: list[FcmConnection] = []
+        self._busy: set[FcmConnection] = set()
         self._slots = asyncio.Semaphore(limit)
+        self._watchdog: asyncio.TimerHandle | None = None
 
     def request_head(self, headers: dict[str, str]) -> bytes:
         """The request line and headers up to ``Content-Length:`` (the call appends the length)."""
@@ -162,16 +214,33 @@ class FcmConnectionPool:
         """An open connection for one caller's exclusive use (until :meth:`release`)."""
         await self._slots.acquire()
         try:
-            now = time.monotonic()
-            while self._idle:
-                connection = self._idle.pop()
-                if not connection.closed and now - connection.idle_since < IDLE_SECONDS:
-                    return connection
-                connection.close()
-            return await self._open()
+            connection = self._reuse() or await self._open()
         except BaseException:
             self._slots.release()
             raise
+        self._busy.add(connection)
+        if self._watchdog is None:
+            self._watchdog = asyncio.get_running_loop().call_later(WATCHDOG_SECONDS, self._watch)
+        return connection
+
+    def _reuse(self) -> FcmConnection | None:
+        now = time.monotonic()
+        while self._idle:
+            connection = self._idle.pop()
+            if not connection.closed and now - connection.idle_since < IDLE_SECONDS:
+                return connection
+            connection.close()
+        return None
+
+    def _watch(self) -> None:
+        """Fail calls past their deadline (one timer per pool, not one per call)."""
+        self._watchdog = None
+        now = asyncio.get_running_loop().time()
+        for connection in list(self._busy):
+            if connection.deadline < now:
+                connection.fail(TimeoutError("FCM did not answer in time"))
+        if self._busy:
+            self._watchdog = asyncio.get_running_loop().call_later(WATCHDOG_SECONDS, self._watch)
 
     async def _open(self) -> FcmConnection:
         loop = asyncio.get_running_loop()
@@ -185,10 +254,14 @@ class FcmConnectionPool:
         return connection
 
     def release(self, connection: FcmConnection) -> None:
+        self._busy.discard(connection)
         if not connection.closed:
             self._idle.append(connection)
         self._slots.release()
 
     def close(self) -> None:
-        while self._idle:
-            self._idle.pop().close()
+        if self._watchdog is not None:
+            self._watchdog.cancel()
+        for connection in [*self._idle, *self._busy]:
+            connection.close()
+        self._idle.clear()

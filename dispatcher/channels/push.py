@@ -33,7 +33,7 @@ import secrets
 import threading
 import warnings
 import weakref
-from collections.abc import Coroutine, Sequence
+from collections.abc import Coroutine, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
@@ -45,7 +45,7 @@ from firebase_admin import credentials, exceptions, messaging
 from google.auth.transport import requests as google_requests
 
 from dispatcher.channels.content import PushContent, push_content
-from dispatcher.channels.fcm_http import ConnectionFailed, FcmConnection, FcmConnectionPool
+from dispatcher.channels.fcm_http import ConnectionFailed, FcmConnection, FcmConnectionPool, Stop
 from dispatcher.config import FCM_MAX_BATCH, Settings
 from dispatcher.contract import CommunityRequest
 from dispatcher.errors import ConfigurationError
@@ -220,6 +220,27 @@ class _Answer:
 
 
 _ACCEPTED = _Answer(True)
+
+
+def _not_sent() -> exceptions.FirebaseError:
+    return messaging.QuotaExceededError("not sent: the batch hit FCM's quota", cause=None, http_response=None)
+
+
+def _unreachable(error: Exception) -> exceptions.FirebaseError:
+    return exceptions.UnavailableError(f"FCM could not be reached: {type(error).__name__}: {error}", cause=error)
+
+
+def _ignore(index: int) -> None:
+    return None
+
+
+async def _pumped(connection: FcmConnection, pumping: asyncio.Future[Stop | None]) -> Stop | None:
+    """Wait for a pump; if the wait is cancelled (batch deadline) a late answer must not reach the next user."""
+    try:
+        return await pumping
+    except BaseException:
+        connection.close()
+        raise
 
 
 class _Lane:
@@ -418,13 +439,48 @@ class PushChannel:
         answers: list[_Answer | None] = [None] * len(bodies)
         indexes = iter(range(len(bodies)))
 
+        def pending_indexes() -> Iterator[int]:
+            """The next message to send; those left when a quota error stopped the batch get their answer."""
+            for index in indexes:
+                if state.stop:
+                    answers[index] = _Answer(False, _not_sent())
+                    continue
+                state.calls += 1
+                yield index
+
+        def accepted(index: int) -> None:
+            answers[index] = _ACCEPTED
+
         async def lane() -> None:
             caller = _Lane(pool, self._request_head(pool, authorization))
+
+            def request(index: int) -> bytes:
+                body = bodies[index]
+                return b"%s%d\r\n\r\n%s" % (caller.head, len(body), body)
+
             try:
-                for index in indexes:
-                    answers[index] = await self._send_one(caller, bodies[index], state)
+                while True:
+                    try:
+                        connection = await caller.connection()
+                    except ConnectionFailed as error:
+                        index = next(pending, -1)
+                        if index < 0:
+                            return
+                        answers[index] = await self._send_one(caller, bodies[index], state, _unreachable(error))
+                        continue
+                    stop = await _pumped(connection, connection.pump(pending, request, accepted,
+                                                                     REQUEST_TIMEOUT_SECONDS))
+                    if stop is None:
+                        return
+                    index, problem = stop
+                    if index >= 0:
+                        first = (_unreachable(problem) if isinstance(problem, Exception)
+                                 else self._firebase_error(*problem))
+                        answers[index] = await self._send_one(caller, bodies[index], state, first)
             finally:
                 caller.release()
+
+        pending = pending_indexes()
 
         lanes = [asyncio.ensure_future(lane()) for _ in range(min(len(bodies), self.connections))]
         if lanes:
@@ -439,16 +495,19 @@ class PushChannel:
         overdue = exceptions.DeadlineExceededError("not answered before the batch deadline")
         return [answer if answer is not None else _Answer(False, overdue) for answer in answers]
 
-    async def _send_one(self, caller: _Lane, body: bytes, state: _BatchState) -> _Answer:
+    async def _send_one(self, caller: _Lane, body: bytes, state: _BatchState,
+                        first: exceptions.FirebaseError) -> _Answer:
+        """The rest of one message's life after its first call failed with ``first``: retries and all."""
         refreshed = False
         attempt = 0
+        error: exceptions.FirebaseError | None = first
         while True:
-            if state.stop:
-                return _Answer(False, messaging.QuotaExceededError("not sent: the batch hit FCM's quota",
-                                                                   cause=None, http_response=None))
+            if attempt > 0:
+                if state.stop:
+                    return _Answer(False, _not_sent())
+                state.calls += 1
+                error = await self._post(caller, body)
             attempt += 1
-            state.calls += 1
-            error = await self._post(caller, body)
             if error is None:
                 return _ACCEPTED
             if isinstance(error, exceptions.UnauthenticatedError) and not refreshed:
@@ -471,16 +530,19 @@ class PushChannel:
 
     async def _post(self, caller: _Lane, body: bytes) -> exceptions.FirebaseError | None:
         """One HTTP call; None when FCM accepted the message, else firebase-admin's exception for it."""
-        try:
-            connection = await caller.connection()
-            status, headers, content = await connection.post(
-                b"%s%d\r\n\r\n%s" % (caller.head, len(body), body), REQUEST_TIMEOUT_SECONDS)
-        except (ConnectionFailed, OSError, TimeoutError) as error:
-            return exceptions.UnavailableError(f"FCM could not be reached: {type(error).__name__}: {error}",
-                                               cause=error)
-        if status == 200:
-            return None
-        return self._firebase_error(status, headers, content)
+        request = b"%s%d\r\n\r\n%s" % (caller.head, len(body), body)
+        while True:
+            try:
+                connection = await caller.connection()
+            except ConnectionFailed as error:
+                return _unreachable(error)
+            stop = await _pumped(connection, connection.pump(iter((0,)), lambda _: request, _ignore,
+                                                             REQUEST_TIMEOUT_SECONDS))
+            if stop is None:
+                return None
+            index, problem = stop
+            if index >= 0:
+                return _unreachable(problem) if isinstance(problem, Exception) else self._firebase_error(*problem)
 
     def _firebase_error(self, status: int, headers: list[tuple[str, str]],
                         content: bytes) -> exceptions.FirebaseError:
