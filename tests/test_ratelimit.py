@@ -72,9 +72,7 @@ print(json.dumps(sent))
 
 def test_two_worker_processes_together_stay_within_the_limit(redis_client: redis.Redis) -> None:
     """1,000 messages a second shared by two processes sending batches of 50 as fast as they can."""
-    url = redis_client.connection_pool.connection_kwargs
-    redis_url = os.environ["REDIS_URL"]
-    assert url["db"] == int(redis_url.rsplit("/", 1)[1])
+    redis_url = os.environ["REDIS_URL"]  # the test Redis, over TCP or the embedded server's socket
     start_at, seconds = time.time() + 1.5, 3.0
     workers = [subprocess.Popen([sys.executable, "-c", _WORKER, redis_url, str(start_at), str(seconds)],
                                 stdout=subprocess.PIPE, text=True) for _ in range(2)]
