@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+import re
+import socket
 import threading
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -207,3 +210,129 @@ def test_messages_not_answered_by_the_batch_deadline_are_handed_back(fcm: Sandbo
     sent = {rid for rid, o in result.outcomes.items() if o.status is Status.SENT}
     assert 2 <= len(sent) <= 4 and sorted(result.retry) == sorted(set(range(10)) - sent)
     assert result.retry_after == push.TEMPORARY_DEFAULT_WAIT_SECONDS
+
+
+# -- the lean HTTP client against a scripted server: what a general client would have handled for us --
+class _ScriptedFcm:
+    """A raw HTTP/1.1 server: ``answer(connection_number, call_number, body)`` gives the reply bytes,
+    or None to hang up without answering, or ``b""`` to never answer."""
+
+    def __init__(self, answer: Any) -> None:
+        self.answer = answer
+        self.connections = 0
+        self.calls: list[bytes] = []
+        self._sockets: list[socket.socket] = []
+        self.server = socket.create_server(("127.0.0.1", 0))
+        self.port = self.server.getsockname()[1]
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                client, _ = self.server.accept()
+            except OSError:
+                return
+            self.connections += 1
+            self._sockets.append(client)
+            threading.Thread(target=self._serve, args=(client, self.connections), daemon=True).start()
+
+    def _serve(self, client: socket.socket, number: int) -> None:
+        reader = client.makefile("rb")
+        call = 0
+        with contextlib.suppress(OSError, ValueError):
+            while True:
+                head = b""
+                while not head.endswith(b"\r\n\r\n"):
+                    line = reader.readline()
+                    if not line:
+                        return
+                    head += line
+                length = int(re.search(rb"(?i)content-length: *(\d+)", head).group(1))  # type: ignore[union-attr]
+                body = reader.read(length)
+                self.calls.append(body)
+                call += 1
+                reply = self.answer(number, call, body)
+                if reply is None:
+                    client.close()
+                    return
+                client.sendall(reply)
+
+    def close(self) -> None:
+        self.server.close()
+        for client in self._sockets:
+            with contextlib.suppress(OSError):
+                client.close()
+
+
+_OK = b'HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 27\r\n\r\n{"name":"projects/p/m/1"}\r\n'
+
+
+def _chunked(status: str, payload: dict[str, Any]) -> bytes:
+    body = json.dumps(payload).encode()
+    half = len(body) // 2
+    chunks = b"".join(b"%x\r\n%s\r\n" % (len(part), part) for part in (body[:half], body[half:]))
+    return (f"HTTP/1.1 {status}\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n".encode()
+            + chunks + b"0\r\n\r\n")
+
+
+@pytest.fixture
+def scripted(fcm: SandboxServer) -> Iterator[Any]:
+    made: list[tuple[_ScriptedFcm, PushChannel]] = []
+
+    def make(answer: Any, **options: Any) -> tuple[_ScriptedFcm, PushChannel]:
+        server = _ScriptedFcm(answer)
+        settings = fcm.configure(Settings()).with_(fcm_endpoint=f"http://127.0.0.1:{server.port}")
+        made.append((server, PushChannel(settings, **options)))
+        return made[-1]
+
+    yield make
+    for server, sent in made:
+        sent.close()
+        server.close()
+
+
+def test_a_server_closing_after_every_answer_gets_fresh_connections(scripted: Any) -> None:
+    closing = _OK.replace(b"Content-Length", b"Connection: close\r\nContent-Length")
+    server, sent = scripted(lambda number, call, body: closing)
+    result = sent.send(_request(), _until(), [PushTarget(i, (f"c-{i}",), False) for i in range(30)])
+    assert result.accepted == 30 and result.calls == 30 and not result.retry
+    assert server.connections >= 30
+
+
+def test_a_chunked_error_body_reaches_firebase_admins_error_mapping(scripted: Any) -> None:
+    unregistered = _chunked("404 Not Found", {"error": {
+        "code": 404, "status": "NOT_FOUND", "message": "Requested entity was not found.",
+        "details": [{"@type": "type.googleapis.com/google.firebase.fcm.v1.FcmError", "errorCode": "UNREGISTERED"}]}})
+
+    def answer(number: int, call: int, body: bytes) -> bytes:
+        return unregistered if b"gone" in body else _OK
+
+    _server, sent = scripted(answer)
+    result = sent.send(_request(), _until(), [PushTarget(1, ("gone-1",), False), PushTarget(2, ("live-2",), False)])
+    assert result.retired_tokens == {"gone-1": "unregistered"}
+    assert result.outcomes[2].status is Status.SENT and result.outcomes[1].reason == "token_unregistered"
+
+
+def test_a_hang_up_mid_call_is_retried_on_a_new_connection(scripted: Any) -> None:
+    def answer(number: int, call: int, body: bytes) -> bytes | None:
+        return None if number == 1 and call == 2 else _OK
+
+    server, sent = scripted(answer, connections=1)
+    result = sent.send(_request(), _until(), [PushTarget(i, (f"h-{i}",), False) for i in range(5)])
+    assert result.accepted == 5 and not result.retry
+    assert result.inline_retries == 1 and result.calls == 6 and server.connections == 2
+
+
+def test_an_unanswered_call_times_out_and_the_resident_is_handed_back(scripted: Any,
+                                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(push, "REQUEST_TIMEOUT_SECONDS", 0.2)
+    monkeypatch.setattr(push, "INLINE_ATTEMPTS", 1)
+
+    def answer(number: int, call: int, body: bytes) -> bytes:
+        return b"" if b"slow" in body else _OK
+
+    server, sent = scripted(answer, connections=1)
+    result = sent.send(_request(), _until(), [PushTarget(1, ("slow-1",), False), PushTarget(2, ("fast-2",), False)])
+    assert result.retry == [1] and result.outcomes[2].status is Status.SENT
+    assert result.retry_after == push.TEMPORARY_DEFAULT_WAIT_SECONDS
+    assert server.connections == 2, "the timed-out connection is not reused: its late answer would mislead"
