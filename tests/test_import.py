@@ -181,3 +181,42 @@ def test_import_of_many_rows_builds_the_cell_index(db: Conn, tmp_path: Path) -> 
     assert db.execute(
         "SELECT count(*) FROM residents WHERE cell = %s", (_cell(40.1, -73.9),)
     ).fetchone() == (1,)
+
+
+def test_import_checks_large_files_in_chunks_and_still_reports_every_broken_line(db: Conn, tmp_path: Path) -> None:
+    # Big enough for several chunks of the vectorised path: the first chunk holds a broken row (it is
+    # redone row by row), the second repeats an id of the first, the third has a quoted field spanning
+    # two lines (from there on, row by row, line numbers counting physical lines).
+    path = tmp_path / "large.csv"
+    rows = 140_000
+    with path.open("w") as f:
+        f.write("id,lat,lng,email\n")
+        for i in range(1, rows + 1):
+            line = i + 1
+            if line == 50_000:
+                f.write(f"{i},40.7,-181,\n")
+            elif line == 100_000:
+                f.write(f"{7},40.5,-73.5,\n")
+            elif line == 135_000:
+                f.write(f'{i},40.6,-73.6,"a@b.org\n"\n')
+            elif line == 139_000:
+                f.write(f"{i},40.6,-73.6,not-an-address\n")
+            else:
+                f.write(f"{i},{40 + i * 1e-6!r},{-74 + i * 1e-6!r},r{i}@example.org\n")
+    report = import_residents(db, path)
+
+    assert report.rows_read == rows
+    assert report.rejected == [
+        (8, "resident id repeated on a later line; the later line wins"),
+        (50_000, "lng must be between -180 and 180"),
+        (139_001, "email is not a valid address"),
+    ]
+    assert report.inserted == rows - 3  # two rejected, one id repeated
+    assert db.execute("SELECT lat, lng, cell FROM residents WHERE id = 7").fetchone() == (
+        40.5, -73.5, _cell(40.5, -73.5))
+    i = 123_457
+    lat, lng = 40 + i * 1e-6, -74 + i * 1e-6
+    assert db.execute("SELECT lat, lng, cell, email FROM residents WHERE id = %s", (i,)).fetchone() == (
+        lat, lng, _cell(lat, lng), f"r{i}@example.org")
+    assert db.execute("SELECT count(*) FROM residents WHERE email IS NULL").fetchone() == (1,)
+    assert db.execute("SELECT email FROM residents WHERE id = 134999").fetchone() == ("a@b.org",)
