@@ -178,6 +178,11 @@ def test_import_of_many_rows_builds_the_cell_index(db: Conn, tmp_path: Path) -> 
         " AND confrelid = 'residents'::regclass ORDER BY 1"
     ).fetchall()
     assert foreign_keys == [("device_tokens",), ("resident_settings",)]
+    primary_keys = db.execute(
+        "SELECT conrelid::regclass::text FROM pg_constraint WHERE contype = 'p'"
+        " AND conrelid = ANY('{residents,resident_settings,device_tokens}'::regclass[]) ORDER BY 1"
+    ).fetchall()
+    assert primary_keys == [("device_tokens",), ("resident_settings",), ("residents",)]
     assert db.execute(
         "SELECT count(*) FROM residents WHERE cell = %s", (_cell(40.1, -73.9),)
     ).fetchone() == (1,)

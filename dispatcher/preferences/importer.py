@@ -566,6 +566,9 @@ WHERE NOT EXISTS (SELECT 1 FROM residents AS r WHERE r.id = i.id)
 ON CONFLICT (id) DO NOTHING
 """
 
+#: Into an empty index (staging ids are unique by now): no per-row conflict checks.
+_FIRST_INSERT_SQL = _INSERT_SQL[:_INSERT_SQL.index("WHERE NOT EXISTS")]
+
 _SETTINGS_UPDATE_SQL = """
 UPDATE resident_settings AS s
 SET community_requests = COALESCE(i.community_requests, s.community_requests),
@@ -618,6 +621,16 @@ ON CONFLICT (token) DO UPDATE SET resident_id = EXCLUDED.resident_id, registered
 WHERE t.resident_id <> EXCLUDED.resident_id
 """
 
+#: The first-load forms (empty tables, primary keys dropped for the load): no conflict checks.
+_FIRST_SETTINGS_INSERT_SQL = _SETTINGS_INSERT_SQL[:_SETTINGS_INSERT_SQL.index("  AND NOT EXISTS")]
+_FIRST_TOKENS_SQL = """
+INSERT INTO device_tokens (token, resident_id, version)
+SELECT DISTINCT ON (x.token COLLATE "C") x.token, i.id, COALESCE(i.version, 0)
+FROM resident_import AS i, unnest(string_to_array(i.push_tokens, ';')) AS x(token)
+WHERE i.push_tokens IS NOT NULL
+ORDER BY x.token COLLATE "C", i.line DESC
+"""
+
 
 #: Tables a first load fills; their secondary indexes and foreign keys are built once, at the end.
 _LOADED_TABLES = ("residents", "resident_settings", "device_tokens")
@@ -639,21 +652,34 @@ WHERE k.contype = 'f' AND k.conrelid = ANY(%s::regclass[])
 """
 
 
+#: Primary keys of the loaded tables that no remaining foreign key depends on (run after dropping ours).
+_PRIMARY_KEYS_SQL = """
+SELECT n.nspname, c.relname, k.conname, pg_get_constraintdef(k.oid)
+FROM pg_constraint AS k
+JOIN pg_class AS c ON c.oid = k.conrelid
+JOIN pg_namespace AS n ON n.oid = c.relnamespace
+WHERE k.contype = 'p' AND k.conrelid = ANY(%s::regclass[])
+  AND NOT EXISTS (SELECT 1 FROM pg_constraint AS f WHERE f.contype = 'f' AND f.confrelid = k.conrelid)
+"""
+
+
 @contextlib.contextmanager
-def _built_at_the_end_if_first_load(conn: Connection) -> Iterator[None]:
+def _built_at_the_end_if_first_load(conn: Connection) -> Iterator[bool]:
     """On a first load into an empty index, build secondary indexes and foreign keys once at the end.
 
     Building the cell index after a million inserts, and checking every foreign key with one join, is
     several times cheaper (in time and WAL) than maintaining them row by row. The tables are empty, so
     the exclusive locks this takes block nobody's targeting. Definitions are read from the catalog, so
-    a migration may change them freely; everything is back before the transaction commits.
+    a migration may change them freely; everything is back before the transaction commits. Primary
+    keys go too (unless a foreign key of another table needs one) and come back first, so the first
+    load inserts without conflict checks. Yields whether this is such a first load.
     """
     empty = conn.execute(
         "SELECT NOT EXISTS (SELECT 1 FROM residents) AND NOT EXISTS (SELECT 1 FROM resident_settings)"
         " AND NOT EXISTS (SELECT 1 FROM device_tokens)"
     ).fetchone()
     if empty != (True,):
-        yield
+        yield False
         return
     conn.execute("LOCK TABLE residents, resident_settings, device_tokens IN ACCESS EXCLUSIVE MODE")
     tables = list(_LOADED_TABLES)
@@ -665,8 +691,15 @@ def _built_at_the_end_if_first_load(conn: Connection) -> Iterator[None]:
         conn.execute(sql.SQL("ALTER TABLE {} DROP CONSTRAINT {}").format(table, constraint))
     for schema, name, _ in indexes:
         conn.execute(sql.SQL("DROP INDEX {}").format(sql.Identifier(schema, name)))
-    yield
+    primary_keys = [(sql.Identifier(str(schema), str(table)), sql.Identifier(str(name)), str(ddl))
+                    for schema, table, name, ddl in conn.execute(_PRIMARY_KEYS_SQL, (tables,))]
+    for table, constraint, _ in primary_keys:
+        conn.execute(sql.SQL("ALTER TABLE {} DROP CONSTRAINT {}").format(table, constraint))
+    yield True
     conn.execute("SET LOCAL maintenance_work_mem = '256MB'")
+    for table, constraint, ddl in primary_keys:
+        definition = sql.SQL(ddl)  # type: ignore[arg-type]  # the catalog's own text
+        conn.execute(sql.SQL("ALTER TABLE {} ADD CONSTRAINT {} {}").format(table, constraint, definition))
     for _, _, ddl in indexes:
         conn.execute(ddl.encode())
     for table, constraint, ddl in foreign_keys:
@@ -691,14 +724,15 @@ def _upsert(conn: Connection, report: ImportReport, progress: Progress | None, *
     step(1)
     report.updated = conn.execute(_UPDATE_SQL).rowcount
     step(2)
-    with _built_at_the_end_if_first_load(conn):
-        report.inserted = conn.execute(_INSERT_SQL).rowcount
+    with _built_at_the_end_if_first_load(conn) as first_load:
+        report.inserted = conn.execute(_FIRST_INSERT_SQL if first_load else _INSERT_SQL).rowcount
         step(3)
-        conn.execute(_SETTINGS_UPDATE_SQL)
+        if not first_load:
+            conn.execute(_SETTINGS_UPDATE_SQL)
         step(4)
-        conn.execute(_SETTINGS_INSERT_SQL)
+        conn.execute(_FIRST_SETTINGS_INSERT_SQL if first_load else _SETTINGS_INSERT_SQL)
         step(5)
-        report.tokens_added = conn.execute(_TOKENS_SQL).rowcount
+        report.tokens_added = conn.execute(_FIRST_TOKENS_SQL if first_load else _TOKENS_SQL).rowcount
     step(6)
     report.unchanged = report.rows_loaded - len(duplicates) - report.skipped_deleted \
         - report.skipped_stale - report.updated - report.inserted
@@ -761,6 +795,8 @@ def import_residents(
             # Sorts and hash joins of a million rows in memory; JIT costs more than it saves here.
             conn.execute("SET LOCAL work_mem = '256MB'")
             conn.execute("SET LOCAL jit = off")
+            # A crash may lose the last import (it is simply run again), never corrupt the index.
+            conn.execute("SET LOCAL synchronous_commit = off")
             conn.execute(_STAGING_SQL)
             ids: list[np.ndarray] = []
             _copy_rows(conn, _batches(iter(lines), kind, report, ids), report)
