@@ -306,16 +306,26 @@ NOTES = """## How the push path is built, and why
   turning an FCM error response into its exception classes (`UnregisteredError`, `QuotaExceededError`, ...).
 * The message for one (request, camera or not) is encoded once; each device's body is that template with
   its token spliced in (a test checks the result equals firebase-admin's encoding for any token).
-* The HTTP calls go over one aiohttp keep-alive pool (64 connections) on one uvloop event loop per worker
-  process; dramatiq worker threads hand their batches to it, so every thread shares the connections.
-  firebase-admin's own paths cost far more CPU per message here: `send_each` starts a thread per message
-  over `requests` (the baseline), and `send_each_async` goes through httpx/httpcore, whose pool and auth
-  flow cost 3.5 ms of CPU per message in this run (the `send_each_async` row; google-auth builds a
-  `requests.Session` per call, and without `sniffio` installed httpcore retries a failing import on every
-  request). aiohttp's floor here is about 0.2 ms per request.
-* What still limits the figures: the two cores are shared with the sandbox (about 130 µs per message of
-  its own) and with other work. Per worker core the channel sends about 4,000 messages a second, so FCM's
-  10,000 a second per project takes two and a half worker cores (the baseline would need fifteen).
+* The HTTP calls go over a lean HTTP/1.1 keep-alive client (`dispatcher/channels/fcm_http.py`, 64
+  connections per worker process, one uvloop event loop): the request head (path, host, fixed headers,
+  `Authorization`) is encoded once per access token, a call is one `write` of head, length and body, and
+  httptools (llhttp, uvicorn's parser) reads the answer. A connection *pumps*: a 200 writes the next
+  message straight from the parser callback, so accepted messages cost no task, future, timer or response
+  object each; anything else goes to the coroutine path (firebase-admin's error mapping, token refresh,
+  inline retries). Bodies are built and batches judged on the loop thread, so dramatiq worker threads do
+  not hold the GIL against the loop.
+* Before this client the bytes went through aiohttp: in a run on this machine 20 minutes earlier (same
+  benchmark, same load pattern) the push rows were 2,866/s at 274 µs of worker CPU a message (1 thread)
+  and 2,226/s at 259 µs (4 threads), beside a baseline of 341-367/s at 2,081-2,448 µs. aiohttp's own
+  request and response objects were most of that; firebase-admin's `send_each` starts a thread per message
+  over `requests`, and `send_each_async` goes through httpx/httpcore (the rows above).
+* What is left per message (about 55-60 µs): roughly half is kernel time (the loopback `write`, whose
+  send path also runs the receiving side's TCP work, the `read` and `epoll`), the rest llhttp, the
+  parser callbacks and the body splice. The sandbox now costs twice the worker per message (120-135 µs,
+  one uvicorn process), so on two shared cores the sandbox is what bounds the throughput column; another
+  tenant's PostgreSQL held one core at 100% for parts of this run.
+* Not measured here: TLS. Against Google the connections are HTTPS (the event loop's TLS, default CA
+  store), which adds encryption and uvloop's TLS protocol layer to every call.
 """
 
 
@@ -351,8 +361,8 @@ def report(data: dict[str, Any]) -> str:
 
     lines += [
         "",
-        "Throughput on this shared machine depends on what else runs on it (other test suites took one to two"
-        " cores during the run), so the CPU figures are the ones that carry over: messages a second per worker"
+        "Throughput on this shared machine depends on what else runs on it (other engineers' jobs took up to one"
+        " core during the run), so the CPU figures are the ones that carry over: messages a second per worker"
         " core (what a worker reaches against remote FCM or SendGrid) and what worker and sandbox together"
         " would reach with both cores to themselves.",
         "",
