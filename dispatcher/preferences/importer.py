@@ -534,26 +534,24 @@ DELETE FROM resident_import AS i USING residents AS r
 WHERE r.id = i.id AND i.version IS NOT NULL AND i.version < r.version
 """
 
-_UPDATE_SQL = """
-WITH incoming AS (
-    SELECT i.id, i.lat, i.lng, i.cell,
-           CASE WHEN i.email IS NULL OR COALESCE(i.version, r.email_version) < r.email_version THEN r.email
-                ELSE NULLIF(i.email, '') END AS email,
-           COALESCE(i.locale, r.locale) AS locale,
-           COALESCE(i.time_zone, r.time_zone) AS time_zone,
-           COALESCE(i.has_camera, r.has_camera) AS has_camera,
-           COALESCE(i.version, r.version) AS version,
-           GREATEST(r.email_version, COALESCE(i.version, 0)) AS email_version
-    FROM resident_import AS i JOIN residents AS r ON r.id = i.id
-)
+#: What an existing resident becomes (refers to the old row as ``r``), in the order of ``_UPDATE_SQL``.
+_NEW_VALUES = """
+    i.lat, i.lng, i.cell,
+    CASE WHEN i.email IS NULL OR COALESCE(i.version, r.email_version) < r.email_version THEN r.email
+         ELSE NULLIF(i.email, '') END,
+    COALESCE(i.locale, r.locale), COALESCE(i.time_zone, r.time_zone), COALESCE(i.has_camera, r.has_camera),
+    COALESCE(i.version, r.version), GREATEST(r.email_version, COALESCE(i.version, 0))
+"""
+
+# One join of staging and residents; SET sees the old row, so the new values can be written in place.
+_UPDATE_SQL = f"""
 UPDATE residents AS r
-SET lat = n.lat, lng = n.lng, cell = n.cell, email = n.email, locale = n.locale,
-    time_zone = n.time_zone, has_camera = n.has_camera, version = n.version,
-    email_version = n.email_version, updated_at = now()
-FROM incoming AS n
-WHERE r.id = n.id
-  AND (r.lat, r.lng, r.email, r.locale, r.time_zone, r.has_camera, r.version, r.email_version)
-      IS DISTINCT FROM (n.lat, n.lng, n.email, n.locale, n.time_zone, n.has_camera, n.version, n.email_version)
+SET (lat, lng, cell, email, locale, time_zone, has_camera, version, email_version) = ({_NEW_VALUES}),
+    updated_at = now()
+FROM resident_import AS i
+WHERE r.id = i.id
+  AND (r.lat, r.lng, r.cell, r.email, r.locale, r.time_zone, r.has_camera, r.version, r.email_version)
+      IS DISTINCT FROM ({_NEW_VALUES})
 """
 
 _INSERT_SQL = """
