@@ -245,11 +245,11 @@ def run_demo(residents: int, seed: int, console: Console) -> bool:
     for channel, status, reason, count in rows:
         table.add_row(str(channel), str(status), str(reason), f"{count:,}")
     console.print(table)
-    console.print(f"residents in the area: {len(in_area):,} (of {residents:,}); "
-                  f"Community Requests switched off: {opted_out:,}")
+    console.print(f"residents in the area: {len(in_area):,} of {residents:,}")
+    console.print(f"  of whom switched Community Requests off: {opted_out:,}")
     console.print(f"pushes recorded: {sum(got_tokens.values()):,} to {len(got_tokens):,} tokens "
-                  f"(expected {len(want_tokens):,}); emails recorded: {sum(got_emails.values()):,} "
-                  f"(expected {len(want_emails):,})")
+                  f"(expected {len(want_tokens):,})")
+    console.print(f"emails recorded: {sum(got_emails.values()):,} (expected {len(want_emails):,})")
     for name, ok in checks.items():
         console.print(f"  {'[green]✓' if ok else '[red]✗'}[/] {name}")
     console.print(f"recorded pushes: {fcm_file}\nrecorded emails: {mail_file}")

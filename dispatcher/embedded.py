@@ -40,7 +40,9 @@ def ensure_services(settings: Settings) -> Settings:
 def start_postgres(pgdata: Path, database: str = EMBEDDED_DATABASE) -> str:
     """Start (or reuse) an embedded PostgreSQL in ``pgdata`` and return a DSN for ``database``."""
     try:
-        import pgserver
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # platformdirs complains when XDG_RUNTIME_DIR is unset
+            import pgserver
     except ImportError:  # pragma: no cover - depends on the install
         raise ConfigurationError(
             "DATABASE_URL is not set and the embedded PostgreSQL is not installed: "
