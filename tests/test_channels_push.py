@@ -221,6 +221,7 @@ class _ScriptedFcm:
         self.answer = answer
         self.connections = 0
         self.calls: list[bytes] = []
+        self.heads: list[bytes] = []
         self._sockets: list[socket.socket] = []
         self.server = socket.create_server(("127.0.0.1", 0))
         self.port = self.server.getsockname()[1]
@@ -250,8 +251,9 @@ class _ScriptedFcm:
                 length = int(re.search(rb"(?i)content-length: *(\d+)", head).group(1))  # type: ignore[union-attr]
                 body = reader.read(length)
                 self.calls.append(body)
+                self.heads.append(head)
                 call += 1
-                reply = self.answer(number, call, body)
+                reply = self.answer(number, call, head + body)
                 if reply is None:
                     client.close()
                     return
@@ -336,3 +338,20 @@ def test_an_unanswered_call_times_out_and_the_resident_is_handed_back(scripted: 
     assert result.retry == [1] and result.outcomes[2].status is Status.SENT
     assert result.retry_after == push.TEMPORARY_DEFAULT_WAIT_SECONDS
     assert server.connections == 2, "the timed-out connection is not reused: its late answer would mislead"
+
+
+def test_a_rejected_access_token_is_exchanged_once_for_all_connections(scripted: Any) -> None:
+    unauthenticated = _chunked("401 Unauthorized", {"error": {
+        "code": 401, "status": "UNAUTHENTICATED", "message": "Request had invalid authentication credentials."}})
+    first: list[bytes] = []
+
+    def answer(number: int, call: int, request: bytes) -> bytes:
+        authorization = re.search(rb"Authorization: (\S+ \S+)", request).group(1)  # type: ignore[union-attr]
+        first[:] = first or [authorization]
+        return unauthenticated if authorization == first[0] else _OK
+
+    server, sent = scripted(answer, connections=8)
+    result = sent.send(_request(), _until(), [PushTarget(i, (f"a-{i}",), False) for i in range(40)])
+    assert result.accepted == 40 and not result.retry
+    used = {re.search(rb"Authorization: (\S+ \S+)", head).group(1) for head in server.heads}  # type: ignore[union-attr]
+    assert len(used) == 2, "every connection moves to the one fresh token"

@@ -246,10 +246,11 @@ async def _pumped(connection: FcmConnection, pumping: asyncio.Future[Stop | None
 class _Lane:
     """One lane of a batch: the connection it holds (reopened when it breaks) and the request head."""
 
-    __slots__ = ("_held", "head", "pool")
+    __slots__ = ("_held", "authorization", "head", "pool")
 
-    def __init__(self, pool: FcmConnectionPool, head: bytes) -> None:
+    def __init__(self, pool: FcmConnectionPool, authorization: str, head: bytes) -> None:
         self.pool = pool
+        self.authorization = authorization
         self.head = head
         self._held: FcmConnection | None = None
 
@@ -386,13 +387,21 @@ class PushChannel:
             expiry is None or expiry - TOKEN_REFRESH_MARGIN > datetime.now(UTC).replace(tzinfo=None)
         )
 
-    async def _authorization(self, force: bool = False) -> str:
-        """``Bearer <access token>``, refreshed through google-auth off the loop when close to expiry."""
+    async def _authorization(self, rejected: str | None = None) -> str:
+        """``Bearer <access token>``, refreshed through google-auth off the loop when close to expiry.
+
+        ``rejected``: the value FCM just refused; it is refreshed unless another lane already did, so
+        a revoked token costs one exchange, not one per connection.
+        """
         if self._token_lock is None:
             self._token_lock = asyncio.Lock()
-        if force or not self._token_fresh():
+
+        def stale() -> bool:
+            return f"Bearer {self._google_credential.token}" == rejected or not self._token_fresh()
+
+        if stale():
             async with self._token_lock:
-                if force or not self._token_fresh():
+                if stale():
                     loop = asyncio.get_running_loop()
                     await loop.run_in_executor(None, self._google_credential.refresh, google_requests.Request())
         return f"Bearer {self._google_credential.token}"
@@ -458,7 +467,7 @@ class PushChannel:
             answers[index] = _ACCEPTED
 
         async def lane() -> None:
-            caller = _Lane(pool, self._request_head(pool, authorization))
+            caller = _Lane(pool, authorization, self._request_head(pool, authorization))
 
             def request(index: int) -> bytes:
                 body = bodies[index]
@@ -519,7 +528,8 @@ class PushChannel:
             if isinstance(error, exceptions.UnauthenticatedError) and not refreshed:
                 # The access token was revoked or expired early: one fresh token, then try again.
                 refreshed = True
-                caller.head = self._request_head(caller.pool, await self._authorization(force=True))
+                caller.authorization = await self._authorization(rejected=caller.authorization)
+                caller.head = self._request_head(caller.pool, caller.authorization)
                 continue
             wait = _retry_after(error)
             if isinstance(error, messaging.QuotaExceededError | exceptions.ResourceExhaustedError):
