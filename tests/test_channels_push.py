@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import re
@@ -16,6 +17,7 @@ from firebase_admin import messaging
 
 from dispatcher.channels import push
 from dispatcher.channels.content import CHOOSE_VIDEOS, LABEL, VIEW_REQUEST, push_content
+from dispatcher.channels.fcm_http import FcmConnection
 from dispatcher.channels.push import MessageTemplate, PushChannel, PushTarget, build_message
 from dispatcher.config import FCM_MAX_TTL_SECONDS, Settings
 from dispatcher.contract import CommunityRequest, parse_request
@@ -355,3 +357,30 @@ def test_a_rejected_access_token_is_exchanged_once_for_all_connections(scripted:
     assert result.accepted == 40 and not result.retry
     used = {re.search(rb"Authorization: (\S+ \S+)", head).group(1) for head in server.heads}  # type: ignore[union-attr]
     assert len(used) == 2, "every connection moves to the one fresh token"
+
+
+def test_an_answer_delivered_during_the_write_is_parsed_after_the_current_one() -> None:
+    """A transport may call back before ``write`` returns; the parser must not be fed re-entrantly."""
+
+    class _AnsweringTransport:
+        def __init__(self, connection: FcmConnection) -> None:
+            self.connection = connection
+            self.writes = 0
+
+        def write(self, data: bytes) -> None:
+            self.writes += 1
+            self.connection.data_received(_OK)
+
+        def close(self) -> None:
+            self.connection.closed = True
+
+    async def pump_all() -> tuple[Any, list[int], int]:
+        connection = FcmConnection(asyncio.get_running_loop())
+        transport = _AnsweringTransport(connection)
+        connection.connection_made(transport)  # type: ignore[arg-type]
+        accepted: list[int] = []
+        stop = await connection.pump(iter(range(100)), lambda index: b"request", accepted.append, 5.0)
+        return stop, accepted, transport.writes
+
+    stop, accepted, writes = asyncio.run(pump_all())
+    assert stop is None and accepted == list(range(100)) and writes == 100

@@ -72,6 +72,8 @@ class FcmConnection(asyncio.Protocol):
         self._headers: list[tuple[bytes, bytes]] = []
         self._body: list[bytes] = []
         self._headers_done = False
+        self._feeding = False
+        self._unfed: list[bytes] = []
         #: loop time by which the call in flight must be answered (inf when idle).
         self.deadline = math.inf
         self.closed = False
@@ -82,10 +84,20 @@ class FcmConnection(asyncio.Protocol):
         self._transport = transport  # type: ignore[assignment]  # a stream transport: create_connection's
 
     def data_received(self, data: bytes) -> None:
+        if self._feeding:
+            # Called back from a write made inside a parser callback: the parser is not re-entrant.
+            self._unfed.append(data)
+            return
+        self._feeding = True
         try:
             self._parser.feed_data(data)
+            while self._unfed:
+                self._parser.feed_data(self._unfed.pop(0))
         except httptools.HttpParserError as error:
+            self._unfed.clear()
             self.fail(ConnectionFailed(f"unparseable response: {error}"))
+        finally:
+            self._feeding = False
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
