@@ -225,3 +225,11 @@ def test_import_checks_large_files_in_chunks_and_still_reports_every_broken_line
         lat, lng, _cell(lat, lng), f"r{i}@example.org")
     assert db.execute("SELECT count(*) FROM residents WHERE email IS NULL").fetchone() == (1,)
     assert db.execute("SELECT email FROM residents WHERE id = 134999").fetchone() == ("a@b.org",)
+
+
+def test_a_first_load_gives_a_token_listed_twice_to_the_later_line(db: Conn) -> None:
+    text = "id,lat,lng,push_tokens\n1,40.1,-74.1,shared;own-1\n2,40.2,-74.2,own-2;shared\n"
+    report = import_residents(db, io.StringIO(text), fmt="csv")
+    assert report.inserted == 2 and report.tokens_added == 3 and not report.rejected
+    tokens = db.execute("SELECT token, resident_id FROM device_tokens ORDER BY token").fetchall()
+    assert tokens == [("own-1", 1), ("own-2", 2), ("shared", 2)]

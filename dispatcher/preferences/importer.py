@@ -371,6 +371,23 @@ def _binary_batch(lines: np.ndarray, ids: np.ndarray, lat: np.ndarray, lng: np.n
     return rows.tobytes()
 
 
+@dataclass
+class _Seen:
+    """Resident ids and token hashes read: when nothing repeats, the SQL that looks for repeats is skipped."""
+
+    ids: list[np.ndarray] = field(default_factory=list)
+    token_hashes: list[np.ndarray] = field(default_factory=list)
+    #: False once a row's tokens went unhashed (row by row, JSON Lines): then repeats are assumed.
+    tokens_complete: bool = True
+
+    def repeated_ids(self) -> bool:
+        return _any_repeated(self.ids)
+
+    def repeated_tokens(self) -> bool:
+        # Equal tokens have equal hashes; a hash collision merely keeps the check.
+        return not self.tokens_complete or _any_repeated(self.token_hashes)
+
+
 class _CsvReader:
     """Reads a CSV file a chunk at a time, checking whole columns at once.
 
@@ -380,11 +397,12 @@ class _CsvReader:
     rest of the file goes row by row.
     """
 
-    def __init__(self, columns: Sequence[str], report: ImportReport) -> None:
+    def __init__(self, columns: Sequence[str], report: ImportReport, seen: _Seen) -> None:
         self.encoder = _RowEncoder(columns)
         self.report = report
+        self.seen = seen
         self.width = len(columns)
-        self.ids: list[np.ndarray] = []
+        self.tokens_at = OPTIONAL_COLUMNS.index("push_tokens") if "push_tokens" in columns else None
 
     def batches(self, lines: Iterator[str]) -> Iterator[Batch]:
         consumed = 1  # the header
@@ -406,6 +424,8 @@ class _CsvReader:
     def _row_by_row(self, reader: Any, offset: int) -> Iterator[Batch]:
         encode, rejected, report = self.encoder.encode, self.report.rejected, self.report
         start = len(self.encoder.ids)
+        if self.tokens_at is not None:
+            self.seen.tokens_complete = False
         out: list[str] = []
         for cells in reader:
             line = offset + reader.line_num
@@ -421,7 +441,7 @@ class _CsvReader:
                 out = []
         if out:
             yield False, "".join(out), len(out)
-        self.ids.append(np.array(self.encoder.ids[start:], dtype=np.int64))
+        self.seen.ids.append(np.array(self.encoder.ids[start:], dtype=np.int64))
         del self.encoder.ids[start:]
 
     def _columns(self, chunk: list[str], text: str) -> list[Sequence[str]] | None:
@@ -437,6 +457,13 @@ class _CsvReader:
             text += "\n"
         fields = text.replace("\n", ",").split(",")
         return [fields[j:-1:width] for j in range(width)]
+
+    def _hash_tokens(self, values: Sequence[str]) -> None:
+        if "\\N" in values:
+            self.seen.tokens_complete = False  # rows without tokens: not worth telling apart here
+            return
+        tokens = ";".join(values).split(";")
+        self.seen.token_hashes.append(np.fromiter(map(hash, tokens), dtype=np.int64, count=len(tokens)))
 
     def _fast(self, chunk: list[str], text: str, first_line: int) -> Batch | None:
         columns = self._columns(chunk, text)
@@ -457,7 +484,10 @@ class _CsvReader:
         lat_list, lng_list = lat.tolist(), lng.tolist()
         cells = list(map(enc.latlng_to_cell, lat_list, lng_list, itertools.repeat(RESIDENT_CELL_RESOLUTION)))
         self.report.rows_read += count
-        self.ids.append(ids)
+        self.seen.ids.append(ids)
+        tokens = None if self.tokens_at is None else optional[self.tokens_at]
+        if tokens is not None:
+            self._hash_tokens(tokens)
         line_numbers = range(first_line, first_line + count)
         if not enc.any_optional:
             return True, _binary_batch(np.arange(first_line, first_line + count, dtype=np.int32), ids,
@@ -468,8 +498,8 @@ class _CsvReader:
         return False, "\n".join(map("\t".join, zip(*fields, strict=False))) + "\n", count
 
 
-def _batches(lines: Iterator[str], fmt: Format, report: ImportReport, ids: list[np.ndarray]) -> Iterator[Batch]:
-    """COPY payloads for every good row; bad rows go to ``report.rejected``, resident ids to ``ids``."""
+def _batches(lines: Iterator[str], fmt: Format, report: ImportReport, seen: _Seen) -> Iterator[Batch]:
+    """COPY payloads for every good row; bad rows go to ``report.rejected``, what was read to ``seen``."""
     if fmt == "csv":
         first = next(lines, None)
         header = next(csv.reader([first]), None) if first is not None else None
@@ -483,10 +513,9 @@ def _batches(lines: Iterator[str], fmt: Format, report: ImportReport, ids: list[
                 1, f"header must name id,lat,lng and optional {','.join(OPTIONAL_COLUMNS)}; "
                 f"missing {missing or 'none'}, unknown {unknown or 'none'}"
             )
-        reader = _CsvReader(columns, report)
-        yield from reader.batches(lines)
-        ids.extend(reader.ids)
+        yield from _CsvReader(columns, report, seen).batches(lines)
         return
+    seen.tokens_complete = False
     encoder = _RowEncoder((*REQUIRED_COLUMNS, *OPTIONAL_COLUMNS))
     out: list[str] = []
     for line, text in enumerate(lines, start=1):
@@ -503,7 +532,7 @@ def _batches(lines: Iterator[str], fmt: Format, report: ImportReport, ids: list[
             out = []
     if out:
         yield False, "".join(out), len(out)
-    ids.append(np.array(encoder.ids, dtype=np.int64))
+    seen.ids.append(np.array(encoder.ids, dtype=np.int64))
 
 
 def _copy_rows(conn: Connection, batches: Iterator[Batch], report: ImportReport) -> None:
@@ -642,6 +671,9 @@ FROM resident_import AS i, unnest(string_to_array(i.push_tokens, ';')) AS x(toke
 WHERE i.push_tokens IS NOT NULL
 ORDER BY x.token COLLATE "C", i.line DESC
 """
+#: When no token is listed twice in the file there is no last line to pick: no sort.
+_FIRST_UNIQUE_TOKENS_SQL = _FIRST_TOKENS_SQL.replace("DISTINCT ON (x.token COLLATE \"C\") ", "").replace(
+    'ORDER BY x.token COLLATE "C", i.line DESC\n', "")
 
 
 #: Tables a first load fills; their secondary indexes and foreign keys are built once, at the end.
@@ -719,7 +751,9 @@ def _built_at_the_end_if_first_load(conn: Connection) -> Iterator[bool]:
         conn.execute(sql.SQL("ALTER TABLE {} ADD CONSTRAINT {} {}").format(table, constraint, definition))
 
 
-def _upsert(conn: Connection, report: ImportReport, progress: Progress | None, *, repeated_ids: bool) -> None:
+def _upsert(
+    conn: Connection, report: ImportReport, progress: Progress | None, *, repeated_ids: bool, repeated_tokens: bool
+) -> None:
     def step(n: int) -> None:
         if progress is not None:
             progress("upsert", n, _UPSERT_STEPS)
@@ -744,7 +778,10 @@ def _upsert(conn: Connection, report: ImportReport, progress: Progress | None, *
         step(4)
         conn.execute(_FIRST_SETTINGS_INSERT_SQL if first_load else _SETTINGS_INSERT_SQL)
         step(5)
-        report.tokens_added = conn.execute(_FIRST_TOKENS_SQL if first_load else _TOKENS_SQL).rowcount
+        tokens_sql = _TOKENS_SQL
+        if first_load:
+            tokens_sql = _FIRST_TOKENS_SQL if repeated_tokens else _FIRST_UNIQUE_TOKENS_SQL
+        report.tokens_added = conn.execute(tokens_sql).rowcount
     step(6)
     report.unchanged = report.rows_loaded - len(duplicates) - report.skipped_deleted \
         - report.skipped_stale - report.updated - report.inserted
@@ -810,11 +847,12 @@ def import_residents(
             # A crash may lose the last import (it is simply run again), never corrupt the index.
             conn.execute("SET LOCAL synchronous_commit = off")
             conn.execute(_STAGING_SQL)
-            ids: list[np.ndarray] = []
-            _copy_rows(conn, _batches(iter(lines), kind, report, ids), report)
+            seen = _Seen()
+            _copy_rows(conn, _batches(iter(lines), kind, report, seen), report)
             copied = time.perf_counter()
             report.copy_seconds = copied - started
-            _upsert(conn, report, progress, repeated_ids=_any_repeated(ids))
+            _upsert(conn, report, progress, repeated_ids=seen.repeated_ids(),
+                    repeated_tokens=seen.repeated_tokens())
             report.upsert_seconds = time.perf_counter() - copied
     _refresh_visibility(conn)
     report.rejected.sort()
