@@ -1,9 +1,10 @@
 """Bulk load of the resident index: CSV or JSON Lines through COPY, upserted by resident id.
 
-One fast Python pass reads the file, checks every row and computes its H3 cell; good rows stream into
-a temporary staging table through ``COPY``; a handful of set-based statements then upsert residents,
-settings and tokens in one transaction. Broken rows are reported with their line number and the rest
-still loads. Running the same file again changes nothing.
+One Python pass reads the file, checks every row and computes its H3 cell (CSV a chunk of lines at a
+time, whole columns at once; a chunk with a broken row is redone row by row); good rows stream into a
+temporary staging table through ``COPY`` (binary when only id,lat,lng are given); a handful of
+set-based statements then upsert residents, settings and tokens in one transaction. Broken rows are
+reported with their line number and the rest still loads. Running the same file again changes nothing.
 
 What a row means:
 
@@ -718,14 +719,15 @@ def _built_at_the_end_if_first_load(conn: Connection) -> Iterator[bool]:
     keys go too (unless a foreign key of another table needs one) and come back first, so the first
     load inserts without conflict checks. Yields whether this is such a first load.
     """
-    empty = conn.execute(
-        "SELECT NOT EXISTS (SELECT 1 FROM residents) AND NOT EXISTS (SELECT 1 FROM resident_settings)"
-        " AND NOT EXISTS (SELECT 1 FROM device_tokens)"
-    ).fetchone()
-    if empty != (True,):
+    empty_sql = ("SELECT NOT EXISTS (SELECT 1 FROM residents) AND NOT EXISTS (SELECT 1 FROM resident_settings)"
+                 " AND NOT EXISTS (SELECT 1 FROM device_tokens)")
+    if conn.execute(empty_sql).fetchone() != (True,):
         yield False
         return
     conn.execute("LOCK TABLE residents, resident_settings, device_tokens IN ACCESS EXCLUSIVE MODE")
+    if conn.execute(empty_sql).fetchone() != (True,):  # someone wrote before we held the lock
+        yield False
+        return
     tables = list(_LOADED_TABLES)
     indexes = [(str(schema), str(name), str(ddl))
                for schema, name, ddl in conn.execute(_SECONDARY_INDEXES_SQL, (tables,))]
