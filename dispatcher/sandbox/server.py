@@ -72,11 +72,18 @@ class SandboxServer:
         webhook_url: str | None = None,
         events_interval: float | None = None,
         memory_limit: int = MEMORY_LIMIT,
+        ssl_certfile: str | Path | None = None,
+        ssl_keyfile: str | Path | None = None,
     ) -> None:
+        """``ssl_certfile``/``ssl_keyfile`` (PEM) serve over TLS, as FCM and SendGrid do: URLs become https."""
+        if (ssl_certfile is None) != (ssl_keyfile is None):
+            raise SandboxStartFailed("TLS needs both ssl_certfile and ssl_keyfile")
         self.records_dir = Path(records_dir).resolve()
         self.host = host
         self.port = port
         self.project_id = project_id
+        self.ssl_certfile = str(ssl_certfile) if ssl_certfile is not None else None
+        self.ssl_keyfile = str(ssl_keyfile) if ssl_keyfile is not None else None
         self.app = SandboxApp(self.records_dir, api_key=api_key, webhook_url=webhook_url,
                               events_interval=events_interval, memory_limit=memory_limit)
         self._server: uvicorn.Server | None = None
@@ -91,7 +98,8 @@ class SandboxServer:
         self.port = sock.getsockname()[1]
         self.service_account_path = prepare_service_account(self.records_dir, self.base_url, self.project_id)
         self.app.info = self._info()
-        server = uvicorn.Server(_uvicorn_config(self.app, self.host, self.port))
+        tls = {"ssl_certfile": self.ssl_certfile, "ssl_keyfile": self.ssl_keyfile} if self.ssl_certfile else {}
+        server = uvicorn.Server(_uvicorn_config(self.app, self.host, self.port, **tls))
         self._server = server
         self._thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]},
                                         name="dispatcher-sandbox", daemon=True)
@@ -122,7 +130,8 @@ class SandboxServer:
     @property
     def base_url(self) -> str:
         host = f"[{self.host}]" if ":" in self.host else self.host
-        return f"http://{host}:{self.port}"
+        scheme = "https" if self.ssl_certfile else "http"
+        return f"{scheme}://{host}:{self.port}"
 
     @property
     def fcm_url(self) -> str:
