@@ -19,6 +19,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
+from google.auth.exceptions import TransportError
 
 from dispatcher.channels import push
 from dispatcher.channels.push import PushChannel, PushTarget
@@ -169,3 +170,17 @@ def test_a_trusted_certificate_for_another_host_name_is_refused(tmp_path: Path, 
         assert sorted(result.retry) == [1, 2] and not result.outcomes and result.accepted == 0
         assert sandbox.records("fcm") == []
         assert sandbox.stats()["calls"].get("token.issued") == 1
+
+
+def test_the_token_exchange_refuses_a_certificate_it_does_not_trust(
+        tls_sandbox: tuple[SandboxServer, Certificate], channels: list[PushChannel], tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Without an access token nothing is sent: the batch fails whole and its leased rows stay unsent."""
+    sandbox, certificate = tls_sandbox
+    stranger = make_certificate(tmp_path, "stranger")
+    _trust(monkeypatch, certificate.cert, stranger.cert)
+    channel = PushChannel(sandbox.configure(Settings()))
+    channels.append(channel)
+    with pytest.raises(TransportError, match="CERTIFICATE_VERIFY_FAILED"):
+        channel.send(_request(), _until(), TARGETS)
+    assert sandbox.records("fcm") == [] and "token.issued" not in sandbox.stats()["calls"]
