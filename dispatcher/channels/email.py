@@ -10,9 +10,11 @@ and stops the batch's remaining calls; a 5xx or a network failure is tried again
 short backoff, then handed back; any other 4xx fails the chunk's rows with the status and the field
 SendGrid names (never the message text, which may quote an address).
 
-The body is serialised with orjson and handed to the sendgrid library as text (its client sends text
-as is when the content type is not bare ``application/json``): the stdlib encoder took five times as
-long for a 1,000-recipient body.
+The body is JSON text handed to the sendgrid library as is (its client sends text unchanged when the
+content type is not bare ``application/json``): the envelope is encoded by orjson, the thousand
+personalizations are formatted from fragments encoded once per call (``mail_body_json``, checked
+character for character against orjson's encoding of ``mail_body``). The stdlib encoder took five
+times as long as orjson; formatting takes a quarter of building dicts and encoding them with orjson.
 """
 
 from __future__ import annotations
@@ -73,6 +75,15 @@ TEMPORARY_DEFAULT_WAIT_SECONDS = 5.0
 #: Wait after a 429 without rate-limit headers.
 QUOTA_DEFAULT_WAIT_SECONDS = 60.0
 
+_ONE_CLICK = "List-Unsubscribe=One-Click"
+#: One immutable outcome shared by every accepted recipient.
+_SENT = Outcome(Status.SENT)
+
+
+def _json_inner(text: str) -> str:
+    """``text`` JSON-encoded as orjson encodes it, without the surrounding quotes."""
+    return orjson.dumps(text).decode()[1:-1]
+
 
 def _error_field(error: http_errors.HTTPError) -> str | None:
     """The field SendGrid blames in its error body (``personalizations.0.to``...), if any."""
@@ -119,24 +130,13 @@ class EmailChannel:
         query = urlencode({"resident": resident_id, "request": request_id})
         return f"{self.settings.unsubscribe_url}?{query}"
 
-    def _body(self, request: CommunityRequest, content: EmailContent,
-              group: Sequence[EmailTarget]) -> dict[str, Any]:
-        # The per-recipient part is the hot loop (a thousand a call): the link's request part is
-        # quoted once and ``unsubscribe_link``'s exact output is built by concatenation.
-        head = f"<{self.settings.unsubscribe_url}?resident="
-        tail = f"&{urlencode({'request': request.id})}>"
-        post = "List-Unsubscribe=One-Click"
-        request_id = request.id
-        personalizations = [
-            {
-                "to": [{"email": t.email}],
-                "custom_args": {"request_id": request_id, "resident_id": str(t.resident_id)},
-                "headers": {"List-Unsubscribe": f"{head}{t.resident_id}{tail}", "List-Unsubscribe-Post": post},
-            }
-            for t in group
-        ]
+    def _unsubscribe_parts(self, request: CommunityRequest) -> tuple[str, str]:
+        # ``unsubscribe_link``'s exact output around the resident id, with the request part quoted once.
+        return f"<{self.settings.unsubscribe_url}?resident=", f"&{urlencode({'request': request.id})}>"
+
+    def _envelope(self, request: CommunityRequest, content: EmailContent) -> dict[str, Any]:
+        """Everything in a mail send body but the personalizations."""
         body: dict[str, Any] = {
-            "personalizations": personalizations,
             "from": {"email": self.settings.email_from, "name": one_line(self.settings.email_from_name)},
             "reply_to": {"email": request.investigator.email, "name": one_line(request.investigator.name)},
             "subject": content.subject,
@@ -150,6 +150,45 @@ class EmailChannel:
         if self.settings.sendgrid_unsubscribe_group:
             body["asm"] = {"group_id": self.settings.sendgrid_unsubscribe_group}
         return body
+
+    def mail_body(self, request: CommunityRequest, content: EmailContent,
+                  group: Sequence[EmailTarget]) -> dict[str, Any]:
+        """The mail send body for one group, as a dict (the readable reference for :meth:`mail_body_json`)."""
+        head, tail = self._unsubscribe_parts(request)
+        personalizations = [
+            {
+                "to": [{"email": t.email}],
+                "custom_args": {"request_id": request.id, "resident_id": str(t.resident_id)},
+                "headers": {"List-Unsubscribe": f"{head}{t.resident_id}{tail}",
+                            "List-Unsubscribe-Post": _ONE_CLICK},
+            }
+            for t in group
+        ]
+        return {"personalizations": personalizations, **self._envelope(request, content)}
+
+    def mail_body_json(self, request: CommunityRequest, content: EmailContent,
+                       group: Sequence[EmailTarget]) -> str:
+        """``orjson.dumps(mail_body(...))``, character for character, built for a thousand recipients a call.
+
+        Each personalization is one string formatted from fragments JSON-encoded once per call (the
+        request id and the unsubscribe link around the resident id); only addresses vary, and they are
+        used as they are unless one needs JSON escaping (quote, backslash, control characters), when
+        orjson encodes each.
+        """
+        head, tail = self._unsubscribe_parts(request)
+        emails = [t.email for t in group]
+        joined = "".join(emails)
+        if '"' in joined or "\\" in joined or not joined.isprintable():
+            emails = [_json_inner(email) for email in emails]
+        before_id = f'"}}],"custom_args":{{"request_id":{orjson.dumps(request.id).decode()},"resident_id":"'
+        link = f'"}},"headers":{{"List-Unsubscribe":"{_json_inner(head)}'
+        after_link = f'{_json_inner(tail)}","List-Unsubscribe-Post":"{_ONE_CLICK}"}}}}'
+        personalizations = ",".join([
+            f'{{"to":[{{"email":"{email}{before_id}{t.resident_id}{link}{t.resident_id}{after_link}'
+            for email, t in zip(emails, group, strict=True)
+        ])
+        envelope = orjson.dumps(self._envelope(request, content)).decode()
+        return f'{{"personalizations":[{personalizations}],{envelope[1:]}'
 
     def send(self, request: CommunityRequest, targets: Sequence[EmailTarget]) -> EmailResult:
         """Send to every target; one API call per group and at most 1,000 recipients."""
@@ -171,7 +210,7 @@ class EmailChannel:
         if result.quota_exceeded:
             result.retry.extend(ids)
             return
-        body = orjson.dumps(self._body(request, content, chunk)).decode()
+        body = self.mail_body_json(request, content, chunk)
         for attempt in range(1, INLINE_ATTEMPTS + 1):
             result.calls += 1
             try:
@@ -192,7 +231,7 @@ class EmailChannel:
                 pass  # a network failure (URLError, timeout): temporary, like a 5xx
             else:
                 result.accepted += len(ids)
-                result.outcomes.update({i: Outcome(Status.SENT) for i in ids})
+                result.outcomes.update(dict.fromkeys(ids, _SENT))
                 return
             if attempt < INLINE_ATTEMPTS:
                 result.inline_retries += 1
