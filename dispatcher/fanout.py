@@ -20,7 +20,8 @@ from typing import Any
 
 from dispatcher import ledger, lifecycle
 from dispatcher.channels.email import EmailChannel, EmailTarget
-from dispatcher.channels.push import PushChannel, PushTarget
+from dispatcher.channels.push import PushChannel, PushResult, PushTarget
+from dispatcher.channels.result import SendResult
 from dispatcher.config import Settings, get_settings
 from dispatcher.contract import CommunityRequest
 from dispatcher.db import get_pool
@@ -80,68 +81,57 @@ def _count(report: DrainReport, outcomes: dict[int, Outcome]) -> None:
         report.outcomes[outcome.status.value] = report.outcomes.get(outcome.status.value, 0) + 1
 
 
-@dataclass
-class BatchResult:
-    """What a provider did with one batch: outcomes to record, residents to retry, and side effects."""
-
-    outcomes: dict[int, Outcome] = field(default_factory=dict)
-    retry: list[int] = field(default_factory=list)
-    wait: float | None = None
-    quota_exceeded: bool = False
-    retired_tokens: dict[str, str] = field(default_factory=dict)
+def _wait(result: SendResult) -> float:
+    """How long handed-back residents wait: what the provider said, else the default."""
+    return result.retry_after or DEFAULT_RETRY_SECONDS
 
 
 def _send_batch(channel: Channel, request: CommunityRequest, respond_until: datetime,
-                resident_ids: list[int]) -> BatchResult:
+                resident_ids: list[int]) -> SendResult:
     """Check eligibility at the last moment and send; touches nothing but the provider after the send.
 
     Anything that could fail between the provider accepting and the ledger recording widens the window
     in which a crash causes a duplicate, so retiring tokens and slowing the fleet happen after recording.
+    The returned outcomes include the residents skipped by the eligibility check.
     """
     pool = get_pool()
-    result = BatchResult()
+    result: SendResult
     if channel is Channel.PUSH:
         with pool.connection() as conn:
             push_targets, skipped = eligibility.eligible_push_targets(conn, request.id, resident_ids)
-        result.outcomes.update({rid: Outcome(Status.SKIPPED, reason) for rid, reason in skipped.items()})
+        not_sent = {rid: Outcome(Status.SKIPPED, reason) for rid, reason in skipped.items()}
         targets = [PushTarget(rid, tuple(r.tokens), r.has_camera) for rid, r in push_targets.items()]
-        if not targets:
-            return result
-        with metrics.provider_timer("fcm"):
-            push = push_channel().send(request, respond_until, targets)
-        result.outcomes.update(push.outcomes)
-        result.retry, result.quota_exceeded = push.retry, push.quota_exceeded
-        result.retired_tokens = push.retired_tokens
-        result.wait = push.retry_after if push.retry_after is not None else (
-            DEFAULT_RETRY_SECONDS if push.retry else None)
-        return result
-    with pool.connection() as conn:
-        email_targets, skipped = eligibility.eligible_email_targets(conn, request.id, resident_ids)
-    result.outcomes.update({rid: Outcome(Status.SUPPRESSED if reason == "email_suppressed" else Status.SKIPPED,
-                                         reason) for rid, reason in skipped.items()})
-    etargets = [EmailTarget(rid, t.email, t.time_zone, t.has_camera) for rid, t in email_targets.items()]
-    if not etargets:
-        return result
-    with metrics.provider_timer("sendgrid"):
-        email = email_channel().send(request, etargets)
-    result.outcomes.update(email.outcomes)
-    result.retry, result.quota_exceeded = email.retry, email.quota_exceeded
-    result.wait = email.retry_after if email.retry_after is not None else (
-        DEFAULT_RETRY_SECONDS if email.retry else None)
+        if targets:
+            with metrics.provider_timer("fcm"):
+                result = push_channel().send(request, respond_until, targets)
+        else:
+            result = SendResult()
+    else:
+        with pool.connection() as conn:
+            email_targets, skipped = eligibility.eligible_email_targets(conn, request.id, resident_ids)
+        not_sent = {rid: Outcome(Status.SUPPRESSED if reason == "email_suppressed" else Status.SKIPPED, reason)
+                    for rid, reason in skipped.items()}
+        etargets = [EmailTarget(rid, t.email, t.time_zone, t.has_camera) for rid, t in email_targets.items()]
+        if etargets:
+            with metrics.provider_timer("sendgrid"):
+                result = email_channel().send(request, etargets)
+        else:
+            result = SendResult()
+    result.outcomes.update(not_sent)
     return result
 
 
-def _after_recording(channel: Channel, result: BatchResult) -> None:
+def _after_recording(channel: Channel, result: SendResult) -> None:
     """Side effects of a batch once its outcomes are safe in the ledger; failures here only log."""
     from dispatcher.channels.ratelimit import slow_down
 
     try:
-        if result.retired_tokens:
+        if isinstance(result, PushResult) and result.retired_tokens:
             with get_pool().connection() as conn:
                 eligibility.retire_tokens(conn, result.retired_tokens)
             metrics.record_retired_tokens(len(result.retired_tokens))
         if result.quota_exceeded:
-            slow_down(channel, result.wait or DEFAULT_RETRY_SECONDS)
+            slow_down(channel, _wait(result))
     except Exception as error:  # the batch is recorded; a token retired later or a missed pause is harmless
         log.warning("after-send bookkeeping failed", extra={"channel": channel.value,
                                                              "error": type(error).__name__})
@@ -197,14 +187,14 @@ def drain(request_id: str, channel: Channel, *, budget_seconds: float | None = N
             ledger.record_outcomes(conn, request_id, channel, outcomes)
             metrics.record_ledger_outcomes(channel.value, outcomes)
             if retry:
-                ledger.release(conn, request_id, channel, retry, retry_in_seconds=result.wait or DEFAULT_RETRY_SECONDS,
+                ledger.release(conn, request_id, channel, retry, retry_in_seconds=_wait(result),
                                reason="provider_retry")
                 metrics.record_retry(channel.value, len(retry))
         _after_recording(channel, result)
         report.batches += 1
         _count(report, outcomes)
         if retry:
-            report.retry_in = result.wait or DEFAULT_RETRY_SECONDS
+            report.retry_in = _wait(result)
         if result.quota_exceeded:
             # The provider wants the whole fleet to wait; temporary failures alone do not stop the drain.
             report.quota_exceeded = True

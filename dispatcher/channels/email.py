@@ -24,7 +24,7 @@ import time
 import urllib.request
 from collections import defaultdict
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlencode
 
@@ -33,6 +33,7 @@ from python_http_client import exceptions as http_errors
 from sendgrid import SendGridAPIClient
 
 from dispatcher.channels.content import EmailContent, email_content, one_line
+from dispatcher.channels.result import SendResult
 from dispatcher.config import SENDGRID_MAX_PERSONALIZATIONS, Settings
 from dispatcher.contract import CommunityRequest
 from dispatcher.errors import ConfigurationError
@@ -49,20 +50,8 @@ class EmailTarget:
     has_camera: bool
 
 
-@dataclass
-class EmailResult:
-    """What happened to one batch."""
-
-    outcomes: dict[int, Outcome] = field(default_factory=dict)
-    retry: list[int] = field(default_factory=list)
-    retry_after: float | None = None
-    quota_exceeded: bool = False
-    #: API calls made, inline retries included.
-    calls: int = 0
-    #: calls that were inline retries of a 5xx or network failure.
-    inline_retries: int = 0
-    #: recipients SendGrid accepted.
-    accepted: int = 0
+class EmailResult(SendResult):
+    """What happened to one email batch; ``accepted`` counts recipients."""
 
 
 #: Seconds for one mail send call.

@@ -46,6 +46,7 @@ from google.auth.transport import requests as google_requests
 
 from dispatcher.channels.content import PushContent, push_content
 from dispatcher.channels.fcm_http import ConnectionFailed, FcmConnection, FcmConnectionPool, Stop
+from dispatcher.channels.result import SendResult
 from dispatcher.config import FCM_MAX_BATCH, Settings
 from dispatcher.contract import CommunityRequest
 from dispatcher.errors import ConfigurationError
@@ -96,26 +97,13 @@ class PushTarget:
 
 
 @dataclass
-class PushResult:
-    """What happened to one batch."""
+class PushResult(SendResult):
+    """What happened to one push batch; ``retry_after`` is set whenever ``retry`` is not empty."""
 
-    outcomes: dict[int, Outcome] = field(default_factory=dict)
     #: token → reason, to retire: FCM says the token is dead.
     retired_tokens: dict[str, str] = field(default_factory=dict)
-    #: residents none of whose tokens got through because of a temporary failure.
-    retry: list[int] = field(default_factory=list)
-    #: seconds to wait before trying ``retry`` again: the longest Retry-After FCM asked for, else a
-    #: default; set whenever ``retry`` is not empty.
-    retry_after: float | None = None
-    quota_exceeded: bool = False
     #: messages (device tokens) in the batch.
     messages: int = 0
-    #: HTTP calls made, inline retries included.
-    calls: int = 0
-    #: calls that were inline retries of a temporary failure.
-    inline_retries: int = 0
-    #: messages FCM accepted.
-    accepted: int = 0
 
 
 def build_message(token: str, content: PushContent) -> messaging.Message:

@@ -1,0 +1,26 @@
+"""What a channel did with one batch: the shape the fan-out reads, whichever provider sent it."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from dispatcher.ledger import Outcome
+
+
+@dataclass
+class SendResult:
+    """Outcomes to record, residents to hand back, and how long the provider asked us to wait."""
+
+    outcomes: dict[int, Outcome] = field(default_factory=dict)
+    #: residents none of whose messages got through because of a temporary failure.
+    retry: list[int] = field(default_factory=list)
+    #: seconds to wait before trying ``retry`` again (Retry-After, a reset time or a default).
+    retry_after: float | None = None
+    #: the provider said the whole fleet is over quota.
+    quota_exceeded: bool = False
+    #: HTTP calls made, inline retries included.
+    calls: int = 0
+    #: calls that were inline retries of a temporary failure.
+    inline_retries: int = 0
+    #: messages (push) or recipients (email) the provider accepted.
+    accepted: int = 0
