@@ -15,13 +15,13 @@ takes hundreds of units at once and wants to know how long to wait, hence this s
 from __future__ import annotations
 
 import time
-from functools import cache
 
 import redis
 
 from dispatcher.config import get_settings
 from dispatcher.errors import ConfigurationError
 from dispatcher.ledger import Channel
+from dispatcher.redis_client import shared_redis
 
 #: Seconds of budget a quiet limiter lets through at once (a burst after an idle period).
 BURST_SECONDS = 1.0
@@ -71,18 +71,6 @@ return tostring(current - now)
 """
 
 
-@cache
-def _client_for(url: str) -> redis.Redis:
-    return redis.Redis.from_url(url)
-
-
-def _client() -> redis.Redis:
-    url = get_settings().redis_url
-    if not url:
-        raise ConfigurationError("REDIS_URL must be set before sending (the rate limit is shared through Redis)")
-    return _client_for(url)
-
-
 def rate(channel: Channel) -> float:
     """The configured rate for one provider, in messages (push) or recipients (email) a second."""
     settings = get_settings()
@@ -101,7 +89,7 @@ def reserve(channel: Channel, count: int, *, client: redis.Redis | None = None,
             per_second_rate: float | None = None, burst_seconds: float = BURST_SECONDS) -> tuple[str, float]:
     """One atomic step: ``("ok", wait)`` with ``count`` reserved after ``wait`` seconds, or
     ``("pause", wait)`` when every worker is paused for ``wait`` seconds (nothing reserved)."""
-    r = client or _client()
+    r = client or shared_redis()
     per_sec = per_second_rate if per_second_rate is not None else rate(channel)
     keys = [_KEY.format(channel=channel.value), _PAUSE_KEY.format(channel=channel.value)]
     kind, wait = r.eval(_GCRA, 2, *keys, repr(per_sec), repr(burst_seconds), str(max(0, count)),  # type: ignore[misc]
@@ -128,14 +116,14 @@ def slow_down(channel: Channel, seconds: float, *, client: redis.Redis | None = 
 
     Returns the seconds the shared pause now lasts (an existing longer pause is kept).
     """
-    r = client or _client()
+    r = client or shared_redis()
     left = r.eval(_PAUSE, 1, _PAUSE_KEY.format(channel=channel.value), repr(max(0.0, seconds)))  # type: ignore[misc]
     return float(left)
 
 
 def paused_for(channel: Channel, *, client: redis.Redis | None = None) -> float:
     """Seconds left of the shared pause on ``channel`` (0 when sends may go on)."""
-    r = client or _client()
+    r = client or shared_redis()
     raw = r.get(_PAUSE_KEY.format(channel=channel.value))
     if raw is None:
         return 0.0
