@@ -23,6 +23,8 @@ FCM_MAX_TTL_SECONDS = 28 * 24 * 3600
 FCM_MAX_BATCH = 500
 #: SendGrid v3 mail send accepts at most this many personalizations per call.
 SENDGRID_MAX_PERSONALIZATIONS = 1000
+#: Largest area accepted by default, in bytes of JSON: 200,000 vertices at full precision and some room.
+MAX_AREA_BYTES = 12 * 1024 * 1024
 #: Incident types that jump the queue and go out with high priority.
 URGENT_INCIDENT_TYPES = frozenset({"missing_person", "threat_to_safety"})
 
@@ -97,6 +99,16 @@ class Settings:
     #: Largest area accepted, in vertices and in km².
     max_area_vertices: int = 200_000
     max_area_km2: float = 20_000.0
+    #: Largest area accepted in bytes of JSON, foreign members and a Feature's properties included.
+    max_area_bytes: int = MAX_AREA_BYTES
+    #: How far a request's ``published_at`` may lie ahead of this machine's clock (clock skew).
+    max_clock_skew_seconds: int = 300
+    #: Key of the HMAC that signs unsubscribe links; unset: a random key kept in ``home``.
+    unsubscribe_secret: str | None = None
+    #: The key before the last rotation: links it signed are still honoured until they expire.
+    unsubscribe_previous_secret: str | None = None
+    #: Days an unsubscribe link stays valid.
+    unsubscribe_link_days: int = 90
 
     def with_(self, **changes: Any) -> Settings:
         """A copy with some settings changed (settings are immutable)."""
@@ -131,11 +143,17 @@ class Settings:
             lease_seconds=_env_int("LEASE_SECONDS", defaults.lease_seconds),
             max_area_vertices=_env_int("MAX_AREA_VERTICES", defaults.max_area_vertices),
             max_area_km2=_env_float("MAX_AREA_KM2", defaults.max_area_km2),
+            max_area_bytes=_env_int("MAX_AREA_BYTES", defaults.max_area_bytes),
+            max_clock_skew_seconds=_env_int("MAX_CLOCK_SKEW_SECONDS", defaults.max_clock_skew_seconds),
+            unsubscribe_secret=_env("UNSUBSCRIBE_SECRET"),
+            unsubscribe_previous_secret=_env("UNSUBSCRIBE_PREVIOUS_SECRET"),
+            unsubscribe_link_days=_env_int("UNSUBSCRIBE_LINK_DAYS", defaults.unsubscribe_link_days),
         )
 
     def describe(self) -> dict[str, str]:
         """Settings safe to print: secrets and credentials are masked."""
-        secret = {"sendgrid_api_key", "fcm_credentials", "database_url", "redis_url"}
+        secret = {"sendgrid_api_key", "fcm_credentials", "database_url", "redis_url",
+                  "unsubscribe_secret", "unsubscribe_previous_secret"}
         shown: dict[str, str] = {}
         for f in fields(self):
             value = getattr(self, f.name)

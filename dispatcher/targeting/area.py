@@ -6,6 +6,12 @@ invalid polygon (self-intersection, ...), coordinates out of range (often longit
 swapped), too many vertices, too large. Limits are checked before the heavy work, so a hostile
 payload costs little.
 
+What RFC 7946 does not allow is refused, never coerced: a ``crs`` member (positions are always WGS84),
+coordinates that are strings, booleans or null, positions of fewer than 2 or more than 3 numbers, NaN
+and Infinity, a ``bbox`` that is not 4 or 6 numbers. Foreign members (and a Feature's ``properties``)
+are allowed, but the whole area is bounded in bytes and in nesting depth. :func:`check_geojson` is the
+part of these checks the contract applies to every request before it is stored.
+
 Coordinates are longitude/latitude on WGS84 (RFC 7946) and edges are straight in that plane, which is
 how PostGIS ``geometry(4326)`` and shapely read them. A MultiPolygon split at ±180 (RFC 7946 §3.1.9)
 works as it is: its parts are just two polygons, one ending at 180 and one starting at -180.
@@ -13,6 +19,7 @@ works as it is: its parts are just two polygons, one ending at 180 and one start
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Mapping, Sequence
 from typing import Any, TypeAlias
@@ -23,6 +30,7 @@ import orjson
 import shapely
 from shapely.geometry import MultiPolygon, Polygon
 
+from dispatcher.config import MAX_AREA_BYTES
 from dispatcher.errors import InvalidArea
 
 #: Mean (authalic) Earth radius in km, the sphere on which areas are measured.
@@ -31,27 +39,29 @@ EARTH_RADIUS_KM = 6371.0072
 _AREA_TYPES = frozenset({"Polygon", "MultiPolygon"})
 _NOT_AREA_TYPES = frozenset({"Point", "MultiPoint", "LineString", "MultiLineString", "GeometryCollection"})
 
+#: orjson refuses to encode deeper structures; a GeoJSON area needs five levels.
+MAX_AREA_DEPTH = 255
+#: Bytes orjson writes only for values that are not numbers: strings, true, false, null (NaN too), objects.
+_NOT_NUMBER_BYTES = (b'"', b"t", b"f", b"n", b"{")
+#: A coordinate this large is no longitude or latitude, and does not even fit a float.
+_HUGE = 1e300
+
 Area: TypeAlias = Polygon | MultiPolygon
 Ring: TypeAlias = npt.NDArray[np.float64]
 
 
-def parse_area(geojson: object, *, max_vertices: int, max_area_km2: float) -> Area:
+def parse_area(geojson: object, *, max_vertices: int, max_area_km2: float,
+               max_bytes: int = MAX_AREA_BYTES) -> Area:
     """The area described by ``geojson`` (a dict, a JSON string, a Feature, or anything with
     ``__geo_interface__``) as a valid shapely Polygon or MultiPolygon.
 
     Raises :class:`InvalidArea` naming the problem when it is not a usable area.
     """
-    geometry = _geometry_mapping(_as_mapping(geojson))
-    kind = geometry.get("type")
-    coordinates = geometry.get("coordinates")
-    polygons = [coordinates] if kind == "Polygon" else coordinates
-    if not isinstance(polygons, (list, tuple)):
-        raise InvalidArea(f"not GeoJSON: {kind} coordinates must be an array")
-    if not polygons:
-        raise InvalidArea("the area is empty: no coordinates")
+    geometry = _geometry_mapping(_as_mapping(geojson, max_bytes))
+    polygons = _polygons(geometry)
     _check_vertex_count(polygons, max_vertices)
     parts = [_polygon(rings, index) for index, rings in enumerate(polygons)]
-    area: Area = parts[0] if kind == "Polygon" else MultiPolygon(parts)
+    area: Area = parts[0] if geometry.get("type") == "Polygon" else MultiPolygon(parts)
     _check_valid(area)
     km2 = area_km2(area)
     if km2 > max_area_km2:
@@ -84,8 +94,75 @@ def _ring_area_km2(coords: Ring) -> float:
     return float(abs(integral)) * EARTH_RADIUS_KM**2
 
 
-def _as_mapping(geojson: object) -> Mapping[str, Any]:
+def check_geojson(geojson: Mapping[str, Any], *, max_bytes: int | None) -> None:
+    """Refuse what RFC 7946 does not allow, and an area over ``max_bytes`` of JSON (``None``: unbounded).
+
+    The form only (size, nesting, ``crs``, ``bbox``, strict positions), not the geometry: the contract
+    runs this on every request before storing it, targeting adds rings, validity and limits.
+    """
+    if max_bytes is not None:
+        check_size(geojson, max_bytes)
+    _check_members(geojson)
+    geometry = geojson.get("geometry") if geojson.get("type") == "Feature" else geojson
+    if not isinstance(geometry, Mapping):
+        return
+    _check_members(geometry)
+    if geometry.get("type") not in _AREA_TYPES:
+        return
+    for index, rings in enumerate(_polygons(geometry)):
+        if not isinstance(rings, (list, tuple)):
+            raise InvalidArea(f"not GeoJSON: polygon {index} must be an array of rings")
+        for number, ring in enumerate(rings):
+            if not isinstance(ring, (list, tuple)):
+                raise InvalidArea(f"not GeoJSON: a ring of polygon {index} must be an array of positions")
+            _ring_positions(ring, f"ring {number} of polygon {index}")
+
+
+def check_size(geojson: object, max_bytes: int) -> None:
+    """Refuse an area whose JSON is over ``max_bytes`` or nested deeper than :data:`MAX_AREA_DEPTH`."""
+    try:
+        size = len(orjson.dumps(geojson))
+    except orjson.JSONEncodeError as exc:
+        if "ecursion" in str(exc):
+            raise InvalidArea(f"the area is nested too deeply (more than {MAX_AREA_DEPTH} levels)") from None
+        size = len(json.dumps(geojson, default=repr))  # integers beyond 64 bits, ...: measured anyway
+    if size > max_bytes:
+        raise InvalidArea(f"the area is {size:,} bytes of JSON, more than the maximum of {max_bytes:,} bytes")
+
+
+def _check_members(obj: Mapping[str, Any]) -> None:
+    if "crs" in obj:
+        raise InvalidArea("a crs member is not allowed: GeoJSON (RFC 7946) positions are always WGS84 "
+                          "[longitude, latitude]")
+    if "bbox" in obj:
+        bbox = obj["bbox"]
+        if (not isinstance(bbox, (list, tuple)) or len(bbox) not in (4, 6)
+                or not all(_is_finite_number(value) for value in bbox)):
+            raise InvalidArea("not GeoJSON: a bbox must be an array of 4 or 6 finite numbers")
+
+
+def _is_finite_number(value: object) -> bool:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return False
+    return abs(value) < _HUGE and math.isfinite(value)
+
+
+def _polygons(geometry: Mapping[str, Any]) -> Sequence[Any]:
+    kind = geometry.get("type")
+    coordinates = geometry.get("coordinates")
+    polygons = [coordinates] if kind == "Polygon" else coordinates
+    if not isinstance(polygons, (list, tuple)):
+        raise InvalidArea(f"not GeoJSON: {kind} coordinates must be an array")
+    if not polygons:
+        raise InvalidArea("the area is empty: no coordinates")
+    return polygons
+
+
+def _as_mapping(geojson: object, max_bytes: int) -> Mapping[str, Any]:
     if isinstance(geojson, (str, bytes, bytearray)):
+        size = len(geojson.encode()) if isinstance(geojson, str) else len(geojson)
+        if size > max_bytes:
+            raise InvalidArea(f"the area is {size:,} bytes of JSON, more than the maximum of {max_bytes:,} bytes")
         try:
             geojson = orjson.loads(geojson)  # a coastline is megabytes of numbers: 5x faster than json
         except orjson.JSONDecodeError as exc:
@@ -96,6 +173,8 @@ def _as_mapping(geojson: object) -> Mapping[str, Any]:
         geojson = geojson.__geo_interface__
     if not isinstance(geojson, Mapping):
         raise InvalidArea(f"not GeoJSON: expected an object, got {type(geojson).__name__}")
+    check_size(geojson, max_bytes)
+    _check_members(geojson)
     return geojson
 
 
@@ -108,6 +187,7 @@ def _geometry_mapping(obj: Mapping[str, Any]) -> Mapping[str, Any]:
         if not isinstance(geometry, Mapping):
             raise InvalidArea("not GeoJSON: a Feature's geometry must be an object")
         obj, kind = geometry, geometry.get("type")
+        _check_members(obj)
     if kind in _AREA_TYPES:
         return obj
     if kind in _NOT_AREA_TYPES or kind == "Feature":
@@ -140,9 +220,7 @@ def _polygon(rings: Sequence[Any], index: int) -> Polygon:
 
 def _ring(ring: Sequence[Any], index: int, number: int) -> Ring:
     where = f"ring {number} of polygon {index}"
-    coords = _positions(ring)
-    if coords is None:
-        raise InvalidArea(f"not GeoJSON: {where} has a position that is not [longitude, latitude]")
+    coords = _ring_positions(ring, where)
     if len(coords) < 4:
         raise InvalidArea(f"invalid polygon: {where} has {len(coords)} positions, a ring needs at least 4")
     if not np.isfinite(coords).all():
@@ -153,18 +231,46 @@ def _ring(ring: Sequence[Any], index: int, number: int) -> Ring:
     return coords
 
 
-def _positions(ring: Sequence[Any]) -> Ring | None:
-    """The ring's [lon, lat] pairs as an (n, 2) array (altitudes dropped), or None if malformed."""
+def _ring_positions(ring: Sequence[Any], where: str) -> Ring:
+    """The ring's [lon, lat] pairs as an (n, 2) array (altitudes dropped); strict, never coercing.
+
+    numpy would turn "1.5" and true into numbers, so the ring's JSON is searched for anything that is
+    not a number first (one pass in C); only a ring that has some is walked in Python to name it.
+    """
+    try:
+        suspicious = any(mark in orjson.dumps(ring) for mark in _NOT_NUMBER_BYTES)
+    except orjson.JSONEncodeError:  # an integer beyond 64 bits, a type JSON does not have
+        suspicious = True
+    if suspicious:
+        for position in ring:
+            _check_position(position, where)
     try:
         coords = np.asarray(ring, dtype=np.float64)  # the fast path: all positions of one length
-    except (TypeError, ValueError):
-        try:  # positions of mixed length (2 and 3), or garbage
-            coords = np.array([list(position)[:2] for position in ring], dtype=np.float64)
-        except (TypeError, ValueError):
-            return None
+    except (TypeError, ValueError):  # positions of mixed length (2 and 3), or of the wrong length
+        for position in ring:
+            _check_position(position, where)
+        coords = np.array([position[:2] for position in ring], dtype=np.float64)
     if coords.ndim != 2 or coords.shape[1] not in (2, 3):
-        return None
+        for position in ring:
+            _check_position(position, where)
+        raise InvalidArea(f"not GeoJSON: {where} has a position that is not [longitude, latitude]")
     return coords[:, :2]
+
+
+def _check_position(position: object, where: str) -> None:
+    if not isinstance(position, (list, tuple)):
+        raise InvalidArea(f"not GeoJSON: {where} has a position that is not [longitude, latitude]")
+    if not 2 <= len(position) <= 3:
+        raise InvalidArea(f"not GeoJSON: {where} has a position of length {len(position)}; a position is "
+                          "[longitude, latitude] or [longitude, latitude, altitude]")
+    for value in position:
+        if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
+            raise InvalidArea(f"not GeoJSON: {where} has a coordinate that is not a number "
+                              f"({type(value).__name__}); positions are numbers, never strings or booleans")
+        if isinstance(value, (float, np.floating)) and not math.isfinite(value):
+            raise InvalidArea(f"coordinates out of range: {where} has a coordinate that is not a finite number")
+        if abs(float(value)) >= _HUGE if isinstance(value, (float, np.floating)) else abs(int(value)) >= _HUGE:
+            raise InvalidArea(f"coordinates out of range: {where} has a coordinate far beyond ±180")
 
 
 def _check_ranges(coords: Ring, where: str) -> None:
