@@ -99,7 +99,7 @@ def load(conn: Conn, request_id: str) -> tuple[StoredRequest, CommunityRequest] 
         "SELECT state, urgent, respond_until, reason, payload FROM community_requests WHERE id = %s",
         (request_id,),
     ).fetchone()
-    if row is None:
+    if row is None or row[4] is None:  # never accepted, or refused before it could be (no payload)
         return None
     state, urgent, until, reason, payload = row
     assert isinstance(until, datetime)
@@ -144,6 +144,27 @@ def complete_if_done(conn: Conn, request_id: str) -> bool:
 def reject(conn: Conn, request_id: str, reason: str) -> None:
     """Mark a stored request rejected with the reason (bad area, ...); nothing is sent for it."""
     transition(conn, request_id, State.REJECTED, from_={State.ACCEPTED, State.TARGETING}, reason=reason)
+
+
+def reject_unstored(conn: Conn, request_id: str, reason: str) -> bool:
+    """Store ``request_id`` as rejected, without a payload, if no request holds it yet; return whether it did.
+
+    For a message refused before it could be stored: the pipeline hears ``rejected`` once, and the id
+    stays taken, so a later message with that id is a conflict, never a request sent after its rejection.
+    An id a stored request already holds is left alone: the message is not that request.
+    """
+    row = conn.execute(
+        """
+        INSERT INTO community_requests (id, payload, payload_sha256, state, reason, published_at, respond_until)
+        VALUES (%s, 'null', '', 'rejected', %s, now(), now())
+        ON CONFLICT (id) DO NOTHING
+        RETURNING id
+        """,
+        (request_id, reason[:2000]),
+    ).fetchone()
+    if row is not None:
+        request_transitioned(request_id, State.REJECTED.value)
+    return row is not None
 
 
 def record_rejection(conn: Conn, request_id: str | None, reason: str) -> None:

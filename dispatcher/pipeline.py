@@ -16,12 +16,11 @@ from typing import Any
 
 from dispatcher import ledger, lifecycle
 from dispatcher.config import get_settings
-from dispatcher.contract import parse_request
+from dispatcher.contract import is_request_id, receive_request
 from dispatcher.db import get_pool
 from dispatcher.errors import InvalidArea, InvalidRequest, RequestConflict
 from dispatcher.lifecycle import State
 from dispatcher.ops import metrics
-from dispatcher.ops.request_events import request_transitioned
 from dispatcher.targeting.area import parse_area
 from dispatcher.targeting.match import match_area
 
@@ -46,15 +45,17 @@ class DistributeOutcome:
 def distribute(payload: Any) -> DistributeOutcome:
     """Accept and target one request message; never raises for bad input (it is recorded instead)."""
     pool = get_pool()
-    request_id = payload.get("id") if isinstance(payload, dict) and isinstance(payload.get("id"), str) else None
+    # An id is recorded or announced only if it follows the contract (a 5 MB id must not reach the stream).
+    request_id = payload.get("id") if isinstance(payload, dict) and is_request_id(payload.get("id")) else None
     try:
-        request = parse_request(payload)
+        request = receive_request(payload)
     except InvalidRequest as error:
         with pool.connection() as conn, conn.transaction():
             lifecycle.record_rejection(conn, request_id, str(error))
             if request_id is not None:
-                # The pipeline learns the id was refused (id, state, time); the reasons stay with ops.
-                request_transitioned(request_id, State.REJECTED.value)
+                # Rejected and announced (id, state, time) only if no request holds the id yet: a malformed
+                # message reusing a stored request's id neither changes nor announces that request.
+                lifecycle.reject_unstored(conn, request_id, str(error))
         log.warning("request rejected", extra={"request_id": request_id, "reason": str(error)})
         return DistributeOutcome(request_id, State.REJECTED.value, False, str(error))
     with pool.connection() as conn:

@@ -3,11 +3,21 @@
 from __future__ import annotations
 
 import json
+from datetime import UTC, datetime, timedelta
 
 import jsonschema
 import pytest
 
-from dispatcher.contract import json_schema, parse_request, published_schema, validate_request
+from dispatcher.config import Settings, set_settings
+from dispatcher.contract import (
+    REQUEST_ID_MAX_LENGTH,
+    REQUEST_ID_PATTERN,
+    is_request_id,
+    json_schema,
+    parse_request,
+    published_schema,
+    validate_request,
+)
 from dispatcher.errors import InvalidArea, InvalidRequest
 from tests.factories import request_payload
 
@@ -72,3 +82,50 @@ def test_self_intersecting_area_is_refused(settings: object) -> None:
     bowtie = [[0, 0], [1, 1], [1, 0], [0, 1], [0, 0]]
     with pytest.raises(InvalidArea):
         validate_request(request_payload(area={"type": "Polygon", "coordinates": [bowtie]}))
+
+
+@pytest.mark.parametrize(
+    ("published", "named"),
+    [
+        (datetime(9999, 12, 31, 23, 59, tzinfo=UTC), "future"),
+        (datetime(2099, 1, 1, tzinfo=UTC), "future"),
+        (datetime.now(UTC) + timedelta(minutes=6), "future"),
+        (datetime.now(UTC) - timedelta(days=61), "window"),
+        (datetime(1, 1, 2, tzinfo=UTC), "window"),
+    ],
+    ids=["9999", "2099", "6 minutes ahead", "61 days ago", "year 1"],
+)
+def test_publish_refuses_a_published_at_no_fresh_approval_can_have(
+    published: datetime, named: str, settings: object
+) -> None:
+    with pytest.raises(InvalidRequest) as caught:
+        validate_request(request_payload(published=published))
+    problems = [p for p in caught.value.problems if p.startswith("published_at")]
+    assert problems and named in problems[0], caught.value.problems
+
+
+def test_the_allowed_clock_skew_is_a_setting(settings: Settings) -> None:
+    ahead = request_payload(published=datetime.now(UTC) + timedelta(minutes=4))
+    assert validate_request(ahead).id == "req-1"  # within the default 5 minutes
+    set_settings(settings.with_(max_clock_skew_seconds=60))
+    try:
+        with pytest.raises(InvalidRequest, match="more than 60 seconds"):
+            validate_request(ahead)
+    finally:
+        set_settings(settings)
+
+
+def test_the_request_id_format_is_defined_once() -> None:
+    assert is_request_id("req-1") and is_request_id("A" * REQUEST_ID_MAX_LENGTH)
+    for bad in ["", "A" * (REQUEST_ID_MAX_LENGTH + 1), "has space", "-dash", "a/b", "é", None, 7]:
+        assert not is_request_id(bad), bad
+    schema_id = published_schema()["properties"]["id"]
+    assert schema_id["maxLength"] == REQUEST_ID_MAX_LENGTH and schema_id["pattern"] == REQUEST_ID_PATTERN
+
+
+def test_an_unexpected_field_with_a_huge_name_is_named_briefly() -> None:
+    payload = request_payload()
+    payload["x" * 1_000_000] = 1
+    with pytest.raises(InvalidRequest) as caught:
+        parse_request(payload)
+    assert len(str(caught.value)) < 500 and "Extra inputs are not permitted" in str(caught.value)

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import time
 from collections import Counter
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import dramatiq
 import psycopg
+import pytest
 import redis
 
 from dispatcher import actors, ledger, lifecycle, reconciler
@@ -165,3 +167,86 @@ def test_reconciler_thread_runs_sweeps_until_stopped(db: Conn, engine: Settings)
     finally:
         running.stop()
     assert db.execute("SELECT state FROM community_requests WHERE id = 'thread-1'").fetchone() == ("expired",)
+
+
+def _stream_ids(client: redis.Redis) -> list[str]:
+    from dispatcher.ops.request_events import STREAM
+
+    return [fields[b"id"].decode() for _, fields in client.xrange(STREAM)]
+
+
+def test_a_malformed_message_reusing_a_stored_id_neither_changes_nor_announces_that_request(
+    db: Conn, engine: Settings, redis_client: redis.Redis
+) -> None:
+    _town(db, 2)
+    payload = request_payload("live-1")
+    assert distribute(payload).state == "sending"
+    malformed = {**payload, "agency": None, "details": ""}
+    outcome = distribute(malformed)
+    assert outcome.state == "rejected"
+    # The message was refused and recorded for ops; the request it pretended to be is untouched.
+    assert db.execute("SELECT state, reason FROM community_requests WHERE id = 'live-1'").fetchone() == (
+        "sending", None)
+    assert db.execute("SELECT count(*) FROM deliveries WHERE request_id = 'live-1' AND status = 'pending'"
+                      ).fetchone() == (4,)
+    assert _stream_ids(redis_client) == []
+    rejections = db.execute("SELECT request_id, reason FROM request_rejections").fetchall()
+    assert len(rejections) == 1 and rejections[0][0] == "live-1" and "agency" in str(rejections[0][1])
+
+
+def test_a_malformed_message_with_a_new_id_claims_the_id_as_rejected_once(
+    db: Conn, engine: Settings, redis_client: redis.Redis
+) -> None:
+    payload = request_payload("claimed-1")
+    assert distribute({**payload, "investigator": {}}).state == "rejected"
+    assert _stream_ids(redis_client) == ["claimed-1"]
+    # The valid message arriving later cannot turn a request the pipeline heard was rejected into a sent one.
+    assert distribute(payload).state == "conflict"
+    assert distribute({**payload, "investigator": {}}).state == "rejected"
+    assert _stream_ids(redis_client) == ["claimed-1"]
+    assert db.execute("SELECT state FROM community_requests WHERE id = 'claimed-1'").fetchone() == ("rejected",)
+    assert db.execute("SELECT count(*) FROM deliveries").fetchone() == (0,)
+
+
+@pytest.mark.parametrize("bad_id", ["x" * 5_000_000, "x" * 129, "has space", "../../etc/passwd", "",
+                                    "line\nbreak", "-starts-with-dash", 12345, None, ["list"]],
+                         ids=["5 MB", "129 chars", "space", "path", "empty", "newline", "dash", "int", "null",
+                              "list"])
+def test_ids_of_malformed_messages_are_validated_before_anything_is_recorded_or_announced(
+    db: Conn, engine: Settings, redis_client: redis.Redis, bad_id: Any
+) -> None:
+    payload = request_payload()
+    payload["id"] = bad_id
+    payload["details"] = ""  # malformed twice: the id and a field
+    outcome = distribute(payload)
+    assert outcome.state == "rejected" and outcome.request_id is None
+    assert _stream_ids(redis_client) == []
+    assert db.execute("SELECT count(*) FROM community_requests").fetchone() == (0,)
+    row = db.execute("SELECT request_id, length(reason) FROM request_rejections").fetchone()
+    assert row is not None and row[0] is None and int(str(row[1])) < 2_000
+
+
+@pytest.mark.parametrize("published", [datetime(9999, 12, 31, 23, 59, tzinfo=UTC),
+                                       datetime(2099, 1, 1, tzinfo=UTC),
+                                       datetime.now(UTC) + timedelta(minutes=30)],
+                         ids=["9999", "2099", "30 minutes ahead"])
+def test_the_worker_rejects_a_published_at_in_the_future_without_crashing(
+    db: Conn, engine: Settings, redis_client: redis.Redis, published: datetime
+) -> None:
+    outcome = distribute(request_payload("future-1", published=published))
+    assert outcome.state == "rejected"
+    assert outcome.reason is not None and "published_at" in outcome.reason and "future" in outcome.reason
+    assert db.execute("SELECT count(*) FROM deliveries").fetchone() == (0,)
+    assert _stream_ids(redis_client) == ["future-1"]
+    # A request published just now (within the allowed clock skew) still goes through.
+    soon = distribute(request_payload("soon-1", published=datetime.now(UTC) + timedelta(seconds=60)))
+    assert soon.state == "sending"
+
+
+def test_a_far_future_request_sent_through_the_queue_is_rejected_not_dead_lettered(
+    db: Conn, engine: Settings, redis_client: redis.Redis, worker: Any
+) -> None:
+    actors.distribute_request.send(request_payload("future-2", published=datetime(9999, 12, 31, tzinfo=UTC)))
+    assert wait_for_state(db, "future-2", {"rejected"}, timeout=20) == "rejected"
+    dramatiq.get_broker().join(actors.distribute_request.queue_name, timeout=10_000)
+    assert redis_client.llen("dispatcher:requests.DQ") == 0
