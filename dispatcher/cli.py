@@ -2,6 +2,10 @@
 
 Each command parses its arguments, calls :func:`dispatcher.bootstrap.bootstrap`, and hands over to
 the module that does the work. Nothing here holds logic worth testing on its own.
+
+Whatever goes wrong in a command ends the same way: one line ``error: ...`` on stderr, printed as
+plain text (an error names paths, keys and ``[longitude, latitude]``, which rich would read as markup),
+and exit code 2, never a traceback (:class:`_CleanErrors`).
 """
 
 from __future__ import annotations
@@ -9,17 +13,52 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import sys
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, NoReturn
 
 import typer
 from rich.console import Console
+from typer.core import TyperGroup
 
-from dispatcher.errors import DispatcherError
+from dispatcher.errors import DispatcherError, InvalidRequest
+
+#: Exit code of every failed command (click uses it for usage errors too).
+EXIT_ERROR = 2
+#: An error line longer than this is cut: it names the problem, it does not echo the input.
+MAX_ERROR_CHARS = 1000
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]+")
+
+
+def error_line(error: BaseException) -> str:
+    """The one line a failed command prints: plain text, control characters and newlines flattened."""
+    if isinstance(error, OSError) and error.filename is not None:
+        text = f"{error.filename}: {error.strerror or error}"
+    elif isinstance(error, RecursionError):
+        text = "the input is nested too deeply"
+    elif isinstance(error, DispatcherError | ValueError | OSError | LookupError):
+        text = str(error)
+    else:
+        text = f"{type(error).__name__}: {error}"
+    text = _CONTROL.sub(" ", text).strip() or type(error).__name__
+    return "error: " + (text if len(text) <= MAX_ERROR_CHARS else text[:MAX_ERROR_CHARS] + "…")
+
+
+class _CleanErrors(TyperGroup):
+    """Turns any exception out of a command into :func:`error_line` on stderr and exit code 2."""
+
+    def invoke(self, ctx: Any) -> Any:  # typer's own click Context
+        try:
+            return super().invoke(ctx)
+        except (typer.Exit, typer.Abort, typer.TyperException):  # typer's own: usage errors, --help, Exit
+            raise
+        except Exception as error:  # every failure ends as one line, see the module doc
+            _fail(error)
+
 
 app = typer.Typer(help="Geospatial notification engine for Community Requests.", no_args_is_help=True,
-                  pretty_exceptions_enable=False)
+                  pretty_exceptions_enable=False, cls=_CleanErrors)
 db_app = typer.Typer(help="Database schema.", no_args_is_help=True)
 residents_app = typer.Typer(help="The resident index.", no_args_is_help=True)
 contract_app = typer.Typer(help="The job contract.", no_args_is_help=True)
@@ -32,9 +71,24 @@ app.add_typer(embedded_app, name="embedded")
 console = Console()
 
 
-def _fail(error: Exception) -> None:
-    console.print(f"[bold red]error:[/] {error}")
-    raise typer.Exit(code=2)
+def _fail(error: BaseException) -> NoReturn:
+    typer.echo(error_line(error), err=True)
+    raise typer.Exit(code=EXIT_ERROR)
+
+
+def _read_json(path: Path) -> Any:
+    """A JSON file's value; a file that is not UTF-8, not JSON or nested too deeply is an InvalidRequest."""
+    raw = path.read_bytes()
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise InvalidRequest([f"{path}: not UTF-8 text (byte {exc.start})"]) from None
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise InvalidRequest([f"{path}: not valid JSON ({exc.msg} at line {exc.lineno} column {exc.colno})"]) from None
+    except RecursionError:
+        raise InvalidRequest([f"{path}: the JSON is nested too deeply"]) from None
 
 
 @db_app.command("migrate")
@@ -80,11 +134,8 @@ def publish(path: Annotated[Path, typer.Argument(help="A Community Request as JS
     bootstrap()
     from dispatcher.contract import publish as publish_request
 
-    try:
-        request_id = publish_request(json.loads(path.read_text(encoding="utf-8")))
-    except (DispatcherError, json.JSONDecodeError) as error:
-        _fail(error)
-    console.print(f"enqueued request {request_id}")
+    request_id = publish_request(_read_json(path))
+    console.print(f"enqueued request {request_id}", markup=False, highlight=False)
 
 
 @app.command()
@@ -276,7 +327,7 @@ def embedded_stop() -> None:
     home = get_settings().home
     stop_postgres(home / "pgdata")
     stop_redis(home / "redis")
-    console.print(f"stopped embedded servers under {home}")
+    console.print(f"stopped embedded servers under {home}", markup=False, highlight=False)
 
 
 def main(argv: list[str] | None = None) -> Any:

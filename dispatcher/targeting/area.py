@@ -166,6 +166,8 @@ def _as_mapping(geojson: object, max_bytes: int) -> Mapping[str, Any]:
         try:
             geojson = orjson.loads(geojson)  # a coastline is megabytes of numbers: 5x faster than json
         except orjson.JSONDecodeError as exc:
+            if "depth" in exc.msg or "ecursion" in exc.msg:
+                raise InvalidArea(f"the area is nested too deeply (at position {exc.pos})") from None
             raise InvalidArea(f"not GeoJSON: not valid JSON ({exc.msg} at position {exc.pos})") from None
         except ValueError:  # bytes that are not UTF-8
             raise InvalidArea("not GeoJSON: not valid JSON (not UTF-8 text)") from None
