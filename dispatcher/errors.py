@@ -82,3 +82,11 @@ class WebhookRejected(DispatcherError):
 
 class ResidentUpdateFailed(DispatcherError):
     """A change to the resident index failed in a way worth retrying; the message names ids only."""
+
+
+class InvalidUnsubscribeLink(DispatcherError):
+    """An unsubscribe link is malformed, not signed by our key, or expired; ``status`` is the HTTP answer."""
+
+    def __init__(self, message: str, status: int = 403) -> None:
+        super().__init__(message)
+        self.status = status

@@ -80,7 +80,9 @@ def test_unsubscribe_headers_and_custom_args_carry_ids_only(channel: EmailChanne
     [recipient] = sendgrid.records("sendgrid")
     assert recipient["custom_args"] == {"request_id": "req-mail-1", "resident_id": "31"}
     headers = recipient["headers"]
-    assert headers["List-Unsubscribe"] == "<https://app.dispatcher.invalid/unsubscribe?resident=31&request=req-mail-1>"
+    assert headers["List-Unsubscribe"].startswith(
+        "<https://app.dispatcher.invalid/unsubscribe?resident=31&request=req-mail-1&expires=")  # signed: &sig=
+    assert "&sig=" in headers["List-Unsubscribe"]
     assert headers["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
     assert "someone" not in str(recipient["custom_args"]) + headers["List-Unsubscribe"]
     assert recipient["asm_group_id"] == 4242

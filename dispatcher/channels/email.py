@@ -26,7 +26,6 @@ from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import urlencode
 
 import orjson
 from python_http_client import exceptions as http_errors
@@ -38,6 +37,7 @@ from dispatcher.config import SENDGRID_MAX_PERSONALIZATIONS, Settings
 from dispatcher.contract import CommunityRequest
 from dispatcher.errors import ConfigurationError
 from dispatcher.ledger import Outcome, Status
+from dispatcher.unsubscribe import unsubscribe_link, unsubscribe_links
 
 
 @dataclass(frozen=True)
@@ -122,13 +122,8 @@ class EmailChannel:
         self._mail_send_url: str = self._mail_send._build_url(None)
 
     def unsubscribe_link(self, resident_id: int, request_id: str) -> str:
-        """The one-click unsubscribe URL for one resident (ids only)."""
-        query = urlencode({"resident": resident_id, "request": request_id})
-        return f"{self.settings.unsubscribe_url}?{query}"
-
-    def _unsubscribe_parts(self, request: CommunityRequest) -> tuple[str, str]:
-        # ``unsubscribe_link``'s exact output around the resident id, with the request part quoted once.
-        return f"<{self.settings.unsubscribe_url}?resident=", f"&{urlencode({'request': request.id})}>"
+        """The signed one-click unsubscribe URL for one resident (ids only)."""
+        return unsubscribe_link(self.settings, resident_id, request_id)
 
     def _envelope(self, request: CommunityRequest, content: EmailContent) -> dict[str, Any]:
         """Everything in a mail send body but the personalizations."""
@@ -150,12 +145,12 @@ class EmailChannel:
     def mail_body(self, request: CommunityRequest, content: EmailContent,
                   group: Sequence[EmailTarget]) -> dict[str, Any]:
         """The mail send body for one group, as a dict (the readable reference for :meth:`mail_body_json`)."""
-        head, tail = self._unsubscribe_parts(request)
+        links = unsubscribe_links(self.settings, request.id)
         personalizations = [
             {
                 "to": [{"email": t.email}],
                 "custom_args": {"request_id": request.id, "resident_id": str(t.resident_id)},
-                "headers": {"List-Unsubscribe": f"{head}{t.resident_id}{tail}",
+                "headers": {"List-Unsubscribe": f"<{links.link(t.resident_id)}>",
                             "List-Unsubscribe-Post": _ONE_CLICK},
             }
             for t in group
@@ -171,16 +166,17 @@ class EmailChannel:
         used as they are unless one needs JSON escaping (quote, backslash, control characters), when
         orjson encodes each.
         """
-        head, tail = self._unsubscribe_parts(request)
+        links = unsubscribe_links(self.settings, request.id)
         emails = [t.email for t in group]
         joined = "".join(emails)
         if '"' in joined or "\\" in joined or not joined.isprintable():
             emails = [_json_inner(email) for email in emails]
         before_id = f'"}}],"custom_args":{{"request_id":{orjson.dumps(request.id).decode()},"resident_id":"'
-        link = f'"}},"headers":{{"List-Unsubscribe":"{_json_inner(head)}'
-        after_link = f'{_json_inner(tail)}","List-Unsubscribe-Post":"{_ONE_CLICK}"}}}}'
-        personalizations = ",".join([
-            f'{{"to":[{{"email":"{email}{before_id}{t.resident_id}{link}{t.resident_id}{after_link}'
+        link = f'"}},"headers":{{"List-Unsubscribe":"<{_json_inner(links.head)}'
+        after_link = f'>","List-Unsubscribe-Post":"{_ONE_CLICK}"}}}}'
+        personalizations = ",".join([  # a link's tail (request, expiry, signature) is URL-safe: no escaping
+            f'{{"to":[{{"email":"{email}{before_id}{t.resident_id}{link}{t.resident_id}'
+            f'{links.tail(t.resident_id)}{after_link}'
             for email, t in zip(emails, group, strict=True)
         ])
         envelope = orjson.dumps(self._envelope(request, content)).decode()

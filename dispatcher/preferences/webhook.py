@@ -28,6 +28,7 @@ from dispatcher.preferences.signature import (
     load_public_key,
     verify_event_webhook,
 )
+from dispatcher.unsubscribe import UnsubscribeApp
 
 logger = logging.getLogger(__name__)
 
@@ -65,16 +66,21 @@ class EventWebhookApp:
         accept: Accept = store_and_enqueue,
         *,
         clock: Callable[[], float] = time.time,
+        unsubscribe: UnsubscribeApp | None = None,
     ) -> None:
         self.public_key = public_key
         self.accept = accept
         self.clock = clock
+        self.unsubscribe = unsubscribe  # the signed one-click unsubscribe links, at their own path
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":
             await _lifespan(receive, send)
             return
         if scope["type"] != "http":
+            return
+        if self.unsubscribe is not None and scope["path"] == self.unsubscribe.path:
+            await self.unsubscribe(scope, receive, send)
             return
         if scope["method"] == "GET" and scope["path"] == "/healthz":
             await _respond(send, 200, b"ok")
@@ -169,7 +175,7 @@ def create_app(settings: Settings | None = None, accept: Accept = store_and_enqu
         raise ConfigurationError(
             "SENDGRID_WEBHOOK_PUBLIC_KEY is not set: the event webhook cannot verify SendGrid's posts"
         )
-    return EventWebhookApp(load_public_key(key_text), accept)
+    return EventWebhookApp(load_public_key(key_text), accept, unsubscribe=UnsubscribeApp(settings))
 
 
 def run_webhooks(host: str = "127.0.0.1", port: int = 8800, settings: Settings | None = None) -> None:
