@@ -87,11 +87,12 @@ class GeoJSONArea(BaseModel):
     """A GeoJSON (RFC 7946) Polygon, MultiPolygon or a Feature holding one.
 
     Its form is checked here, strictly (no ``crs``; positions of 2 or 3 finite numbers, never strings
-    or booleans; bounded in bytes when the caller says how many); the geometry (closed rings, validity,
-    limits) by targeting.
+    or booleans; bounded in bytes), whenever a request arrives through :func:`parse_request`; the
+    geometry (closed rings, validity, limits) by targeting. A stored payload, which passed these checks
+    on its way in, is loaded without them (a coastline costs a tenth of a second to check).
     """
 
-    model_config = ConfigDict(extra="allow", frozen=True)
+    model_config = ConfigDict(extra="allow", frozen=True, json_schema_extra={"not": {"required": ["crs"]}})
 
     type: Literal["Polygon", "MultiPolygon", "Feature"]
 
@@ -100,9 +101,9 @@ class GeoJSONArea(BaseModel):
     def _strict_geojson(cls, data: Any, info: ValidationInfo) -> Any:
         from dispatcher.targeting.area import check_geojson
 
-        if isinstance(data, Mapping):
+        if isinstance(data, Mapping) and info.context is not None:
             try:
-                check_geojson(data, max_bytes=(info.context or {}).get("max_area_bytes"))
+                check_geojson(data, max_bytes=info.context.get("max_area_bytes"))
             except InvalidArea as error:
                 raise PydanticCustomError("invalid_area", "{problem}", {"problem": error.problem}) from None
         return data

@@ -97,7 +97,7 @@ def target(request_id: str) -> DistributeOutcome:
 
     try:
         area = parse_area(request.area.model_dump(), max_vertices=settings.max_area_vertices,
-                          max_area_km2=settings.max_area_km2)
+                          max_area_km2=settings.max_area_km2, max_bytes=settings.max_area_bytes)
     except InvalidArea as error:
         with pool.connection() as conn:
             lifecycle.reject(conn, request.id, str(error))

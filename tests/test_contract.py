@@ -129,3 +129,9 @@ def test_an_unexpected_field_with_a_huge_name_is_named_briefly() -> None:
     with pytest.raises(InvalidRequest) as caught:
         parse_request(payload)
     assert len(str(caught.value)) < 500 and "Extra inputs are not permitted" in str(caught.value)
+
+
+def test_the_published_schema_refuses_a_crs_member() -> None:
+    area = {"type": "Polygon", "coordinates": [[[0, 0], [1, 0], [1, 1], [0, 0]]], "crs": {"type": "name"}}
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.validate(request_payload(area=area), published_schema())

@@ -35,7 +35,8 @@ def target_area(area_path: Path | str, ids_path: Path | str | None = None) -> tu
         text = Path(area_path).read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
         raise InvalidArea(f"cannot read {area_path}: {exc}") from None
-    area = parse_area(text, max_vertices=settings.max_area_vertices, max_area_km2=settings.max_area_km2)
+    area = parse_area(text, max_vertices=settings.max_area_vertices, max_area_km2=settings.max_area_km2,
+                      max_bytes=settings.max_area_bytes)
     with connect(autocommit=True) as conn, connect(autocommit=True) as worker:
         if ids_path is None:
             result = match_area(conn, area, sink=count_sink, workers=[worker])
