@@ -210,7 +210,7 @@ class UnsubscribeApp:
         if scope["method"] != "POST":  # opening the link changes nothing: scanners open links too
             await _respond(send, 200, _CONFIRM_PAGE, content_type=b"text/html; charset=utf-8")
             return
-        body = await _read_body(receive)
+        body = await read_body(receive, MAX_BODY_BYTES)
         if not _is_one_click(body, _content_type(scope)):
             await _respond(send, 400, f"the body must be {ONE_CLICK_BODY}")
             return
@@ -252,7 +252,8 @@ def _is_one_click(body: bytes | None, content_type: str) -> bool:
     return fields.get("List-Unsubscribe") == ["One-Click"]
 
 
-async def _read_body(receive: Receive) -> bytes | None:
+async def read_body(receive: Receive, limit: int) -> bytes | None:
+    """An ASGI request's body, or ``None`` once it grows past ``limit`` bytes."""
     chunks: list[bytes] = []
     size = 0
     while True:
@@ -261,7 +262,7 @@ async def _read_body(receive: Receive) -> bytes | None:
             break
         chunk = message.get("body", b"")
         size += len(chunk)
-        if size > MAX_BODY_BYTES:
+        if size > limit:
             return None
         chunks.append(chunk)
         if not message.get("more_body", False):
