@@ -19,6 +19,7 @@ from typing import Any
 import h3
 import psycopg
 
+from dispatcher import ledger
 from dispatcher.config import RESIDENT_CELL_RESOLUTION
 from dispatcher.errors import InvalidResidentUpdate, UnknownResident
 from dispatcher.preferences import validation
@@ -29,6 +30,8 @@ Connection = psycopg.Connection[Any]
 _LOCK_CLASS = 0x72657369
 #: Why a token was retired when the resident (not the provider) removed it.
 REMOVED_BY_RESIDENT = "removed"
+#: Why a pending delivery was skipped when its resident left.
+RESIDENT_DELETED = "resident_deleted"
 
 
 def resident_cell(lat: float, lng: float) -> int:
@@ -146,11 +149,7 @@ def delete_resident(conn: Connection, resident_id: int, *, version: int) -> bool
         )
         # Settings and tokens go with the row (ON DELETE CASCADE).
         conn.execute("DELETE FROM residents WHERE id = %s", (resident_id,))
-        conn.execute(
-            "UPDATE deliveries SET status = 'skipped', reason = 'resident_deleted', updated_at = now()"
-            " WHERE resident_id = %s AND status = 'pending'",
-            (resident_id,),
-        )
+        ledger.skip_resident_deliveries(conn, resident_id, RESIDENT_DELETED)
         return True
 
 
