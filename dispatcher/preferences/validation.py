@@ -18,7 +18,8 @@ MAX_EMAIL_LENGTH = 254
 #: FCM registration tokens are about 160 characters; anything far longer is not a token.
 MAX_TOKEN_LENGTH = 4096
 
-_EMAIL = re.compile(r"^[^@\s\\;,<>\"]+@[^@\s\\;,<>\"]+\.[^@\s\\;,<>\"]+$")
+# No whitespace, control characters (NUL included) or list separators in any part.
+_EMAIL = re.compile(r"^[^@\s\\;,<>\"\x00-\x1f\x7f]+@[^@\s\\;,<>\"\x00-\x1f\x7f]+\.[^@\s\\;,<>\"\x00-\x1f\x7f]+\Z")
 _LOCALE = re.compile(r"^[A-Za-z]{2,3}(?:[-_][A-Za-z0-9]{1,8})*$")
 _TOKEN = re.compile(r"^[A-Za-z0-9_:.~+/=-]+$")  # FCM and APNs token alphabets
 _TRUE = frozenset({"true", "t", "1", "yes", "y", "on"})
