@@ -83,11 +83,19 @@ def _tokens(text: str) -> str:
     return ";".join(tokens)
 
 
+def plain_number(text: str) -> bool:
+    """Whether ``int()``/``float()`` may read ``text``: Python also reads ``4_0`` as 40 and other
+    scripts' digits, which no file means; only ASCII without underscores is taken."""
+    return text.isascii() and "_" not in text
+
+
 def _version(text: str) -> str:
     stripped = text.strip()
     if not stripped:
         return "\\N"
     try:
+        if not plain_number(stripped):
+            raise ValueError
         version = int(stripped)
     except ValueError:
         raise ValueError("version must be an integer") from None
@@ -138,6 +146,20 @@ def _column_converter(name: str, convert: Converter) -> ColumnConverter:
     return few_distinct
 
 
+#: What COPY cannot carry in a text column: NUL, and surrogates (undecodable bytes of a file that is not
+#: UTF-8, or lone surrogates escaped in JSON). Validation keeps them out; this is the last line of defence.
+NOT_COPYABLE = re.compile("[\x00\ud800-\udfff]")
+
+
+def _not_copyable_problem(cells: Sequence[str | None], names: Sequence[str]) -> str:
+    for name, text in zip(names, cells, strict=False):
+        if text is not None and NOT_COPYABLE.search(text):
+            if "\x00" in text:
+                return f"{name} contains a NUL byte"
+            return f"{name} is not valid UTF-8 text"
+    return "line is not valid UTF-8 text"
+
+
 class RowEncoder:
     """Turns the cells of one row into one COPY line (tab-separated text), or raises ValueError.
 
@@ -146,6 +168,7 @@ class RowEncoder:
 
     def __init__(self, columns: Sequence[str]) -> None:
         index = {name: i for i, name in enumerate(columns)}
+        self.names = tuple(columns)
         self.width = len(columns)
         self.i_id, self.i_lat, self.i_lng = index["id"], index["lat"], index["lng"]
         # (cell index or None when the column is absent, converter), in staging-table order.
@@ -158,18 +181,29 @@ class RowEncoder:
         self.ids: list[int] = []
 
     def encode(self, line: int, cells: Sequence[str | None]) -> str:
+        """One COPY line, or ValueError naming the first field that is wrong."""
+        row = self._encode(line, cells)
+        if NOT_COPYABLE.search(row):
+            raise ValueError(_not_copyable_problem(cells, self.names))
+        return row
+
+    def _encode(self, line: int, cells: Sequence[str | None]) -> str:
         if len(cells) != self.width:
             raise ValueError(f"expected {self.width} columns, found {len(cells)}")
+        id_text, lat_text, lng_text = cells[self.i_id], cells[self.i_lat], cells[self.i_lng]
         try:
-            resident_id = int(cells[self.i_id])  # type: ignore[arg-type]
-        except (TypeError, ValueError):
+            if id_text is None or not plain_number(id_text):
+                raise ValueError
+            resident_id = int(id_text)
+        except ValueError:
             raise ValueError("id must be an integer") from None
         if not 0 < resident_id <= validation.MAX_RESIDENT_ID:
             raise ValueError("id must be a positive 64-bit integer")
         try:
-            lat = float(cells[self.i_lat])  # type: ignore[arg-type]
-            lng = float(cells[self.i_lng])  # type: ignore[arg-type]
-        except (TypeError, ValueError):
+            if lat_text is None or lng_text is None or not (plain_number(lat_text) and plain_number(lng_text)):
+                raise ValueError
+            lat, lng = float(lat_text), float(lng_text)
+        except ValueError:
             raise ValueError("lat and lng must be numbers") from None
         if not (-90.0 <= lat <= 90.0 and -180.0 <= lng <= 180.0):  # also false for NaN
             raise ValueError(validation.location_problem(lat, lng) or "location is out of range")

@@ -17,12 +17,13 @@ import numpy as np
 
 from dispatcher.config import RESIDENT_CELL_RESOLUTION
 from dispatcher.errors import ImportProblem
-from dispatcher.preferences.importing.converters import RowEncoder, jsonl_cells
+from dispatcher.preferences.importing.converters import NOT_COPYABLE, RowEncoder, jsonl_cells, plain_number
 from dispatcher.preferences.importing.copy_rows import Batch, binary_batch
 from dispatcher.preferences.importing.report import (
     OPTIONAL_COLUMNS,
     REQUIRED_COLUMNS,
     Format,
+    ImportFileUnreadable,
     ImportReport,
     Progress,
 )
@@ -119,8 +120,17 @@ class CsvReader:
         if self.tokens_at is not None:
             self.seen.tokens_complete = False
         out: list[str] = []
-        for cells in reader:
-            line = offset + reader.line_num
+        while True:
+            # A record starts on the line after the last one read (a quoted field may span lines).
+            line = offset + reader.line_num + 1
+            try:
+                cells = next(reader)
+            except StopIteration:
+                break
+            except csv.Error as error:  # the reader drops the rest of that line and goes on
+                report.rows_read += 1
+                rejected.append((line, _csv_problem(error)))
+                continue
             if not cells:
                 continue
             report.rows_read += 1
@@ -162,6 +172,9 @@ class CsvReader:
         if columns is None:
             return None
         enc = self.encoder
+        numbers = "".join(itertools.chain(columns[enc.i_id], columns[enc.i_lat], columns[enc.i_lng]))
+        if not plain_number(numbers) or NOT_COPYABLE.search(text):
+            return None  # the row-by-row path names the row and the field
         try:
             ids = np.array(list(map(int, columns[enc.i_id])), dtype=np.int64)
             lat = np.array(list(map(float, columns[enc.i_lat])), dtype=np.float64)
@@ -192,9 +205,16 @@ class CsvReader:
 
 def batches(lines: Iterator[str], fmt: Format, report: ImportReport, seen: Seen) -> Iterator[Batch]:
     """COPY payloads for every good row; bad rows go to ``report.rejected``, what was read to ``seen``."""
+    first = next(lines, None)
+    if first is not None:
+        first = first.removeprefix("\ufeff")  # a byte order mark, as spreadsheets write it
+        if NOT_COPYABLE.search(first):
+            raise ImportProblem(1, "the file is not UTF-8 text")
     if fmt == "csv":
-        first = next(lines, None)
-        header = next(csv.reader([first]), None) if first is not None else None
+        try:
+            header = next(csv.reader([first]), None) if first is not None else None
+        except csv.Error as error:
+            raise ImportProblem(1, "header: " + _csv_problem(error)) from None
         if header is None:
             raise ImportProblem(1, "the file is empty: expected a header with id,lat,lng")
         columns = [name.strip().lower() for name in header]
@@ -210,7 +230,7 @@ def batches(lines: Iterator[str], fmt: Format, report: ImportReport, seen: Seen)
     seen.tokens_complete = False
     encoder = RowEncoder((*REQUIRED_COLUMNS, *OPTIONAL_COLUMNS))
     out: list[str] = []
-    for line, text in enumerate(lines, start=1):
+    for line, text in enumerate(itertools.chain([] if first is None else [first], lines), start=1):
         if not text.strip():
             continue
         report.rows_read += 1
@@ -219,6 +239,8 @@ def batches(lines: Iterator[str], fmt: Format, report: ImportReport, seen: Seen)
         except ValueError as exc:  # json.JSONDecodeError is a ValueError
             problem = "line is not valid JSON" if isinstance(exc, json.JSONDecodeError) else str(exc)
             report.rejected.append((line, problem))
+        except RecursionError:
+            report.rejected.append((line, "line is nested too deeply"))
         if len(out) >= _CHUNK_ROWS:
             yield False, "".join(out), len(out)
             out = []
@@ -235,14 +257,27 @@ def _any_repeated(ids: list[np.ndarray]) -> bool:
     return bool(np.any(every[1:] == every[:-1]))
 
 
+def _csv_problem(error: csv.Error) -> str:
+    if "field limit" in str(error):
+        return f"a field is longer than {csv.field_size_limit()} characters"
+    return "line is not valid CSV"
+
+
 @contextlib.contextmanager
 def open_text(source: str | os.PathLike[str] | IO[str] | IO[bytes]) -> Iterator[tuple[IO[str], Path | None]]:
+    """The source as text. Bytes that are not UTF-8 become surrogates, so the rows holding them are
+    rejected by line (see ``NOT_COPYABLE``) instead of the whole file failing at the first one."""
     if isinstance(source, str | os.PathLike):
         path = Path(source)
-        with path.open("r", encoding="utf-8", newline="") as stream:
+        try:
+            stream = path.open("r", encoding="utf-8", errors="surrogateescape", newline="")
+        except OSError as error:
+            raise ImportFileUnreadable(f"cannot read the resident file {path.name}: {error.strerror}") from None
+        with stream:
             yield stream, path
     elif isinstance(source, io.TextIOBase):
         yield source, None
     else:
-        yield io.TextIOWrapper(cast(IO[bytes], source), encoding="utf-8", newline=""), None
+        yield io.TextIOWrapper(cast(IO[bytes], source), encoding="utf-8", errors="surrogateescape",
+                               newline=""), None
 

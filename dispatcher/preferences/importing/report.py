@@ -6,6 +6,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Literal
 
+from dispatcher.errors import ImportProblem
+
 Format = Literal["csv", "jsonl"]
 #: ``progress(phase, done, total)``: phase "read" counts characters of the file, "upsert" counts steps.
 Progress = Callable[[str, int, int | None], None]
@@ -44,3 +46,11 @@ class ImportReport:
     def rows_per_second(self) -> float:
         return self.rows_read / self.seconds if self.seconds > 0 else 0.0
 
+
+
+class ImportFileUnreadable(ImportProblem):
+    """The resident file cannot be opened at all (missing, a directory, no permission): no line to name."""
+
+    def __init__(self, problem: str) -> None:
+        super().__init__(0, problem)
+        self.args = (problem,)
