@@ -48,7 +48,6 @@ SEMANTICS: list[tuple[dict[str, Any], str | None]] = [
 @pytest.fixture
 def webhook(settings: Settings, db: Conn, redis_client: redis.Redis) -> Iterator[EventWebhookApp]:
     dramatiq.get_broker().flush_all()
-    db.execute("DELETE FROM webhook_quarantine")
     yield create_app(settings.with_(sendgrid_webhook_public_key=public_key_text(PRIVATE_KEY),
                                     sendgrid_unsubscribe_group=OUR_GROUP))
 

@@ -161,13 +161,17 @@ WHERE (i.community_requests IS FALSE OR i.push_enabled IS FALSE OR i.email_enabl
                                       OR i.email_enabled IS NOT NULL)))
 """
 
-#: Tokens are added or move to this resident; the last line listing a token wins.
+#: Tokens are added or move to this resident; the last line listing a token wins. A versioned row whose
+#: resident already wrote the token at that version or later (``device_token_claims``, see
+#: ``updates.register_token``) is old news: it never takes the token back from a newer owner.
 INSERT_TOKENS = """
 INSERT INTO device_tokens AS t (token, resident_id, version)
 SELECT DISTINCT ON (x.token COLLATE "C") x.token, i.id, COALESCE(i.version, 0)
 FROM resident_import AS i, unnest(string_to_array(i.push_tokens, ';')) AS x(token)
 WHERE i.push_tokens IS NOT NULL
   AND NOT EXISTS (SELECT 1 FROM device_tokens AS d WHERE d.token = x.token AND d.resident_id = i.id)
+  AND NOT EXISTS (SELECT 1 FROM device_token_claims AS c
+                  WHERE c.token = x.token AND c.resident_id = i.id AND c.version >= i.version)
 ORDER BY x.token COLLATE "C", i.line DESC  -- byte order: same groups, a much cheaper sort
 ON CONFLICT (token) DO UPDATE SET resident_id = EXCLUDED.resident_id, registered_at = now()
 WHERE t.resident_id <> EXCLUDED.resident_id
