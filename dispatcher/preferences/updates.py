@@ -110,6 +110,7 @@ def upsert_resident(
         None if email is None else validation.email_problem(email),
         validation.locale_problem(locale),
         validation.time_zone_problem(time_zone),
+        validation.flag_problem("has_camera", has_camera),
     )
     cell = resident_cell(lat, lng)
     with conn.transaction():
@@ -184,7 +185,13 @@ def change_settings(
     email: bool | None = None,
 ) -> bool:
     """A resident switched Community Requests, push or email on or off (``None``: left as it was)."""
-    _check(validation.resident_id_problem(resident_id), validation.version_problem(version))
+    _check(
+        validation.resident_id_problem(resident_id),
+        validation.version_problem(version),
+        validation.flag_problem("community_requests", community_requests, optional=True),
+        validation.flag_problem("push", push, optional=True),
+        validation.flag_problem("email", email, optional=True),
+    )
     if community_requests is None and push is None and email is None:
         return False
     with conn.transaction():
