@@ -5,7 +5,7 @@
 Generates ``--residents`` rows (``id,lat,lng``; with ``--full`` also email, locale, time zone, camera,
 two push tokens and the three settings), creates a fresh database ``dispatcher_bench_import`` on the
 server of ``DATABASE_URL`` (default ``postgresql://root@127.0.0.1:5432/postgres``), applies the
-migrations and runs :func:`dispatcher.preferences.importer.import_residents` twice: into the empty
+migrations and runs :func:`dispatcher.preferences.importing.import_residents` twice: into the empty
 index, then the same file again (nothing changes). Prints rows per second and appends a line to
 ``benchmarks/results/import.md``.
 """
@@ -23,7 +23,7 @@ import psycopg
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from dispatcher.db import migrate
-from dispatcher.preferences.importer import ImportReport, import_residents
+from dispatcher.preferences.importing import ImportReport, import_residents
 
 RESULTS = Path(__file__).resolve().parent / "results" / "import.md"
 DATABASE = "dispatcher_bench_import"

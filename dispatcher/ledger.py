@@ -267,3 +267,13 @@ def progress(conn: Conn, request_id: str) -> dict[str, dict[str, int]]:
     ):
         counts.setdefault(str(channel), {})[str(status)] = int(n)  # type: ignore[call-overload]
     return counts
+
+
+def skip_resident_deliveries(conn: Conn, resident_id: int, reason: str) -> int:
+    """Skip every pending delivery of one resident (they left); returns how many were skipped."""
+    cur = conn.execute(
+        "UPDATE deliveries SET status = 'skipped', reason = %s, updated_at = now()"
+        " WHERE resident_id = %s AND status = 'pending'",
+        (reason, resident_id),
+    )
+    return cur.rowcount

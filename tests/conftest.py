@@ -44,6 +44,8 @@ TABLES = (
     "residents",
     "resident_tombstones",
     "webhook_events",
+    "webhook_quarantine",
+    "device_token_claims",
 )
 
 

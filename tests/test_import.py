@@ -13,7 +13,7 @@ import pytest
 
 from dispatcher.errors import ImportProblem
 from dispatcher.preferences import updates
-from dispatcher.preferences.importer import import_residents
+from dispatcher.preferences.importing import import_residents
 
 Conn = psycopg.Connection[Any]
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import base64
 import json
 import time
 from collections.abc import Iterator
@@ -14,8 +13,7 @@ import httpx
 import psycopg
 import pytest
 import redis
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives import serialization
 
 from dispatcher.broker import RESIDENTS_QUEUE
 from dispatcher.config import Settings
@@ -23,39 +21,9 @@ from dispatcher.errors import ConfigurationError
 from dispatcher.preferences import eligibility, feedback, updates
 from dispatcher.preferences.signature import SIGNATURE_HEADER, TIMESTAMP_HEADER, load_public_key
 from dispatcher.preferences.webhook import EventWebhookApp, create_app
+from tests.webhook_posts import OTHER_KEY, PRIVATE_KEY, event, post, public_key_text, signed
 
 Conn = psycopg.Connection[Any]
-
-PRIVATE_KEY = ec.generate_private_key(ec.SECP256R1())
-OTHER_KEY = ec.generate_private_key(ec.SECP256R1())
-
-
-def _public_key_text(key: ec.EllipticCurvePrivateKey) -> str:
-    der = key.public_key().public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
-    return base64.b64encode(der).decode()
-
-
-def _signed(events: Any, key: ec.EllipticCurvePrivateKey = PRIVATE_KEY, timestamp: int | None = None,
-            body: bytes | None = None) -> tuple[bytes, dict[str, str]]:
-    payload = body if body is not None else json.dumps(events).encode()
-    stamp = str(int(time.time()) if timestamp is None else timestamp)
-    signature = key.sign(stamp.encode() + payload, ec.ECDSA(hashes.SHA256()))
-    return payload, {SIGNATURE_HEADER: base64.b64encode(signature).decode(), TIMESTAMP_HEADER: stamp,
-                     "Content-Type": "application/json"}
-
-
-def _post(app: EventWebhookApp, body: bytes, headers: dict[str, str], path: str = "/sendgrid/events") -> httpx.Response:
-    async def go() -> httpx.Response:
-        transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://webhook") as client:
-            return await client.post(path, content=body, headers=headers)
-
-    return asyncio.run(go())
-
-
-def _event(kind: str, email: str, event_id: str, **extra: Any) -> dict[str, Any]:
-    return {"email": email, "event": kind, "sg_event_id": event_id, "timestamp": int(time.time()), **extra}
-
 
 @pytest.fixture
 def index_db(db: Conn, redis_client: redis.Redis) -> Iterator[Conn]:
@@ -65,7 +33,8 @@ def index_db(db: Conn, redis_client: redis.Redis) -> Iterator[Conn]:
 
 @pytest.fixture
 def app(settings: Settings) -> EventWebhookApp:
-    return create_app(settings.with_(sendgrid_webhook_public_key=_public_key_text(PRIVATE_KEY)))
+    return create_app(settings.with_(sendgrid_webhook_public_key=public_key_text(PRIVATE_KEY),
+                                     sendgrid_unsubscribe_group=7))
 
 
 @pytest.fixture
@@ -89,13 +58,13 @@ def test_signed_post_is_stored_and_only_a_batch_id_is_queued(
     app: EventWebhookApp, index_db: Conn, redis_client: redis.Redis
 ) -> None:
     events = [
-        _event("bounce", "Gone@Example.org", "ev-1", type="bounce"),
-        _event("delivered", "fine@example.org", "ev-2"),
-        _event("bounce", "busy@example.org", "ev-3", type="blocked"),
-        _event("spamreport", "angry@example.org", "ev-4"),
+        event("bounce", "Gone@Example.org", "ev-1", type="bounce"),
+        event("delivered", "fine@example.org", "ev-2"),
+        event("bounce", "busy@example.org", "ev-3", type="blocked"),
+        event("spamreport", "angry@example.org", "ev-4"),
     ]
-    body, headers = _signed(events)
-    response = _post(app, body, headers)
+    body, headers = signed(events)
+    response = post(app, body, headers)
     assert response.status_code == 200
     assert response.json() == {"received": 4, "kept": 2}
     stored = index_db.execute("SELECT sg_event_id, event FROM webhook_events ORDER BY 1").fetchall()
@@ -110,11 +79,11 @@ def test_signed_post_is_stored_and_only_a_batch_id_is_queued(
 @pytest.mark.parametrize("case", ["tampered", "wrong_key", "no_signature", "no_timestamp", "stale", "future",
                                   "garbage_signature"])
 def test_unsigned_tampered_or_stale_posts_are_refused(app: EventWebhookApp, index_db: Conn, case: str) -> None:
-    events = [_event("bounce", "victim@example.org", "ev-x")]
+    events = [event("bounce", "victim@example.org", "ev-x")]
     now = int(time.time())
     key = OTHER_KEY if case == "wrong_key" else PRIVATE_KEY
     stamp = now - 3600 if case == "stale" else now + 3600 if case == "future" else now
-    body, headers = _signed(events, key=key, timestamp=stamp)
+    body, headers = signed(events, key=key, timestamp=stamp)
     if case == "tampered":
         body = body.replace(b"victim", b"target")
     elif case == "no_signature":
@@ -124,7 +93,7 @@ def test_unsigned_tampered_or_stale_posts_are_refused(app: EventWebhookApp, inde
     elif case == "garbage_signature":
         headers[SIGNATURE_HEADER] = "not base64!"
 
-    response = _post(app, body, headers)
+    response = post(app, body, headers)
 
     assert response.status_code == 403
     assert index_db.execute("SELECT count(*) FROM webhook_events").fetchone() == (0,)
@@ -132,8 +101,8 @@ def test_unsigned_tampered_or_stale_posts_are_refused(app: EventWebhookApp, inde
 
 def test_signed_but_malformed_body_is_a_bad_request(app: EventWebhookApp, index_db: Conn) -> None:
     for body in (b"{not json", b'{"event": "bounce"}', b"[1, 2]"):
-        payload, headers = _signed(None, body=body)
-        assert _post(app, payload, headers).status_code == 400
+        payload, headers = signed(None, body=body)
+        assert post(app, payload, headers).status_code == 400
 
 
 def test_other_methods_and_health(app: EventWebhookApp) -> None:
@@ -148,9 +117,9 @@ def test_a_failing_store_answers_500_so_sendgrid_retries(settings: Settings) -> 
     def broken(events: list[dict[str, Any]]) -> int:
         raise RuntimeError("database is down")
 
-    app = EventWebhookApp(load_public_key(_public_key_text(PRIVATE_KEY)), broken)
-    body, headers = _signed([_event("bounce", "a@example.org", "ev-1")])
-    assert _post(app, body, headers).status_code == 500
+    app = EventWebhookApp(load_public_key(public_key_text(PRIVATE_KEY)), broken)
+    body, headers = signed([event("bounce", "a@example.org", "ev-1")])
+    assert post(app, body, headers).status_code == 500
 
 
 def test_public_key_formats_and_missing_configuration(settings: Settings) -> None:
@@ -167,7 +136,8 @@ def test_public_key_formats_and_missing_configuration(settings: Settings) -> Non
 # --- the worker side ----------------------------------------------------------------------------
 
 def test_duplicates_and_replays_are_harmless(index_db: Conn) -> None:
-    events = [_event("unsubscribe", "Leave@Example.org", "ev-1"), _event("dropped", "leave@example.org", "ev-2")]
+    events = [event("unsubscribe", "Leave@Example.org", "ev-1"), event("dropped", "leave@example.org", "ev-2",
+                                                                        reason="Unsubscribed Address")]
     first, kept = feedback.record_webhook_events(index_db, events)
     assert kept == 2
     second, kept_again = feedback.record_webhook_events(index_db, events)  # SendGrid retried the post
@@ -195,11 +165,11 @@ def test_bounce_through_the_worker_suppresses_the_resident(
     )
     updates.upsert_resident(index_db, 1, version=1, lat=1.0, lng=1.0, email="Bouncy@Example.org")
     updates.upsert_resident(index_db, 2, version=1, lat=1.0, lng=1.0, email="ok@example.org")
-    events = [_event("bounce", "bouncy@example.org", "ev-1", type="bounce"),
-              _event("group_unsubscribe", "other@example.org", "ev-2", asm_group_id=7)]
+    events = [event("bounce", "bouncy@example.org", "ev-1", type="bounce"),
+              event("group_unsubscribe", "other@example.org", "ev-2", asm_group_id=7)]
     for _ in range(2):  # the second post is a duplicate
-        body, headers = _signed(events)
-        assert _post(app, body, headers).status_code == 200
+        body, headers = signed(events)
+        assert post(app, body, headers).status_code == 200
 
     dramatiq.get_broker().join(RESIDENTS_QUEUE, timeout=10_000)
 
@@ -215,7 +185,7 @@ def test_sandbox_signed_posts_are_accepted(app: EventWebhookApp, index_db: Conn)
     """The sandbox signs exactly like SendGrid; its posts must pass our verification unchanged."""
     from dispatcher.sandbox.webhook import post_events
 
-    events = [_event("bounce", "sandbox@example.org", "ev-s1", type="bounce")]
+    events = [event("bounce", "sandbox@example.org", "ev-s1", type="bounce")]
 
     async def go() -> int:
         async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://w") as client:
@@ -226,9 +196,9 @@ def test_sandbox_signed_posts_are_accepted(app: EventWebhookApp, index_db: Conn)
 
 
 def test_events_whose_queue_message_was_lost_are_applied_by_the_next_batch(index_db: Conn) -> None:
-    lost, _ = feedback.record_webhook_events(index_db, [_event("bounce", "lost@example.org", "ev-lost")])
+    lost, _ = feedback.record_webhook_events(index_db, [event("bounce", "lost@example.org", "ev-lost")])
     index_db.execute("UPDATE webhook_events SET received_at = now() - interval '1 hour'")
-    fresh, _ = feedback.record_webhook_events(index_db, [_event("spamreport", "new@example.org", "ev-new")])
+    fresh, _ = feedback.record_webhook_events(index_db, [event("spamreport", "new@example.org", "ev-new")])
     assert lost != fresh
     assert feedback.apply_webhook_events(index_db, fresh) == 2
     assert index_db.execute("SELECT count(*) FROM webhook_events").fetchone() == (0,)

@@ -8,7 +8,7 @@ from rich.console import Console
 from rich.progress import BarColumn, DownloadColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
 
 from dispatcher.db import connect
-from dispatcher.preferences.importer import ImportReport, import_residents
+from dispatcher.preferences.importing import ImportReport, import_residents
 
 #: Rejected rows printed one by one; the rest are only counted.
 SHOWN_REJECTIONS = 20

@@ -19,6 +19,7 @@ from typing import Any
 import h3
 import psycopg
 
+from dispatcher import ledger
 from dispatcher.config import RESIDENT_CELL_RESOLUTION
 from dispatcher.errors import InvalidResidentUpdate, UnknownResident
 from dispatcher.preferences import validation
@@ -27,8 +28,18 @@ Connection = psycopg.Connection[Any]
 
 #: First key of the two-key advisory locks that serialise changes to one resident ("resi").
 _LOCK_CLASS = 0x72657369
+#: First key of the advisory locks that serialise changes to one device token ("tokn").
+_TOKEN_LOCK_CLASS = 0x746F6B6E
+
+# Records that ``resident_id`` wrote ``token`` at ``version``; no row when it already had (a replay).
+_CLAIM_TOKEN = """
+INSERT INTO device_token_claims AS c (token, resident_id, version) VALUES (%(token)s, %(id)s, %(v)s)
+ON CONFLICT (token, resident_id) DO UPDATE SET version = EXCLUDED.version WHERE c.version < EXCLUDED.version
+"""
 #: Why a token was retired when the resident (not the provider) removed it.
 REMOVED_BY_RESIDENT = "removed"
+#: Why a pending delivery was skipped when its resident left.
+RESIDENT_DELETED = "resident_deleted"
 
 
 def resident_cell(lat: float, lng: float) -> int:
@@ -44,6 +55,18 @@ def _check(*problems: str | None) -> None:
 
 def _lock_resident(conn: Connection, resident_id: int) -> None:
     conn.execute("SELECT pg_advisory_xact_lock(%s, %s)", (_LOCK_CLASS, resident_id % 2**31))
+
+
+def _claim_token(conn: Connection, resident_id: int, token: str, version: int) -> bool:
+    """Serialise changes to ``token`` and tell whether this change is new for this resident.
+
+    Versions are counted per resident, so they cannot order two residents' registrations of one token.
+    What they can tell is a replay: a resident who already wrote this token at this version or later
+    sends nothing new. So each (token, resident) remembers its newest version, and only a change newer
+    than that may move or retire the token.
+    """
+    conn.execute("SELECT pg_advisory_xact_lock(%s, hashtext(%s))", (_TOKEN_LOCK_CLASS, token))
+    return conn.execute(_CLAIM_TOKEN, {"token": token, "id": resident_id, "v": version}).rowcount > 0
 
 
 def _tombstone_version(conn: Connection, resident_id: int) -> int | None:
@@ -87,6 +110,7 @@ def upsert_resident(
         None if email is None else validation.email_problem(email),
         validation.locale_problem(locale),
         validation.time_zone_problem(time_zone),
+        validation.flag_problem("has_camera", has_camera),
     )
     cell = resident_cell(lat, lng)
     with conn.transaction():
@@ -144,13 +168,10 @@ def delete_resident(conn: Connection, resident_id: int, *, version: int) -> bool
             " ON CONFLICT (id) DO UPDATE SET version = EXCLUDED.version, deleted_at = now()",
             {"id": resident_id, "v": version},
         )
-        # Settings and tokens go with the row (ON DELETE CASCADE).
+        # Settings and tokens go with the row (ON DELETE CASCADE); token claims have no foreign key.
         conn.execute("DELETE FROM residents WHERE id = %s", (resident_id,))
-        conn.execute(
-            "UPDATE deliveries SET status = 'skipped', reason = 'resident_deleted', updated_at = now()"
-            " WHERE resident_id = %s AND status = 'pending'",
-            (resident_id,),
-        )
+        conn.execute("DELETE FROM device_token_claims WHERE resident_id = %s", (resident_id,))
+        ledger.skip_resident_deliveries(conn, resident_id, RESIDENT_DELETED)
         return True
 
 
@@ -164,7 +185,13 @@ def change_settings(
     email: bool | None = None,
 ) -> bool:
     """A resident switched Community Requests, push or email on or off (``None``: left as it was)."""
-    _check(validation.resident_id_problem(resident_id), validation.version_problem(version))
+    _check(
+        validation.resident_id_problem(resident_id),
+        validation.version_problem(version),
+        validation.flag_problem("community_requests", community_requests, optional=True),
+        validation.flag_problem("push", push, optional=True),
+        validation.flag_problem("email", email, optional=True),
+    )
     if community_requests is None and push is None and email is None:
         return False
     with conn.transaction():
@@ -209,7 +236,9 @@ def register_token(conn: Connection, resident_id: int, token: str, *, version: i
 
     A token the resident removed earlier comes back with a newer registration; a token FCM declared
     dead stays retired (FCM never revives a token). A token registered by another resident moves to
-    them: a device changes hands by signing in again.
+    them: a device changes hands by signing in again. A registration this resident already made (a
+    redelivered message, or an older one) changes nothing, so it never takes the device back from the
+    resident who signed in on it since (see :func:`_claim_token`).
     """
     _check(
         validation.resident_id_problem(resident_id),
@@ -219,6 +248,8 @@ def register_token(conn: Connection, resident_id: int, token: str, *, version: i
     with conn.transaction():
         _lock_resident(conn, resident_id)
         if not _require_resident(conn, resident_id, version):
+            return False
+        if not _claim_token(conn, resident_id, token, version):
             return False
         cur = conn.execute(
             """
@@ -247,6 +278,8 @@ def remove_token(conn: Connection, resident_id: int, token: str, *, version: int
     with conn.transaction():
         _lock_resident(conn, resident_id)
         if not _require_resident(conn, resident_id, version):
+            return False
+        if not _claim_token(conn, resident_id, token, version):
             return False
         cur = conn.execute(
             """

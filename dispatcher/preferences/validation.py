@@ -17,8 +17,11 @@ MAX_RESIDENT_ID = 2**63 - 1
 MAX_EMAIL_LENGTH = 254
 #: FCM registration tokens are about 160 characters; anything far longer is not a token.
 MAX_TOKEN_LENGTH = 4096
+#: Longest language tag kept (RFC 5646 recommends supporting at least 35 characters).
+MAX_LOCALE_LENGTH = 35
 
-_EMAIL = re.compile(r"^[^@\s\\;,<>\"]+@[^@\s\\;,<>\"]+\.[^@\s\\;,<>\"]+$")
+# No whitespace, control characters (NUL included) or list separators in any part.
+_EMAIL = re.compile(r"^[^@\s\\;,<>\"\x00-\x1f\x7f]+@[^@\s\\;,<>\"\x00-\x1f\x7f]+\.[^@\s\\;,<>\"\x00-\x1f\x7f]+\Z")
 _LOCALE = re.compile(r"^[A-Za-z]{2,3}(?:[-_][A-Za-z0-9]{1,8})*$")
 _TOKEN = re.compile(r"^[A-Za-z0-9_:.~+/=-]+$")  # FCM and APNs token alphabets
 _TRUE = frozenset({"true", "t", "1", "yes", "y", "on"})
@@ -49,24 +52,36 @@ def location_problem(lat: object, lng: object) -> str | None:
     return None
 
 
-def email_problem(email: str) -> str | None:
-    if len(email) > MAX_EMAIL_LENGTH or not _EMAIL.match(email):
+def email_problem(email: object) -> str | None:
+    if not isinstance(email, str) or len(email) > MAX_EMAIL_LENGTH or not _EMAIL.match(email):
         return "email is not a valid address"
     return None
 
 
-def locale_problem(locale: str) -> str | None:
-    return None if _LOCALE.match(locale) else "locale is not a language tag like en-US"
+def locale_problem(locale: object) -> str | None:
+    if isinstance(locale, str) and len(locale) <= MAX_LOCALE_LENGTH and _LOCALE.match(locale):
+        return None
+    return "locale is not a language tag like en-US"
 
 
-def time_zone_problem(time_zone: str) -> str | None:
-    return None if time_zone in known_time_zones() else "time_zone is not an IANA time zone"
+def time_zone_problem(time_zone: object) -> str | None:
+    if isinstance(time_zone, str) and time_zone in known_time_zones():
+        return None
+    return "time_zone is not an IANA time zone"
 
 
-def token_problem(token: str) -> str | None:
-    if not token or len(token) > MAX_TOKEN_LENGTH or ";" in token or not _TOKEN.match(token):
+def token_problem(token: object) -> str | None:
+    if (not isinstance(token, str) or not token or len(token) > MAX_TOKEN_LENGTH or ";" in token
+            or not _TOKEN.match(token)):
         return "push token is malformed"
     return None
+
+
+def flag_problem(name: str, value: object, *, optional: bool = False) -> str | None:
+    """A switch must be a JSON boolean: ``"no"`` is not false (and PostgreSQL would read "yes" as true)."""
+    if isinstance(value, bool) or (optional and value is None):
+        return None
+    return f"{name} must be true or false"
 
 
 def version_problem(version: object) -> str | None:

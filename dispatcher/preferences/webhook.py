@@ -1,9 +1,11 @@
 """SendGrid's event webhook: a small raw ASGI app that turns bounces and unsubscribes into suppressions.
 
 A post is verified (signature and age) before its body is even parsed; unsigned, tampered or stale
-posts get 403. The suppressing events are stored in ``webhook_events`` under a new batch id and only
-that id goes on the queue (addresses never travel through Redis); a worker applies the batch. Events
-carry SendGrid's ``sg_event_id``, so duplicates and replays change nothing.
+posts get 403; a body that is not a JSON array of objects, or nests deeper than ``MAX_JSON_DEPTH``,
+gets 400. The suppressing events (:mod:`dispatcher.preferences.sendgrid_events`) are stored in
+``webhook_events`` under a new batch id and only that id goes on the queue (addresses never travel
+through Redis); a worker applies the batch. Events carry SendGrid's ``sg_event_id``, so duplicates
+inside a post, across posts and replays change nothing.
 
 Any path accepts the POST (SendGrid lets you choose the URL); ``GET /healthz`` answers 200.
 """
@@ -11,6 +13,7 @@ Any path accepts the POST (SendGrid lets you choose the URL); ``GET /healthz`` a
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import logging
 import time
@@ -34,6 +37,9 @@ logger = logging.getLogger(__name__)
 
 #: Largest body accepted; SendGrid batches events into posts well below this.
 MAX_BODY_BYTES = 8 * 1024 * 1024
+#: Deepest nesting of arrays and objects accepted: an event is an object inside the array, and its
+#: deepest field (``pool``, ``category``) adds two more levels.
+MAX_JSON_DEPTH = 8
 
 Scope = Mapping[str, Any]
 Receive = Callable[[], Awaitable[Mapping[str, Any]]]
@@ -45,13 +51,13 @@ _SIGNATURE = SIGNATURE_HEADER.lower().encode()
 _TIMESTAMP = TIMESTAMP_HEADER.lower().encode()
 
 
-def store_and_enqueue(events: list[dict[str, Any]]) -> int:
+def store_and_enqueue(events: list[dict[str, Any]], *, unsubscribe_group: int = 0) -> int:
     """Store the suppressing events of one post and enqueue their batch id for a worker."""
     from dispatcher.db import get_pool
     from dispatcher.preferences.actors import sendgrid_events
 
     with get_pool().connection() as conn:
-        batch_id, kept = record_webhook_events(conn, events)
+        batch_id, kept = record_webhook_events(conn, events, unsubscribe_group=unsubscribe_group)
     if kept:
         sendgrid_events.send(batch_id)
     return kept
@@ -125,11 +131,28 @@ def _header(headers: Mapping[bytes, bytes], name: bytes) -> str | None:
 def _parse_events(body: bytes) -> list[dict[str, Any]]:
     try:
         events = json.loads(body)
-    except ValueError:
+    except ValueError:  # also a body that is not UTF-8
         raise WebhookRejected("event webhook body is not JSON", status=400) from None
+    except RecursionError:
+        raise WebhookRejected("event webhook body is nested too deeply", status=400) from None
     if not isinstance(events, list) or not all(isinstance(e, dict) for e in events):
         raise WebhookRejected("event webhook body must be a JSON array of events", status=400)
+    if _depth(events) > MAX_JSON_DEPTH:
+        raise WebhookRejected("event webhook body is nested too deeply", status=400)
     return events
+
+
+def _depth(value: Any) -> int:
+    """How deeply arrays and objects nest in a parsed JSON value (iterative: no recursion to exhaust)."""
+    deepest = 0
+    stack: list[tuple[Any, int]] = [(value, 1)]
+    while stack:
+        item, level = stack.pop()
+        if isinstance(item, dict | list):
+            deepest = max(deepest, level)
+            if level <= MAX_JSON_DEPTH:
+                stack.extend((child, level + 1) for child in (item.values() if isinstance(item, dict) else item))
+    return deepest
 
 
 async def _read_body(receive: Receive) -> bytes | None:
@@ -168,13 +191,19 @@ async def _lifespan(receive: Receive, send: Send) -> None:
             return
 
 
-def create_app(settings: Settings | None = None, accept: Accept = store_and_enqueue) -> EventWebhookApp:
-    """The webhook app for ``settings``; refuses to exist without a verification key."""
-    key_text = (settings or get_settings()).sendgrid_webhook_public_key
+def create_app(settings: Settings | None = None, accept: Accept | None = None) -> EventWebhookApp:
+    """The webhook app for ``settings``; refuses to exist without a verification key.
+
+    ``accept`` defaults to :func:`store_and_enqueue` with the settings' unsubscribe group.
+    """
+    settings = settings or get_settings()
+    key_text = settings.sendgrid_webhook_public_key
     if not key_text:
         raise ConfigurationError(
             "SENDGRID_WEBHOOK_PUBLIC_KEY is not set: the event webhook cannot verify SendGrid's posts"
         )
+    if accept is None:
+        accept = functools.partial(store_and_enqueue, unsubscribe_group=settings.sendgrid_unsubscribe_group)
     return EventWebhookApp(load_public_key(key_text), accept, unsubscribe=UnsubscribeApp(settings))
 
 
