@@ -43,7 +43,7 @@ def db_migrate() -> None:
     from dispatcher.bootstrap import bootstrap
     from dispatcher.db import connect, migrate
 
-    bootstrap(run_migrations=False)
+    bootstrap()
     with connect() as conn:
         applied = migrate(conn)
     console.print(f"applied {len(applied)} migration(s): {', '.join(applied) or 'none pending'}")
@@ -57,8 +57,9 @@ def worker(
 ) -> None:
     """Run dramatiq workers for every stage (requests, push, email, residents)."""
     from dispatcher.bootstrap import bootstrap
+    from dispatcher.config import get_settings
 
-    settings = bootstrap()
+    settings = bootstrap(run_migrations=get_settings().migrate_on_worker_start)
     from dispatcher.ops.metrics import prepare_worker_metrics_dir
 
     # One metrics directory per host, emptied at start so counters do not add up across restarts.
@@ -78,7 +79,7 @@ def publish(path: Annotated[Path, typer.Argument(help="A Community Request as JS
     from dispatcher.bootstrap import bootstrap
 
     bootstrap()
-    from dispatcher.contract import publish as publish_request
+    from dispatcher.publishing import publish as publish_request
 
     try:
         request_id = publish_request(json.loads(path.read_text(encoding="utf-8")))
@@ -223,7 +224,7 @@ def dead_letters(
     """Messages that exhausted their retries, with the reason (ids only); retry one or all."""
     from dispatcher.bootstrap import bootstrap
 
-    bootstrap(run_migrations=False)
+    bootstrap()
     import dramatiq
 
     import dispatcher.worker_entry  # noqa: F401  (declares every queue)

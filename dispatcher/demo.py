@@ -181,7 +181,7 @@ def run_demo(residents: int, seed: int, console: Console) -> bool:
     console.print(f"data directory: {settings.home}")
     with SandboxServer(records_dir) as sandbox:
         settings = sandbox.configure(settings)
-        settings = bootstrap(settings=settings)
+        settings = bootstrap(run_migrations=True, settings=settings)  # the demo's own database
         console.print(f"sandbox providers (FCM v1 + SendGrid v3) at {sandbox.base_url}")
 
         town = make_town(residents, seed)
@@ -193,8 +193,8 @@ def run_demo(residents: int, seed: int, console: Console) -> bool:
         import dramatiq
 
         from dispatcher.actors import distribute_request  # noqa: F401  (declares the actors)
-        from dispatcher.broker import ALL_QUEUES
-        from dispatcher.contract import publish
+        from dispatcher.publishing import publish
+        from dispatcher.queues import ALL_QUEUES
 
         broker = dramatiq.get_broker()
         for queue in ALL_QUEUES:

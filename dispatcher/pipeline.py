@@ -20,8 +20,8 @@ from dispatcher.contract import parse_request
 from dispatcher.db import get_pool
 from dispatcher.errors import InvalidArea, InvalidRequest, RequestConflict
 from dispatcher.lifecycle import State
+from dispatcher.lifecycle.events import request_transitioned
 from dispatcher.ops import metrics
-from dispatcher.ops.request_events import request_transitioned
 from dispatcher.targeting.area import parse_area
 from dispatcher.targeting.match import match_area
 
@@ -54,7 +54,7 @@ def distribute(payload: Any) -> DistributeOutcome:
             lifecycle.record_rejection(conn, request_id, str(error))
             if request_id is not None:
                 # The pipeline learns the id was refused (id, state, time); the reasons stay with ops.
-                request_transitioned(request_id, State.REJECTED.value)
+                request_transitioned(request_id, State.REJECTED)
         log.warning("request rejected", extra={"request_id": request_id, "reason": str(error)})
         return DistributeOutcome(request_id, State.REJECTED.value, False, str(error))
     with pool.connection() as conn:

@@ -10,7 +10,7 @@ import dramatiq
 import psycopg
 
 from dispatcher.config import Settings
-from dispatcher.contract import publish
+from dispatcher.publishing import publish
 from tests.factories import add_resident, request_payload
 
 Conn = psycopg.Connection[Any]

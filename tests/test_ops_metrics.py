@@ -44,7 +44,7 @@ def _free_port() -> int:
 @pytest.fixture
 def worker_process(settings: Settings, redis_client: redis.Redis,
                    tmp_path: Path) -> Iterator[tuple[int, Path]]:
-    """``dramatiq dispatcher.broker:broker dispatcher.actors`` in a child process; yields (port, log file)."""
+    """``dramatiq dispatcher.broker:get_engine_broker dispatcher.actors`` in a child process; yields (port, log file)."""
     port = _free_port()
     log_path = tmp_path / "worker.log"
     env = {
@@ -58,7 +58,7 @@ def worker_process(settings: Settings, redis_client: redis.Redis,
     }
     with log_path.open("w") as log:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "dramatiq", "dispatcher.broker:broker", "dispatcher.actors",
+            [sys.executable, "-m", "dramatiq", "dispatcher.broker:get_engine_broker", "dispatcher.actors",
              "--processes", "1", "--threads", "2", "--queues", "push", "email"],
             cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
         )

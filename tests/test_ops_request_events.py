@@ -15,7 +15,7 @@ from dispatcher.contract import parse_request
 from dispatcher.fanout import drain
 from dispatcher.ledger import Channel
 from dispatcher.lifecycle import State
-from dispatcher.ops.request_events import STREAM, RequestEvent, publish_request_event, read_request_events
+from dispatcher.lifecycle.events import STREAM, RequestEvent, publish_request_event, read_request_events
 from dispatcher.pipeline import distribute
 from tests.factories import add_resident, request_payload
 

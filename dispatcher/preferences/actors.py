@@ -31,15 +31,15 @@ import psycopg
 import psycopg_pool
 from dramatiq.middleware import CurrentMessage
 
-from dispatcher import broker as _broker  # installs the broker before the actors below bind to it
-from dispatcher.broker import RESIDENTS_QUEUE
+from dispatcher.broker import get_engine_broker
 from dispatcher.db import get_pool
 from dispatcher.errors import InvalidResidentUpdate, ResidentUpdateFailed, UnknownResident
 from dispatcher.preferences import feedback, updates
+from dispatcher.queues import RESIDENTS_QUEUE
 
 logger = logging.getLogger(__name__)
 
-assert _broker.broker is dramatiq.get_broker()
+get_engine_broker()  # installed before the actors below bind to it
 
 #: Longest wait between two attempts of a resident change (ms).
 MAX_BACKOFF_MS = 600_000
