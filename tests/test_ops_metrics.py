@@ -44,7 +44,7 @@ def _free_port() -> int:
 @pytest.fixture
 def worker_process(settings: Settings, redis_client: redis.Redis,
                    tmp_path: Path) -> Iterator[tuple[int, Path]]:
-    """``dramatiq dispatcher.broker:get_engine_broker dispatcher.actors`` in a child process; yields (port, log file)."""
+    """The engine's worker (``dramatiq dispatcher.broker:get_engine_broker ...``) in a child process: (port, log)."""
     port = _free_port()
     log_path = tmp_path / "worker.log"
     env = {
