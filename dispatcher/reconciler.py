@@ -154,7 +154,7 @@ class Reconciler:
                 log.warning("reconciler sweep failed", extra={"error": type(error).__name__})
 
 
-class ReconcilerMiddleware(Middleware):  # type: ignore[misc]
+class ReconcilerMiddleware(Middleware):
     """Runs a :class:`Reconciler` in every worker process for as long as the worker runs."""
 
     def __init__(self, nudges: Nudges) -> None:

@@ -51,7 +51,7 @@ class RequestContext(Middleware):
         self.after_process_message(broker, message)
 
 
-class WorkerPrometheus(Prometheus):  # type: ignore[misc]
+class WorkerPrometheus(Prometheus):
     """dramatiq's Prometheus middleware, active only in worker processes booted by the dramatiq CLI."""
 
     def __init__(self) -> None:
@@ -115,7 +115,7 @@ class WorkerPrometheus(Prometheus):  # type: ignore[misc]
         if self.booted:
             super().after_process_message(broker, message, result=result, exception=exception)
 
-    def after_skip_message(self, broker: dramatiq.Broker, message: MessageProxy, *,  # type: ignore[override]
+    def after_skip_message(self, broker: dramatiq.Broker, message: MessageProxy, *,
                            result: Any = None, exception: BaseException | None = None) -> None:
         self.after_process_message(broker, message)
 

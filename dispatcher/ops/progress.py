@@ -92,7 +92,7 @@ def requests_by_state(conn: Conn) -> dict[str, int]:
     """How many requests are in each state (every state listed, zeros included)."""
     counts = {state.value: 0 for state in State}
     for state, n in conn.execute(_BY_STATE):
-        counts[str(state)] = int(n)  # type: ignore[call-overload]
+        counts[str(state)] = int(n)
     return counts
 
 
@@ -129,8 +129,8 @@ def active_requests(conn: Conn, *, rate_window_s: int = RATE_WINDOW_S) -> list[R
     channels: dict[str, dict[str, ChannelProgress]] = {str(r[0]): {} for r in rows}
     for request_id, channel, status, n, recent in conn.execute(_COUNTS, (rate_window_s, list(channels))):
         progress = channels[str(request_id)].setdefault(str(channel), ChannelProgress())
-        progress.outcomes[str(status)] = int(n)  # type: ignore[call-overload]
-        progress.rate_per_s += int(recent) / rate_window_s  # type: ignore[call-overload]
+        progress.outcomes[str(status)] = int(n)
+        progress.rate_per_s += int(recent) / rate_window_s
     result = []
     for request_id, state, urgent, accepted_at, targeted_at, _ in rows:
         assert isinstance(accepted_at, datetime) and (targeted_at is None or isinstance(targeted_at, datetime))

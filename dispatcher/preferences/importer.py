@@ -744,12 +744,12 @@ def _built_at_the_end_if_first_load(conn: Connection) -> Iterator[bool]:
     yield True
     conn.execute("SET LOCAL maintenance_work_mem = '256MB'")
     for table, constraint, ddl in primary_keys:
-        definition = sql.SQL(ddl)  # type: ignore[arg-type]  # the catalog's own text
+        definition = sql.SQL(ddl)  # the catalog's own text
         conn.execute(sql.SQL("ALTER TABLE {} ADD CONSTRAINT {} {}").format(table, constraint, definition))
     for _, _, ddl in indexes:
         conn.execute(ddl.encode())
     for table, constraint, ddl in foreign_keys:
-        definition = sql.SQL(ddl)  # type: ignore[arg-type]  # the catalog's own text
+        definition = sql.SQL(ddl)  # the catalog's own text
         conn.execute(sql.SQL("ALTER TABLE {} ADD CONSTRAINT {} {}").format(table, constraint, definition))
 
 
