@@ -57,6 +57,9 @@ def test_the_actors_build_the_broker_on_import_without_connecting() -> None:
         "names = [type(m).__name__ for m in actors.broker.middleware]\n"
         "assert names.index('DeadLetterReasons') < names.index('Retries'), names\n"
         "assert names[0] == 'RequestContext' and 'ReconcilerMiddleware' in names, names\n"
+        # prometheus_client chooses its multiprocess mode when imported: a worker imports it after boot.
+        "import sys, dispatcher.worker_entry\n"
+        "assert 'prometheus_client' not in sys.modules\n"
     )
     result = _run([sys.executable, "-c", probe])
     assert result.returncode == 0, result.stderr
