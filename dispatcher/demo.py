@@ -24,6 +24,7 @@ from rich.console import Console
 from rich.table import Table
 
 from dispatcher.config import RESIDENT_CELL_RESOLUTION, Settings, get_settings, set_settings
+from dispatcher.lifecycle.states import FINAL_STATES, State
 
 DEMO_DATABASE = "dispatcher_demo"
 #: The synthetic town's centre (a made-up place; any would do).
@@ -163,7 +164,7 @@ def _wait_for(conn: psycopg.Connection[Any], request_id: str, timeout: float) ->
     while time.monotonic() < deadline:
         row = conn.execute("SELECT state FROM community_requests WHERE id = %s", (request_id,)).fetchone()
         state = str(row[0]) if row else "not yet accepted"
-        if state in ("completed", "rejected", "expired"):
+        if state in FINAL_STATES:
             return state
         time.sleep(0.2)
     return state
@@ -254,7 +255,7 @@ def run_demo(residents: int, seed: int, console: Console) -> bool:
         console.print(f"  {'[green]✓' if ok else '[red]✗'}[/] {name}")
     console.print(f"recorded pushes: {fcm_file}\nrecorded emails: {mail_file}")
     set_settings(base)
-    return state == "completed" and all(checks.values())
+    return state == State.COMPLETED and all(checks.values())
 
 
 

@@ -30,6 +30,7 @@ from dispatcher import ledger, lifecycle
 from dispatcher.config import get_settings
 from dispatcher.db.types import Conn
 from dispatcher.ledger import Channel
+from dispatcher.lifecycle import ACTIVE_STATES, State
 
 log = logging.getLogger(__name__)
 
@@ -37,19 +38,19 @@ _LOCK_KEY = 0x72636E6C  # "rcnl"
 
 _EXPIRED = """
 SELECT id FROM community_requests
-WHERE state IN ('accepted', 'targeting', 'sending') AND respond_until <= now()
+WHERE state = ANY(%(active)s) AND respond_until <= now()
 FOR UPDATE SKIP LOCKED
 """
 _FINISHED = """
 SELECT c.id FROM community_requests c
-WHERE c.state = 'sending'
+WHERE c.state = %(sending)s
   AND NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.request_id = c.id AND d.status = 'pending')
 FOR UPDATE SKIP LOCKED
 """
 _STUCK_ACCEPTED = """
 SELECT c.id, c.urgent FROM community_requests c
 LEFT JOIN request_activity a ON a.request_id = c.id AND a.stage = 'target'
-WHERE c.state IN ('accepted', 'targeting')
+WHERE c.state = ANY(%(before_sending)s)
   AND greatest(c.updated_at, a.active_at) < now() - make_interval(secs => %(stale)s)
 FOR UPDATE OF c SKIP LOCKED
 """
@@ -57,12 +58,20 @@ _STUCK_SENDING = """
 SELECT c.id, c.urgent, ch.channel FROM community_requests c
 CROSS JOIN (VALUES ('push'), ('email')) AS ch(channel)
 LEFT JOIN request_activity a ON a.request_id = c.id AND a.stage = ch.channel
-WHERE c.state = 'sending'
+WHERE c.state = %(sending)s
   AND coalesce(a.active_at, c.targeted_at, c.updated_at) < now() - make_interval(secs => %(stale)s)
   AND EXISTS (SELECT 1 FROM deliveries d
               WHERE d.request_id = c.id AND d.channel = ch.channel AND d.status = 'pending'
                 AND (d.lease_until IS NULL OR d.lease_until < now()))
 """
+# The states, always from lifecycle.State (never spelled here).
+_STATES = {
+    "active": [state.value for state in ACTIVE_STATES],
+    "before_sending": [State.ACCEPTED.value, State.TARGETING.value],
+    "sending": State.SENDING.value,
+}
+
+
 @dataclass
 class SweepReport:
     """What one sweep did (ids only)."""
@@ -100,13 +109,13 @@ def sweep(conn: Conn, *, nudges: Nudges, stale_seconds: float | None = None) -> 
         locked = conn.execute("SELECT pg_try_advisory_xact_lock(%s)", (_LOCK_KEY,)).fetchone()
         if not locked or not locked[0]:
             return None
-        for (request_id,) in conn.execute(_EXPIRED).fetchall():
+        for (request_id,) in conn.execute(_EXPIRED, _STATES).fetchall():
             lifecycle.expire(conn, str(request_id))
             report.expired.append(str(request_id))
-        for (request_id,) in conn.execute(_FINISHED).fetchall():
+        for (request_id,) in conn.execute(_FINISHED, _STATES).fetchall():
             if lifecycle.complete_if_done(conn, str(request_id)):
                 report.completed.append(str(request_id))
-        params = {"stale": stale}
+        params = {**_STATES, "stale": stale}
         for request_id, urgent in conn.execute(_STUCK_ACCEPTED, params).fetchall():
             nudges.target(str(request_id), bool(urgent))
             ledger.mark_activity(conn, str(request_id), "target")

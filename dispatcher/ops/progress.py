@@ -139,7 +139,7 @@ def active_requests(conn: Conn, *, rate_window_s: int = RATE_WINDOW_S) -> list[R
         result.append(RequestProgress(
             id=str(request_id), state=str(state), urgent=bool(urgent), accepted_at=accepted_at,
             targeted_at=targeted_at, channels=by_channel,
-            eta=likely_finish(now, by_channel) if state == "sending" else None,
+            eta=likely_finish(now, by_channel) if state == State.SENDING else None,
             expected_finish=deadline, overdue=now > deadline,
         ))
     return result
