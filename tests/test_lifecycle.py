@@ -14,12 +14,12 @@ from dispatcher import actors, ledger, lifecycle, reconciler
 from dispatcher.broker import enqueueing_nudges
 from dispatcher.config import Settings
 from dispatcher.contract import parse_request
+from dispatcher.db.types import Conn
 from dispatcher.ledger import Channel
 from dispatcher.pipeline import distribute
 from tests.factories import add_resident, request_payload
 from tests.test_end_to_end import wait_for_state
 
-Conn = psycopg.Connection[Any]
 INSIDE = (40.015, -105.273)
 
 

@@ -17,9 +17,7 @@ import time
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
-import psycopg
 import pytest
 import redis
 from prometheus_client.parser import text_string_to_metric_families
@@ -27,10 +25,10 @@ from prometheus_client.parser import text_string_to_metric_families
 from dispatcher import actors, lifecycle
 from dispatcher.config import Settings
 from dispatcher.contract import parse_request
+from dispatcher.db.types import Conn
 from dispatcher.lifecycle import State
 from tests.factories import add_resident, request_payload
 
-Conn = psycopg.Connection[Any]
 ROOT = Path(__file__).resolve().parent.parent
 REQUEST = "req-metrics"
 
