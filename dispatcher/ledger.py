@@ -4,6 +4,9 @@ Rows are written set-based from targeting (:func:`insert_deliveries`), claimed i
 by fan-out workers (:func:`claim_batch`, ``FOR UPDATE SKIP LOCKED``), and closed with an outcome
 (:func:`record_outcomes`). A worker that dies leaves a lease that expires; the rows become claimable
 again and another worker finishes them. A row that is sent is never claimed again.
+
+This module is the only writer of ``deliveries`` and ``request_activity``; who gets a row, and why a
+row is skipped, is decided by :mod:`dispatcher.preferences.eligibility`.
 """
 
 from __future__ import annotations
