@@ -16,6 +16,6 @@ def publish(request: Any) -> str:
 
     Imported lazily so that ``import dispatcher`` stays cheap for the pipeline.
     """
-    from dispatcher.contract import publish as _publish
+    from dispatcher.publishing import publish as _publish
 
     return _publish(request)

@@ -14,10 +14,10 @@ from __future__ import annotations
 from typing import Any
 
 import dramatiq
-from dramatiq.middleware import Retries
 
-from dispatcher import broker as _broker  # installs the broker before the actors below bind to it
-from dispatcher.broker import (
+from dispatcher.broker import get_engine_broker
+from dispatcher.ledger import Channel
+from dispatcher.queues import (
     EMAIL_QUEUE,
     PUSH_QUEUE,
     REQUESTS_QUEUE,
@@ -25,9 +25,6 @@ from dispatcher.broker import (
     URGENT_PUSH_QUEUE,
     URGENT_REQUESTS_QUEUE,
 )
-from dispatcher.deadletters import DeadLetterReasons
-from dispatcher.ledger import Channel
-from dispatcher.reconciler import ReconcilerMiddleware
 
 #: How many fan-out messages a new request starts per channel (more workers can then share it).
 FANOUT_PARALLELISM = 4
@@ -38,12 +35,8 @@ _ONE_HOUR_MS = 3_600_000
 #: Retry soon after a dropped database or Redis connection; never wait longer than a minute.
 _BACKOFF: dict[str, Any] = {"min_backoff": 1_000, "max_backoff": 60_000}
 
-assert _broker.broker is dramatiq.get_broker()
-if not any(isinstance(m, DeadLetterReasons) for m in _broker.broker.middleware):
-    # Before Retries in the list, so it runs after Retries has decided a message's fate.
-    _broker.broker.add_middleware(DeadLetterReasons(), before=Retries)
-if not any(isinstance(m, ReconcilerMiddleware) for m in _broker.broker.middleware):
-    _broker.broker.add_middleware(ReconcilerMiddleware())
+#: The engine's broker, built (and installed globally) before the actors below bind to it.
+broker = get_engine_broker()
 
 
 def _distribute(payload: dict[str, Any]) -> None:

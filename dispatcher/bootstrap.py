@@ -1,4 +1,7 @@
-"""Start-up shared by every command: settings, the embedded servers if needed, migrations.
+"""Start-up shared by every command: settings, the embedded servers if needed, migrations on request.
+
+Only ``dispatcher db migrate``, the worker at start (``migrate_on_worker_start``) and the demo change
+the schema; read-only commands never do.
 
 After :func:`bootstrap` the process settings and ``DATABASE_URL`` / ``REDIS_URL`` point at running
 servers, so child processes (dramatiq workers) inherit them.
@@ -16,8 +19,8 @@ from dispatcher.embedded import ensure_services
 log = logging.getLogger(__name__)
 
 
-def bootstrap(*, run_migrations: bool = True, settings: Settings | None = None) -> Settings:
-    """Make the settings usable: start embedded servers for unset URLs, export them, migrate."""
+def bootstrap(*, run_migrations: bool = False, settings: Settings | None = None) -> Settings:
+    """Make the settings usable: start embedded servers for unset URLs, export them; migrate if asked."""
     current = settings or get_settings()
     embedded = not current.database_url or not current.redis_url
     ready = ensure_services(current)

@@ -97,7 +97,7 @@ def db_migrate() -> None:
     from dispatcher.bootstrap import bootstrap
     from dispatcher.db import connect, migrate
 
-    bootstrap(run_migrations=False)
+    bootstrap()
     with connect() as conn:
         applied = migrate(conn)
     console.print(f"applied {len(applied)} migration(s): {', '.join(applied) or 'none pending'}")
@@ -111,8 +111,9 @@ def worker(
 ) -> None:
     """Run dramatiq workers for every stage (requests, push, email, residents)."""
     from dispatcher.bootstrap import bootstrap
+    from dispatcher.config import get_settings
 
-    settings = bootstrap()
+    settings = bootstrap(run_migrations=get_settings().migrate_on_worker_start)
     from dispatcher.ops.metrics import prepare_worker_metrics_dir
 
     # One metrics directory per host, emptied at start so counters do not add up across restarts.
@@ -132,7 +133,7 @@ def publish(path: Annotated[Path, typer.Argument(help="A Community Request as JS
     from dispatcher.bootstrap import bootstrap
 
     bootstrap()
-    from dispatcher.contract import publish as publish_request
+    from dispatcher.publishing import publish as publish_request
 
     request_id = publish_request(_read_json(path))
     console.print(f"enqueued request {request_id}", markup=False, highlight=False)
@@ -274,7 +275,7 @@ def dead_letters(
     """Messages that exhausted their retries, with the reason (ids only); retry one or all."""
     from dispatcher.bootstrap import bootstrap
 
-    bootstrap(run_migrations=False)
+    bootstrap()
     import dramatiq
 
     import dispatcher.worker_entry  # noqa: F401  (declares every queue)

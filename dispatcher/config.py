@@ -44,6 +44,18 @@ def _env_int(name: str, default: int) -> int:
         raise ConfigurationError(f"{name} must be an integer, got {raw!r}") from None
 
 
+def _env_bool(name: str, default: bool) -> bool:
+    raw = _env(name)
+    if raw is None:
+        return default
+    lowered = raw.strip().lower()
+    if lowered in {"1", "true", "yes", "on"}:
+        return True
+    if lowered in {"0", "false", "no", "off"}:
+        return False
+    raise ConfigurationError(f"{name} must be true or false, got {raw!r}")
+
+
 def _env_float(name: str, default: float) -> float:
     raw = _env(name)
     if raw is None:
@@ -110,6 +122,15 @@ class Settings:
     #: Days an unsubscribe link stays valid.
     unsubscribe_link_days: int = 90
 
+    #: Whether ``dispatcher worker`` applies pending migrations before it starts consuming.
+    migrate_on_worker_start: bool = True
+    #: Seconds between two reconciler sweeps in each worker process (0 switches the reconciler off).
+    reconcile_seconds: float = 15.0
+    #: A stage with no activity for this long is considered stuck and nudged by the reconciler.
+    stale_seconds: float = 60.0
+    #: Seconds between two samples of the queue and request gauges in each worker process (0: never).
+    ops_sample_seconds: float = 15.0
+
     def with_(self, **changes: Any) -> Settings:
         """A copy with some settings changed (settings are immutable)."""
         return replace(self, **changes)
@@ -148,6 +169,10 @@ class Settings:
             unsubscribe_secret=_env("UNSUBSCRIBE_SECRET"),
             unsubscribe_previous_secret=_env("UNSUBSCRIBE_PREVIOUS_SECRET"),
             unsubscribe_link_days=_env_int("UNSUBSCRIBE_LINK_DAYS", defaults.unsubscribe_link_days),
+            migrate_on_worker_start=_env_bool("MIGRATE_ON_WORKER_START", defaults.migrate_on_worker_start),
+            reconcile_seconds=_env_float("DISPATCHER_RECONCILE_SECONDS", defaults.reconcile_seconds),
+            stale_seconds=_env_float("DISPATCHER_STALE_SECONDS", defaults.stale_seconds),
+            ops_sample_seconds=_env_float("DISPATCHER_OPS_SAMPLE_SECONDS", defaults.ops_sample_seconds),
         )
 
     def describe(self) -> dict[str, str]:

@@ -2,8 +2,9 @@
 
 The pydantic model is the single source of truth; ``schemas/community_request.schema.json`` is
 generated from it (``dispatcher contract schema``) and a test keeps the two identical.
-:func:`publish` validates on the pipeline's side so a bad request never reaches the queue, and the
-worker validates again because a queue can carry anything.
+:func:`validate_request` runs on the pipeline's side (:func:`dispatcher.publishing.publish`) so a bad
+request never reaches the queue, and the worker validates again because a queue can carry anything.
+This module is the model only: importing it builds no broker and opens no connection.
 
 Some checks depend on when and where a request is checked, so they live beside the model, not in it
 (a stored request must stay loadable whatever the clock says or a setting becomes): the area's size in
@@ -252,16 +253,3 @@ def published_schema() -> dict[str, Any]:
     text = resources.files("dispatcher.schemas").joinpath(SCHEMA_RESOURCE).read_text(encoding="utf-8")
     loaded: dict[str, Any] = json.loads(text)
     return loaded
-
-
-def publish(data: Any) -> str:
-    """Validate a Community Request and enqueue it on the ``requests`` queue; return its id.
-
-    Raises :class:`InvalidRequest` (naming each bad field) before anything is enqueued.
-    """
-    request = validate_request(data)
-    from dispatcher.actors import enqueue_request
-
-    enqueue_request(request.to_json_dict())
-    return request.id
-

@@ -34,7 +34,7 @@ def describe_error(error: BaseException) -> dict[str, str]:
     return {"exception": type(error).__name__, "detail": redact(str(error))[:_DETAIL_CHARS]}
 
 
-class DeadLetterReasons(Middleware):  # type: ignore[misc]
+class DeadLetterReasons(Middleware):
     """Scrub tracebacks in retried messages; remember why a message was dead-lettered."""
 
     def before_enqueue(self, broker: dramatiq.Broker, message: dramatiq.Message[Any], delay: int | None) -> None:

@@ -24,6 +24,8 @@ from rich.console import Console
 from rich.table import Table
 
 from dispatcher.config import RESIDENT_CELL_RESOLUTION, Settings, get_settings, set_settings
+from dispatcher.db.types import Conn
+from dispatcher.lifecycle.states import FINAL_STATES, State
 
 DEMO_DATABASE = "dispatcher_demo"
 #: The synthetic town's centre (a made-up place; any would do).
@@ -87,7 +89,7 @@ def make_town(n: int, seed: int) -> Town:
     )
 
 
-def seed_town(conn: psycopg.Connection[Any], town: Town, seed: int) -> None:
+def seed_town(conn: Conn, town: Town, seed: int) -> None:
     """Load the town through COPY (residents, settings, device tokens)."""
     rng = np.random.default_rng(seed + 1)
     cameras = rng.random(len(town.ids)) < 0.4
@@ -157,13 +159,13 @@ def expected_recipients(town: Town, area: dict[str, Any]) -> tuple[set[int], dic
     return in_area, tokens, emails
 
 
-def _wait_for(conn: psycopg.Connection[Any], request_id: str, timeout: float) -> str:
+def _wait_for(conn: Conn, request_id: str, timeout: float) -> str:
     deadline = time.monotonic() + timeout
     state = "unknown"
     while time.monotonic() < deadline:
         row = conn.execute("SELECT state FROM community_requests WHERE id = %s", (request_id,)).fetchone()
         state = str(row[0]) if row else "not yet accepted"
-        if state in ("completed", "rejected", "expired"):
+        if state in FINAL_STATES:
             return state
         time.sleep(0.2)
     return state
@@ -181,7 +183,7 @@ def run_demo(residents: int, seed: int, console: Console) -> bool:
     console.print(f"data directory: {settings.home}")
     with SandboxServer(records_dir) as sandbox:
         settings = sandbox.configure(settings)
-        settings = bootstrap(settings=settings)
+        settings = bootstrap(run_migrations=True, settings=settings)  # the demo's own database
         console.print(f"sandbox providers (FCM v1 + SendGrid v3) at {sandbox.base_url}")
 
         town = make_town(residents, seed)
@@ -193,8 +195,8 @@ def run_demo(residents: int, seed: int, console: Console) -> bool:
         import dramatiq
 
         from dispatcher.actors import distribute_request  # noqa: F401  (declares the actors)
-        from dispatcher.broker import ALL_QUEUES
-        from dispatcher.contract import publish
+        from dispatcher.publishing import publish
+        from dispatcher.queues import ALL_QUEUES
 
         broker = dramatiq.get_broker()
         for queue in ALL_QUEUES:
@@ -254,7 +256,7 @@ def run_demo(residents: int, seed: int, console: Console) -> bool:
         console.print(f"  {'[green]✓' if ok else '[red]✗'}[/] {name}")
     console.print(f"recorded pushes: {fcm_file}\nrecorded emails: {mail_file}")
     set_settings(base)
-    return state == "completed" and all(checks.values())
+    return state == State.COMPLETED and all(checks.values())
 
 
 

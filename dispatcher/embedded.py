@@ -110,6 +110,11 @@ def _ping(socket_path: Path) -> bool:
         return False
 
 
+def embedded_redis_url(folder: Path) -> str:
+    """The URL the embedded Redis of ``folder`` has once started (known before it starts)."""
+    return f"unix://{_socket_path(folder)}"
+
+
 def start_redis(folder: Path) -> str:
     """Start (or reuse) an embedded Redis listening on a Unix socket in ``folder``; return its URL."""
     folder.mkdir(parents=True, exist_ok=True)
@@ -137,7 +142,7 @@ def start_redis(folder: Path) -> str:
                 raise ConfigurationError(f"embedded Redis did not start; see {folder / 'redis.log'}")
             time.sleep(0.05)
         log.info("embedded Redis running", extra={"data_dir": str(folder)})
-    return f"unix://{socket_path}"
+    return embedded_redis_url(folder)
 
 
 def stop_redis(folder: Path) -> None:

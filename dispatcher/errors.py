@@ -35,26 +35,6 @@ class RequestConflict(DispatcherError):
     """The same request id arrived with a different payload: published requests are immutable."""
 
 
-class RequestExpired(DispatcherError):
-    """The request's 60-day response window has ended; nothing more is sent for it."""
-
-
-class ProviderError(DispatcherError):
-    """A notification provider failed in a way that is worth retrying later."""
-
-    def __init__(self, message: str, retry_after: float | None = None) -> None:
-        super().__init__(message)
-        self.retry_after = retry_after
-
-
-class ProviderQuotaExceeded(ProviderError):
-    """The provider says we are over its quota; every worker must slow down."""
-
-
-class ProviderRejected(DispatcherError):
-    """The provider refused a batch permanently (a 4xx other than 429); retrying will not help."""
-
-
 class ImportProblem(DispatcherError):
     """A row of a resident import could not be loaded; carries its line number."""
 

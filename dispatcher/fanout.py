@@ -109,8 +109,8 @@ def _send_batch(channel: Channel, request: CommunityRequest, respond_until: date
     else:
         with pool.connection() as conn:
             email_targets, skipped = eligibility.eligible_email_targets(conn, request.id, resident_ids)
-        not_sent = {rid: Outcome(Status.SUPPRESSED if reason == "email_suppressed" else Status.SKIPPED, reason)
-                    for rid, reason in skipped.items()}
+        not_sent = {rid: Outcome(Status.SUPPRESSED if reason == eligibility.EMAIL_SUPPRESSED else Status.SKIPPED,
+                                 reason) for rid, reason in skipped.items()}
         etargets = [EmailTarget(rid, t.email, t.time_zone, t.has_camera) for rid, t in email_targets.items()]
         if etargets:
             with metrics.provider_timer("sendgrid"):

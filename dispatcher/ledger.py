@@ -4,6 +4,9 @@ Rows are written set-based from targeting (:func:`insert_deliveries`), claimed i
 by fan-out workers (:func:`claim_batch`, ``FOR UPDATE SKIP LOCKED``), and closed with an outcome
 (:func:`record_outcomes`). A worker that dies leaves a lease that expires; the rows become claimable
 again and another worker finishes them. A row that is sent is never claimed again.
+
+This module is the only writer of ``deliveries`` and ``request_activity``; who gets a row, and why a
+row is skipped, is decided by :mod:`dispatcher.preferences.eligibility`.
 """
 
 from __future__ import annotations
@@ -12,10 +15,11 @@ import enum
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
-import psycopg
 from psycopg import sql
+from psycopg.rows import class_row
 
-Conn = psycopg.Connection[tuple[object, ...]]
+from dispatcher.db.types import Conn
+from dispatcher.preferences.eligibility import EMAIL_REASON_SQL, PUSH_REASON_SQL, TAKES_REQUESTS_SQL
 
 
 class Channel(enum.StrEnum):
@@ -44,28 +48,22 @@ class Outcome:
     reason: str | None = None
 
 
+# The eligibility rules come from :mod:`dispatcher.preferences.eligibility`, their one home; the doubled
+# braces keep the ``{ids}`` and ``{request_id}`` placeholders for :meth:`sql.SQL.format`.
 _INSERT_DELIVERIES = sql.SQL(
-    """
-    WITH t(resident_id) AS ({ids}),
+    f"""
+    WITH t(resident_id) AS ({{ids}}),
     r AS (
         SELECT r.id,
-               CASE WHEN NOT coalesce(s.push_enabled, TRUE) THEN 'push_off'
-                    WHEN NOT EXISTS (SELECT 1 FROM device_tokens d
-                                     WHERE d.resident_id = r.id AND d.retired_at IS NULL)
-                         THEN 'no_active_token'
-               END AS push_reason,
-               CASE WHEN NOT coalesce(s.email_enabled, TRUE) THEN 'email_off'
-                    WHEN r.email IS NULL OR r.email = '' THEN 'no_email'
-                    WHEN EXISTS (SELECT 1 FROM email_suppressions x WHERE x.email = lower(r.email))
-                         THEN 'email_suppressed'
-               END AS email_reason
+               {PUSH_REASON_SQL} AS push_reason,
+               {EMAIL_REASON_SQL} AS email_reason
         FROM t
         JOIN residents r ON r.id = t.resident_id
         LEFT JOIN resident_settings s ON s.resident_id = r.id
-        WHERE coalesce(s.community_requests, TRUE)
+        WHERE {TAKES_REQUESTS_SQL}
     )
     INSERT INTO deliveries (request_id, channel, resident_id, status, reason)
-    SELECT {request_id}, v.channel, r.id,
+    SELECT {{request_id}}, v.channel, r.id,
            CASE WHEN v.reason IS NULL THEN 'pending' ELSE 'skipped' END, v.reason
     FROM r CROSS JOIN LATERAL (VALUES ('push', r.push_reason), ('email', r.email_reason)) AS v(channel, reason)
     ON CONFLICT DO NOTHING
@@ -144,8 +142,8 @@ def claim_batch(conn: Conn, request_id: str, channel: Channel, *, size: int, own
              "lease": lease_seconds},
         ).fetchall()
         if rows:
-            conn.execute(_TOUCH, (request_id, channel.value))
-    return sorted(int(r[0]) for r in rows)  # type: ignore[call-overload]
+            mark_activity(conn, request_id, channel.value)
+    return sorted(int(r[0]) for r in rows)
 
 
 def confirm_lease(conn: Conn, request_id: str, channel: Channel, resident_ids: Sequence[int], *, owner: str,
@@ -165,7 +163,7 @@ def confirm_lease(conn: Conn, request_id: str, channel: Channel, resident_ids: S
         """,
         (lease_seconds, request_id, channel.value, list(resident_ids), owner, request_id),
     ).fetchall()
-    return sorted(int(r[0]) for r in rows)  # type: ignore[call-overload]
+    return sorted(int(r[0]) for r in rows)
 
 
 def mark_activity(conn: Conn, request_id: str, stage: str) -> None:
@@ -235,18 +233,19 @@ class PendingWork:
 
 def pending_work(conn: Conn, request_id: str, channel: Channel) -> PendingWork:
     """Rows pending now, rows held by a lease, and when the first lease runs out."""
-    row = conn.execute(
-        """
-        SELECT count(*) FILTER (WHERE lease_until IS NULL OR lease_until < now()),
-               count(*) FILTER (WHERE lease_until >= now()),
-               extract(epoch FROM min(lease_until) FILTER (WHERE lease_until >= now()) - now())
-        FROM deliveries WHERE request_id = %s AND channel = %s AND status = 'pending'
-        """,
-        (request_id, channel.value),
-    ).fetchone()
-    assert row is not None
-    expiry = None if row[2] is None else float(row[2])  # type: ignore[arg-type]
-    return PendingWork(int(row[0]), int(row[1]), expiry)  # type: ignore[call-overload]
+    with conn.cursor(row_factory=class_row(PendingWork)) as cur:
+        work = cur.execute(
+            """
+            SELECT count(*) FILTER (WHERE lease_until IS NULL OR lease_until < now()) AS claimable,
+                   count(*) FILTER (WHERE lease_until >= now()) AS leased,
+                   extract(epoch FROM min(lease_until) FILTER (WHERE lease_until >= now()) - now())::float8
+                       AS next_lease_expiry_seconds
+            FROM deliveries WHERE request_id = %s AND channel = %s AND status = 'pending'
+            """,
+            (request_id, channel.value),
+        ).fetchone()
+    assert work is not None  # an aggregate always returns one row
+    return work
 
 
 def any_pending(conn: Conn, request_id: str) -> bool:
@@ -265,7 +264,7 @@ def progress(conn: Conn, request_id: str) -> dict[str, dict[str, int]]:
         "SELECT channel, status, count(*) FROM deliveries WHERE request_id = %s GROUP BY 1, 2",
         (request_id,),
     ):
-        counts.setdefault(str(channel), {})[str(status)] = int(n)  # type: ignore[call-overload]
+        counts.setdefault(str(channel), {})[str(status)] = int(n)
     return counts
 
 

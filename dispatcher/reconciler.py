@@ -17,7 +17,6 @@ which are harmless because every stage is idempotent.
 from __future__ import annotations
 
 import logging
-import os
 import random
 import threading
 from collections.abc import Callable
@@ -25,37 +24,33 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import dramatiq
-import psycopg
 from dramatiq.middleware import Middleware
 
-from dispatcher import lifecycle
+from dispatcher import ledger, lifecycle
+from dispatcher.config import get_settings
+from dispatcher.db.types import Conn
 from dispatcher.ledger import Channel
+from dispatcher.lifecycle import ACTIVE_STATES, State
 
 log = logging.getLogger(__name__)
 
-Conn = psycopg.Connection[tuple[object, ...]]
-
-#: Seconds between two sweeps in each worker process (0 switches the reconciler off).
-RECONCILE_SECONDS = float(os.environ.get("DISPATCHER_RECONCILE_SECONDS", "15"))
-#: A stage with no activity for this long is considered stuck and nudged.
-STALE_SECONDS = float(os.environ.get("DISPATCHER_STALE_SECONDS", "60"))
 _LOCK_KEY = 0x72636E6C  # "rcnl"
 
 _EXPIRED = """
 SELECT id FROM community_requests
-WHERE state IN ('accepted', 'targeting', 'sending') AND respond_until <= now()
+WHERE state = ANY(%(active)s) AND respond_until <= now()
 FOR UPDATE SKIP LOCKED
 """
 _FINISHED = """
 SELECT c.id FROM community_requests c
-WHERE c.state = 'sending'
+WHERE c.state = %(sending)s
   AND NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.request_id = c.id AND d.status = 'pending')
 FOR UPDATE SKIP LOCKED
 """
 _STUCK_ACCEPTED = """
 SELECT c.id, c.urgent FROM community_requests c
 LEFT JOIN request_activity a ON a.request_id = c.id AND a.stage = 'target'
-WHERE c.state IN ('accepted', 'targeting')
+WHERE c.state = ANY(%(before_sending)s)
   AND greatest(c.updated_at, a.active_at) < now() - make_interval(secs => %(stale)s)
 FOR UPDATE OF c SKIP LOCKED
 """
@@ -63,16 +58,18 @@ _STUCK_SENDING = """
 SELECT c.id, c.urgent, ch.channel FROM community_requests c
 CROSS JOIN (VALUES ('push'), ('email')) AS ch(channel)
 LEFT JOIN request_activity a ON a.request_id = c.id AND a.stage = ch.channel
-WHERE c.state = 'sending'
+WHERE c.state = %(sending)s
   AND coalesce(a.active_at, c.targeted_at, c.updated_at) < now() - make_interval(secs => %(stale)s)
   AND EXISTS (SELECT 1 FROM deliveries d
               WHERE d.request_id = c.id AND d.channel = ch.channel AND d.status = 'pending'
                 AND (d.lease_until IS NULL OR d.lease_until < now()))
 """
-_TOUCH = """
-INSERT INTO request_activity (request_id, stage, active_at) VALUES (%s, %s, now())
-ON CONFLICT (request_id, stage) DO UPDATE SET active_at = excluded.active_at
-"""
+# The states, always from lifecycle.State (never spelled here).
+_STATES = {
+    "active": [state.value for state in ACTIVE_STATES],
+    "before_sending": [State.ACCEPTED.value, State.TARGETING.value],
+    "sending": State.SENDING.value,
+}
 
 
 @dataclass
@@ -90,48 +87,42 @@ class SweepReport:
 
 @dataclass(frozen=True)
 class Nudges:
-    """How the reconciler sets a request going again; the defaults enqueue dramatiq messages."""
+    """How the reconciler sets a request going again.
+
+    Passed in by whoever builds the broker (:func:`dispatcher.broker.enqueueing_nudges` enqueues the
+    actors' messages), so the reconciler never imports the actors.
+    """
 
     target: Callable[[str, bool], None]
     drain: Callable[[str, Channel, bool], None]
 
 
-def message_nudges() -> Nudges:
-    """Nudges that enqueue ``target_request`` and fan-out messages on the request's queues."""
-    from dispatcher import actors
-
-    return Nudges(
-        target=lambda request_id, urgent: actors.enqueue_targeting(request_id, urgent=urgent),
-        drain=lambda request_id, channel, urgent: actors.nudge_fanout(request_id, channel, urgent=urgent),
-    )
-
-
-def sweep(conn: Conn, *, stale_seconds: float = STALE_SECONDS, nudges: Nudges | None = None) -> SweepReport | None:
+def sweep(conn: Conn, *, nudges: Nudges, stale_seconds: float | None = None) -> SweepReport | None:
     """One pass over the requests in flight; ``None`` when another process is sweeping right now.
 
     Runs in one transaction under an advisory lock. A nudge is enqueued before the transaction commits
     its activity mark: if the enqueue fails (Redis down) nothing is marked and the next sweep tries again.
     """
-    nudges = nudges or message_nudges()
+    stale = get_settings().stale_seconds if stale_seconds is None else stale_seconds
     report = SweepReport()
     with conn.transaction():
         locked = conn.execute("SELECT pg_try_advisory_xact_lock(%s)", (_LOCK_KEY,)).fetchone()
         if not locked or not locked[0]:
             return None
-        for (request_id,) in conn.execute(_EXPIRED).fetchall():
+        for (request_id,) in conn.execute(_EXPIRED, _STATES).fetchall():
             lifecycle.expire(conn, str(request_id))
             report.expired.append(str(request_id))
-        for (request_id,) in conn.execute(_FINISHED).fetchall():
+        for (request_id,) in conn.execute(_FINISHED, _STATES).fetchall():
             if lifecycle.complete_if_done(conn, str(request_id)):
                 report.completed.append(str(request_id))
-        params = {"stale": stale_seconds}
+        params = {**_STATES, "stale": stale}
         for request_id, urgent in conn.execute(_STUCK_ACCEPTED, params).fetchall():
             nudges.target(str(request_id), bool(urgent))
-            conn.execute(_TOUCH, (request_id, "target"))
+            ledger.mark_activity(conn, str(request_id), "target")
             report.retargeted.append(str(request_id))
         for request_id, urgent, channel in conn.execute(_STUCK_SENDING, params).fetchall():
             nudges.drain(str(request_id), Channel(str(channel)), bool(urgent))
-            conn.execute(_TOUCH, (request_id, channel))
+            ledger.mark_activity(conn, str(request_id), str(channel))
             report.nudged.append((str(request_id), str(channel)))
     if report:
         log.info("reconciler sweep", extra={"expired": len(report.expired), "completed": len(report.completed),
@@ -142,7 +133,8 @@ def sweep(conn: Conn, *, stale_seconds: float = STALE_SECONDS, nudges: Nudges | 
 class Reconciler:
     """A daemon thread that sweeps every ``interval`` seconds (with jitter) until stopped."""
 
-    def __init__(self, interval: float = RECONCILE_SECONDS, stale_seconds: float = STALE_SECONDS) -> None:
+    def __init__(self, nudges: Nudges, *, interval: float, stale_seconds: float) -> None:
+        self.nudges = nudges
         self.interval = interval
         self.stale_seconds = stale_seconds
         self._stop = threading.Event()
@@ -166,19 +158,22 @@ class Reconciler:
         while not self._stop.wait(self.interval * random.uniform(0.5, 1.0)):
             try:
                 with get_pool().connection() as conn:
-                    sweep(conn, stale_seconds=self.stale_seconds)
+                    sweep(conn, nudges=self.nudges, stale_seconds=self.stale_seconds)
             except Exception as error:  # a dropped connection or a Redis restart: try again next time
                 log.warning("reconciler sweep failed", extra={"error": type(error).__name__})
 
 
-class ReconcilerMiddleware(Middleware):  # type: ignore[misc]
+class ReconcilerMiddleware(Middleware):
     """Runs a :class:`Reconciler` in every worker process for as long as the worker runs."""
 
-    def __init__(self) -> None:
+    def __init__(self, nudges: Nudges) -> None:
+        self.nudges = nudges
         self.reconciler: Reconciler | None = None
 
     def after_worker_boot(self, broker: dramatiq.Broker, worker: Any) -> None:
-        self.reconciler = Reconciler()
+        settings = get_settings()  # read at boot: a worker process takes its settings from the environment
+        self.reconciler = Reconciler(self.nudges, interval=settings.reconcile_seconds,
+                                     stale_seconds=settings.stale_seconds)
         self.reconciler.start()
 
     def before_worker_shutdown(self, broker: dramatiq.Broker, worker: Any) -> None:

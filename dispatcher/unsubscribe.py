@@ -35,10 +35,9 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlencode, urlsplit
 
-import psycopg
-
 from dispatcher.config import Settings, get_settings
 from dispatcher.contract import is_request_id
+from dispatcher.db.types import Conn
 from dispatcher.errors import ConfigurationError, InvalidUnsubscribeLink
 
 logger = logging.getLogger(__name__)
@@ -154,7 +153,7 @@ def verify_link(settings: Settings, params: Mapping[str, str], *, now: float | N
     return resident_id
 
 
-def apply_unsubscribe(conn: psycopg.Connection[Any], resident_id: int) -> bool:
+def apply_unsubscribe(conn: Conn, resident_id: int) -> bool:
     """Switch the resident's email for Community Requests off; ``False`` if it was off (or unknown).
 
     The change goes through :func:`dispatcher.preferences.updates.change_settings` at a version just

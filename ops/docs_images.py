@@ -80,13 +80,14 @@ def main(out: Path) -> None:
     from rich.console import Console
 
     from dispatcher import actors, demo, lifecycle
-    from dispatcher.broker import RESIDENTS_QUEUE, broker
+    from dispatcher.actors import broker
     from dispatcher.contract import parse_request
     from dispatcher.db import connect, migrate
     from dispatcher.lifecycle import State
     from dispatcher.ops.preview import run_preview
     from dispatcher.ops.status import collect_status, status_renderable
     from dispatcher.pipeline import distribute
+    from dispatcher.queues import RESIDENTS_QUEUE
 
     client = redis.Redis.from_url(settings.redis_url or "")
     client.flushdb()

@@ -1,8 +1,10 @@
-"""Shared fixtures: a real PostgreSQL database and a real Redis for every test run.
+"""Shared fixtures: a real PostgreSQL database and a real Redis, for the tests that ask for them.
 
 With ``DATABASE_URL`` / ``REDIS_URL`` set (CI points them at the machine's services) those servers are
-used; otherwise the embedded ones start under ``.dispatcher/test``. Each run gets its own freshly
-migrated database, dropped at the end, and every test starts from empty tables.
+used; otherwise the embedded ones start under ``.dispatcher/test``, when the first test needs them.
+Importing this file starts nothing, so pure tests (area parsing, covers, the contract) run without
+servers. Each run gets its own freshly migrated database, dropped at the end, and every test starts
+from empty tables.
 """
 
 from __future__ import annotations
@@ -21,17 +23,17 @@ from psycopg.conninfo import make_conninfo
 from dispatcher.config import Settings, set_settings
 from dispatcher.db import migrate
 from dispatcher.db.pool import close_pool
-from dispatcher.embedded import ensure_services
+from dispatcher.embedded import embedded_redis_url, ensure_services
 
 ROOT = Path(__file__).resolve().parent.parent
-
-# Servers first: modules that declare actors connect the broker to REDIS_URL when imported.
-_BASE = ensure_services(
-    Settings.from_env().with_(home=Path(os.environ.get("DISPATCHER_TEST_HOME", ROOT / ".dispatcher" / "test")))
-)
-os.environ["DATABASE_URL"] = _BASE.database_url or ""
-os.environ["REDIS_URL"] = _BASE.redis_url or ""
-set_settings(_BASE)
+_HOME = Path(os.environ.get("DISPATCHER_TEST_HOME", ROOT / ".dispatcher" / "test"))
+_EMBEDDED_REDIS = not os.environ.get("REDIS_URL")
+if _EMBEDDED_REDIS:
+    # Only the address, known before the server runs: test modules that declare actors build the
+    # broker (which connects on first use) when collected; the server starts with the first test using it.
+    os.environ["REDIS_URL"] = embedded_redis_url(_HOME / "redis")
+_UNSTARTED = Settings.from_env().with_(home=_HOME)
+set_settings(_UNSTARTED)
 
 TABLES = (
     "request_activity",
@@ -54,18 +56,24 @@ def _with_database(url: str, dbname: str) -> str:
 
 
 @pytest.fixture(scope="session")
-def settings(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Settings]:
+def services() -> Settings:
+    """The PostgreSQL server and Redis of this run, started here when embedded."""
+    base = ensure_services(_UNSTARTED.with_(redis_url=None) if _EMBEDDED_REDIS else _UNSTARTED)
+    os.environ["DATABASE_URL"] = base.database_url or ""
+    return base
+
+
+@pytest.fixture(scope="session")
+def settings(services: Settings, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Settings]:
     """Settings pointing at a fresh test database and Redis, installed as the process settings."""
-    base = _BASE
+    base = services
     assert base.database_url and base.redis_url
     dbname = f"dispatcher_test_{uuid.uuid4().hex[:10]}"
     with psycopg.connect(base.database_url, autocommit=True) as admin:
         admin.execute(f'CREATE DATABASE "{dbname}"')
-    test_settings = base.with_(
-        database_url=_with_database(base.database_url, dbname),
-        home=tmp_path_factory.mktemp("home"),
-    )
-    with psycopg.connect(test_settings.database_url) as conn:  # type: ignore[arg-type]
+    database_url = _with_database(base.database_url, dbname)
+    test_settings = base.with_(database_url=database_url, home=tmp_path_factory.mktemp("home"))
+    with psycopg.connect(database_url) as conn:
         migrate(conn)
     set_settings(test_settings)
     os.environ["DATABASE_URL"] = test_settings.database_url or ""
@@ -74,7 +82,7 @@ def settings(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Settings]:
         yield test_settings
     finally:
         close_pool()
-        set_settings(_BASE)
+        set_settings(base)
         with psycopg.connect(base.database_url, autocommit=True) as admin:
             admin.execute(f'DROP DATABASE IF EXISTS "{dbname}" WITH (FORCE)')
 

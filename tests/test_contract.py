@@ -71,14 +71,14 @@ def test_not_an_object_is_refused() -> None:
         parse_request(["a", "list"])
 
 
-def test_point_area_is_refused_before_enqueueing(settings: object) -> None:
+def test_point_area_is_refused_before_enqueueing() -> None:
     payload = request_payload(area={"type": "Point", "coordinates": [-105.2, 40.0]})
     with pytest.raises(InvalidRequest) as caught:
         validate_request(payload)
     assert any(p.startswith("area") for p in caught.value.problems)
 
 
-def test_self_intersecting_area_is_refused(settings: object) -> None:
+def test_self_intersecting_area_is_refused() -> None:
     bowtie = [[0, 0], [1, 1], [1, 0], [0, 1], [0, 0]]
     with pytest.raises(InvalidArea):
         validate_request(request_payload(area={"type": "Polygon", "coordinates": [bowtie]}))

@@ -15,11 +15,15 @@ from dispatcher import actors  # noqa: F401  (installs the dead-letter middlewar
 from dispatcher.cli import app
 from dispatcher.config import Settings
 from dispatcher.deadletters import REASONS_KEY, list_dead_letters
-from dispatcher.errors import ProviderRejected
+from dispatcher.errors import DispatcherError
 
 QUEUE = "deadletter_test"
 SECRET_EMAIL = "resident.one@example.test"
 _state: dict[str, Any] = {"fail": True, "done": []}
+
+
+class ProviderRejected(DispatcherError):
+    """A failure whose message quotes personal data, as a driver's or provider's error might."""
 
 
 @dramatiq.actor(queue_name=QUEUE, max_retries=1, min_backoff=10, max_backoff=20)

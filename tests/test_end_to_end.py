@@ -7,13 +7,11 @@ from collections import Counter
 from typing import Any
 
 import dramatiq
-import psycopg
 
 from dispatcher.config import Settings
-from dispatcher.contract import publish
+from dispatcher.db.types import Conn
+from dispatcher.publishing import publish
 from tests.factories import add_resident, request_payload
-
-Conn = psycopg.Connection[Any]
 
 INSIDE = (40.015, -105.273)
 OUTSIDE = (40.05, -105.273)

@@ -114,7 +114,7 @@ def test_a_provider_storm_releases_the_batch_for_later_and_loses_no_one(
 def test_a_county_wide_request_does_not_hold_back_a_small_one(
     db: Conn, engine: Settings, sandbox: Any, worker: Any, monkeypatch: Any
 ) -> None:
-    from dispatcher.contract import publish
+    from dispatcher.publishing import publish
     from tests.test_end_to_end import wait_for_state
 
     monkeypatch.setattr(fanout, "DRAIN_SECONDS", 0.5)

@@ -5,19 +5,16 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-import psycopg
 import pytest
 from psycopg import sql
 
 from dispatcher import ledger, lifecycle
 from dispatcher.contract import parse_request
+from dispatcher.db.types import Conn
 from dispatcher.errors import RequestConflict
 from dispatcher.ledger import Channel, Outcome, Status
 from dispatcher.lifecycle import State
 from tests.factories import add_resident, request_payload
-
-Conn = psycopg.Connection[Any]
-
 
 PUBLISHED = datetime.now(UTC) - timedelta(minutes=5)
 

@@ -13,14 +13,15 @@ import pytest
 import redis
 
 from dispatcher import actors, ledger, lifecycle, reconciler
+from dispatcher.broker import enqueueing_nudges
 from dispatcher.config import Settings
 from dispatcher.contract import parse_request
+from dispatcher.db.types import Conn
 from dispatcher.ledger import Channel
 from dispatcher.pipeline import distribute
 from tests.factories import add_resident, request_payload
 from tests.test_end_to_end import wait_for_state
 
-Conn = psycopg.Connection[Any]
 INSIDE = (40.015, -105.273)
 
 
@@ -117,7 +118,7 @@ def test_a_request_whose_queue_messages_all_vanished_is_finished_by_the_reconcil
     lifecycle.accept(db, parse_request(request_payload("vanished-1")))  # its message never arrives
     _age(db, "vanished-1", 120)
     with psycopg.connect(engine.database_url or "") as conn:
-        reconciler.sweep(conn, stale_seconds=30)  # real nudges: a target_request message
+        reconciler.sweep(conn, stale_seconds=30, nudges=enqueueing_nudges())  # real nudges: a message
     assert wait_for_state(db, "vanished-1", {"completed"}, timeout=30) == "completed"
     sandbox.flush()
     assert Counter(r["token"] for r in sandbox.records("fcm")) == Counter({f"tok-{i}": 1 for i in range(1, 6)})
@@ -155,7 +156,7 @@ def test_same_payload_again_is_a_noop_and_a_changed_one_is_rejected_for_ops(
 def test_reconciler_thread_runs_sweeps_until_stopped(db: Conn, engine: Settings) -> None:
     lifecycle.accept(db, parse_request(request_payload("thread-1")))
     db.execute("UPDATE community_requests SET respond_until = now() - interval '1 second'")
-    running = reconciler.Reconciler(interval=0.1, stale_seconds=30)
+    running = reconciler.Reconciler(RecordedNudges().nudges, interval=0.1, stale_seconds=30)
     running.start()
     try:
         deadline = time.monotonic() + 10
@@ -170,7 +171,7 @@ def test_reconciler_thread_runs_sweeps_until_stopped(db: Conn, engine: Settings)
 
 
 def _stream_ids(client: redis.Redis) -> list[str]:
-    from dispatcher.ops.request_events import STREAM
+    from dispatcher.lifecycle.events import STREAM
 
     return [fields[b"id"].decode() for _, fields in client.xrange(STREAM)]
 

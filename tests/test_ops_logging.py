@@ -13,8 +13,9 @@ import dramatiq
 import pytest
 import redis
 
-from dispatcher.broker import RESIDENTS_QUEUE, broker
+from dispatcher.actors import broker
 from dispatcher.ops.logging import REDACTED, json_handler, redact
+from dispatcher.queues import RESIDENTS_QUEUE
 from tests.factories import request_payload
 
 FCM_TOKEN = ("dVq3X0v8Rk2mQz7N4hJ1aB:APA91bH3xk2LmQ9vT7pR5sW1nC8eD4fG6hJ0kL2mN4pQ6rS8tU0vW2xY4zA6bC8dE0fG2hI4jK"

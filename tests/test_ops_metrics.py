@@ -17,9 +17,7 @@ import time
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
-import psycopg
 import pytest
 import redis
 from prometheus_client.parser import text_string_to_metric_families
@@ -27,10 +25,10 @@ from prometheus_client.parser import text_string_to_metric_families
 from dispatcher import actors, lifecycle
 from dispatcher.config import Settings
 from dispatcher.contract import parse_request
+from dispatcher.db.types import Conn
 from dispatcher.lifecycle import State
 from tests.factories import add_resident, request_payload
 
-Conn = psycopg.Connection[Any]
 ROOT = Path(__file__).resolve().parent.parent
 REQUEST = "req-metrics"
 
@@ -44,7 +42,7 @@ def _free_port() -> int:
 @pytest.fixture
 def worker_process(settings: Settings, redis_client: redis.Redis,
                    tmp_path: Path) -> Iterator[tuple[int, Path]]:
-    """``dramatiq dispatcher.broker:broker dispatcher.actors`` in a child process; yields (port, log file)."""
+    """The engine's worker (``dramatiq dispatcher.broker:get_engine_broker ...``) in a child process: (port, log)."""
     port = _free_port()
     log_path = tmp_path / "worker.log"
     env = {
@@ -58,7 +56,7 @@ def worker_process(settings: Settings, redis_client: redis.Redis,
     }
     with log_path.open("w") as log:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "dramatiq", "dispatcher.broker:broker", "dispatcher.actors",
+            [sys.executable, "-m", "dramatiq", "dispatcher.broker:get_engine_broker", "dispatcher.actors",
              "--processes", "1", "--threads", "2", "--queues", "push", "email"],
             cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
         )

@@ -6,22 +6,19 @@ import json
 import math
 from collections import Counter
 from pathlib import Path
-from typing import Any
 
 import h3.api.basic_int as h3
 import numpy as np
-import psycopg
 import shapely
 from PIL import Image
 from typer.testing import CliRunner
 
 from dispatcher.cli import app
 from dispatcher.config import RESIDENT_CELL_RESOLUTION
+from dispatcher.db.types import Conn
 from dispatcher.ops.preview import MIN_DENSITY_COUNT, run_preview
 from dispatcher.targeting.area import parse_area
 from dispatcher.targeting.cover import reach_m
-
-Conn = psycopg.Connection[Any]
 
 #: A concave neighbourhood (an L with a notch) of about 2 km², lon/lat.
 AREA = {

@@ -3,23 +3,20 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
-from typing import Any
 
-import psycopg
 import pytest
 import redis
 from pydantic import ValidationError
 
 from dispatcher import lifecycle
 from dispatcher.contract import parse_request
+from dispatcher.db.types import Conn
 from dispatcher.fanout import drain
 from dispatcher.ledger import Channel
 from dispatcher.lifecycle import State
-from dispatcher.ops.request_events import STREAM, RequestEvent, publish_request_event, read_request_events
+from dispatcher.lifecycle.events import STREAM, RequestEvent, publish_request_event, read_request_events
 from dispatcher.pipeline import distribute
 from tests.factories import add_resident, request_payload
-
-Conn = psycopg.Connection[Any]
 
 
 @pytest.mark.parametrize("leak", ["count", "recipients", "residents", "cameras", "resident_ids", "emails"])

@@ -9,20 +9,19 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import dramatiq
-import psycopg
 import pytest
 import redis
 from typer.testing import CliRunner
 
 from dispatcher import actors, lifecycle
-from dispatcher.broker import RESIDENTS_QUEUE, broker
+from dispatcher.actors import broker
 from dispatcher.cli import app
 from dispatcher.contract import parse_request
+from dispatcher.db.types import Conn
 from dispatcher.lifecycle import State
 from dispatcher.ops.status import collect_status, render_status
+from dispatcher.queues import RESIDENTS_QUEUE
 from tests.factories import request_payload
-
-Conn = psycopg.Connection[Any]
 
 
 @dramatiq.actor(queue_name=RESIDENTS_QUEUE, max_retries=0)

@@ -92,7 +92,7 @@ def reserve(channel: Channel, count: int, *, client: redis.Redis | None = None,
     r = client or shared_redis()
     per_sec = per_second_rate if per_second_rate is not None else rate(channel)
     keys = [_KEY.format(channel=channel.value), _PAUSE_KEY.format(channel=channel.value)]
-    kind, wait = r.eval(_GCRA, 2, *keys, repr(per_sec), repr(burst_seconds), str(max(0, count)),  # type: ignore[misc]
+    kind, wait = r.eval(_GCRA, 2, *keys, repr(per_sec), repr(burst_seconds), str(max(0, count)),
                         _USED_PREFIX.format(channel=channel.value))
     return (kind.decode() if isinstance(kind, bytes) else str(kind)), float(wait)
 
@@ -117,7 +117,7 @@ def slow_down(channel: Channel, seconds: float, *, client: redis.Redis | None = 
     Returns the seconds the shared pause now lasts (an existing longer pause is kept).
     """
     r = client or shared_redis()
-    left = r.eval(_PAUSE, 1, _PAUSE_KEY.format(channel=channel.value), repr(max(0.0, seconds)))  # type: ignore[misc]
+    left = r.eval(_PAUSE, 1, _PAUSE_KEY.format(channel=channel.value), repr(max(0.0, seconds)))
     return float(left)
 
 

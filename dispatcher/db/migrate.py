@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from importlib import resources
 
-import psycopg
+from dispatcher.db.types import Conn
 
 MIGRATIONS_PACKAGE = "dispatcher.db.migrations"
 _LOCK_KEY = 0x64697370  # "disp"
@@ -21,7 +21,7 @@ def available_migrations() -> list[tuple[str, str]]:
     return [(f.name.removesuffix(".sql"), f.read_text(encoding="utf-8")) for f in files]
 
 
-def migrate(conn: psycopg.Connection[tuple[object, ...]]) -> list[str]:
+def migrate(conn: Conn) -> list[str]:
     """Apply every migration not yet recorded; return the names applied now."""
     conn.autocommit = True
     conn.execute("SELECT pg_advisory_lock(%s)", (_LOCK_KEY,))

@@ -3,10 +3,11 @@
 Workers are several processes (dramatiq forks them), so the series use prometheus_client's
 multiprocess mode: each process writes its samples to files under ``PROMETHEUS_MULTIPROC_DIR`` and
 dramatiq's Prometheus exposition server (one per host, port ``dramatiq_prom_port``, default 9191)
-sums them with dramatiq's own series. prometheus_client picks its storage when a metric is
-*created*, so the series here are created lazily and re-created by :func:`enable_multiprocess`, which
-the worker middleware calls at process boot, before any sample is taken. Outside workers (CLI, tests)
-the series live in memory, in :func:`registry`.
+sums them with dramatiq's own series. prometheus_client chooses that mode, its public switch, from
+``PROMETHEUS_MULTIPROC_DIR`` when it is first imported; so this module imports it only when a series
+is first needed, and :func:`enable_multiprocess`, which the worker middleware calls at process boot,
+sets the variable before that. Outside workers (CLI, tests) the series live in memory, in
+:func:`registry`.
 
 Labels are bounded: states, channels, outcomes, providers. Never a request id, resident, email or token.
 """
@@ -14,17 +15,20 @@ Labels are bounded: states, channels, outcomes, providers. Never a request id, r
 from __future__ import annotations
 
 import os
+import sys
 import threading
 import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import prometheus_client as prom
-from prometheus_client import values
-
+from dispatcher.errors import ConfigurationError
 from dispatcher.ledger import Outcome
+
+if TYPE_CHECKING:
+    import prometheus_client as prom
 
 #: The environment variable dramatiq's Prometheus middleware reads its sample directory from (lower case).
 DRAMATIQ_PROM_DB_ENV = "dramatiq_prom_db"
@@ -55,6 +59,8 @@ class EngineMetrics:
 
 
 def _create(registry: prom.CollectorRegistry) -> EngineMetrics:
+    import prometheus_client as prom  # first import here: the storage mode is chosen by then
+
     # Sampled gauges: every worker process samples the same database and Redis, so the fleet's value
     # is the largest of the live processes' values.
     def sampled(name: str, documentation: str, labels: tuple[str, ...] = ()) -> prom.Gauge:
@@ -92,8 +98,17 @@ def _create(registry: prom.CollectorRegistry) -> EngineMetrics:
 
 
 _lock = threading.Lock()
-_registry = prom.CollectorRegistry()
+_registry: prom.CollectorRegistry | None = None
 _metrics: EngineMetrics | None = None
+
+
+def _registry_locked() -> prom.CollectorRegistry:
+    global _registry
+    if _registry is None:
+        import prometheus_client as prom
+
+        _registry = prom.CollectorRegistry()
+    return _registry
 
 
 def engine_metrics() -> EngineMetrics:
@@ -101,25 +116,29 @@ def engine_metrics() -> EngineMetrics:
     global _metrics
     with _lock:
         if _metrics is None:
-            _metrics = _create(_registry)
+            _metrics = _create(_registry_locked())
         return _metrics
 
 
 def registry() -> prom.CollectorRegistry:
     """The in-memory registry of the series (in multiprocess mode, read the directory instead)."""
-    return _registry
+    with _lock:
+        return _registry_locked()
 
 
 def enable_multiprocess(directory: str | Path) -> None:
-    """Write samples under ``directory`` from now on, shared with dramatiq's exposition server."""
-    global _metrics, _registry
+    """Write samples under ``directory`` from now on, shared with dramatiq's exposition server.
+
+    Must run before prometheus_client is first imported in the process (worker boot does): the library
+    reads ``PROMETHEUS_MULTIPROC_DIR`` once, at import.
+    """
     os.makedirs(directory, exist_ok=True)
+    chosen = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+    if "prometheus_client" in sys.modules and chosen != str(directory):
+        raise ConfigurationError(
+            "prometheus_client was imported before multiprocess mode was chosen: set PROMETHEUS_MULTIPROC_DIR "
+            "before the worker starts, or import prometheus_client only after process boot")
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(directory)
-    with _lock:
-        if values.ValueClass is values.MutexValue:
-            values.ValueClass = values.get_value_class()
-        _registry = prom.CollectorRegistry()
-        _metrics = None
 
 
 def prepare_worker_metrics_dir(directory: str | Path) -> Path:

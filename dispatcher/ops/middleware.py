@@ -13,7 +13,6 @@
 from __future__ import annotations
 
 import logging
-import os
 import random
 import threading
 from typing import Any
@@ -23,12 +22,10 @@ from dramatiq.broker import MessageProxy
 from dramatiq.middleware import Middleware
 from dramatiq.middleware.prometheus import DB_PATH, Prometheus
 
+from dispatcher.config import get_settings
 from dispatcher.ops.logging import configure_logging, request_id_var
 
 log = logging.getLogger(__name__)
-
-#: Seconds between two samples of the queue and request gauges (each worker process samples).
-SAMPLE_SECONDS = float(os.environ.get("DISPATCHER_OPS_SAMPLE_SECONDS", "15"))
 
 
 def request_id_of(message: dramatiq.Message[Any] | MessageProxy) -> str | None:
@@ -54,7 +51,7 @@ class RequestContext(Middleware):
         self.after_process_message(broker, message)
 
 
-class WorkerPrometheus(Prometheus):  # type: ignore[misc]
+class WorkerPrometheus(Prometheus):
     """dramatiq's Prometheus middleware, active only in worker processes booted by the dramatiq CLI."""
 
     def __init__(self) -> None:
@@ -62,6 +59,7 @@ class WorkerPrometheus(Prometheus):  # type: ignore[misc]
         self.booted = False
         self._sampler: threading.Thread | None = None
         self._stop = threading.Event()
+        self._sample_seconds = 0.0
 
     def after_process_boot(self, broker: dramatiq.Broker) -> None:
         from dispatcher.ops.metrics import enable_multiprocess
@@ -72,7 +70,9 @@ class WorkerPrometheus(Prometheus):  # type: ignore[misc]
         self.booted = True
 
     def after_worker_boot(self, broker: dramatiq.Broker, worker: dramatiq.Worker) -> None:
-        if self.booted and SAMPLE_SECONDS > 0:
+        # Read at boot: a worker process takes its settings from the environment it was started with.
+        self._sample_seconds = get_settings().ops_sample_seconds
+        if self.booted and self._sample_seconds > 0:
             self._sampler = threading.Thread(target=self._sample_forever, name="ops-sampler", daemon=True)
             self._sampler.start()
 
@@ -86,13 +86,13 @@ class WorkerPrometheus(Prometheus):  # type: ignore[misc]
     def _sample_forever(self) -> None:
         from dispatcher.ops.sampler import sample_once
 
-        self._stop.wait(random.uniform(0, min(SAMPLE_SECONDS, 2.0)))
+        self._stop.wait(random.uniform(0, min(self._sample_seconds, 2.0)))
         while not self._stop.is_set():
             try:
                 sample_once()
             except Exception:
                 log.exception("ops sample failed")
-            self._stop.wait(SAMPLE_SECONDS)
+            self._stop.wait(self._sample_seconds)
 
     def after_nack(self, broker: dramatiq.Broker, message: MessageProxy) -> None:
         if self.booted:
@@ -115,7 +115,7 @@ class WorkerPrometheus(Prometheus):  # type: ignore[misc]
         if self.booted:
             super().after_process_message(broker, message, result=result, exception=exception)
 
-    def after_skip_message(self, broker: dramatiq.Broker, message: MessageProxy, *,  # type: ignore[override]
+    def after_skip_message(self, broker: dramatiq.Broker, message: MessageProxy, *,
                            result: Any = None, exception: BaseException | None = None) -> None:
         self.after_process_message(broker, message)
 

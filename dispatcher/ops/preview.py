@@ -14,15 +14,13 @@ from pathlib import Path
 from typing import Any
 
 import h3.api.basic_int as h3
-import psycopg
 from shapely.geometry import mapping
 
 from dispatcher.config import RESIDENT_CELL_RESOLUTION, get_settings
+from dispatcher.db.types import Conn
 from dispatcher.errors import ConfigurationError
 from dispatcher.targeting.area import Area, parse_area
 from dispatcher.targeting.cover import area_to_cells, cells_to_ranges
-
-Conn = psycopg.Connection[tuple[object, ...]]
 
 #: Density cells smaller than this many residents are not shown (k-anonymity for ops pictures).
 MIN_DENSITY_COUNT = 5
@@ -97,7 +95,7 @@ def resident_density(conn: Conn, area: Area, resolution: int, *,
         "keep": keep, "resolution_bits": resolution << _RES_SHIFT, "free": free, "min_count": min_count,
         "lo": [lo for lo, _ in ranges], "hi": [hi for _, hi in ranges],
     }).fetchall()
-    return sorted((int(cell), int(n)) for cell, n in rows)  # type: ignore[call-overload]
+    return sorted((int(cell), int(n)) for cell, n in rows)
 
 
 def preview_layers(geojson: object, conn: Conn | None) -> PreviewLayers:

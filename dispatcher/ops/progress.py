@@ -1,7 +1,7 @@
 """Per-request progress for ops: state, recipients by channel and outcome, send rate, likely finish.
 
 Counts come from the delivery ledger and stay with ops: they never go back to the agency (see
-:mod:`dispatcher.ops.request_events` for the only thing that does).
+:mod:`dispatcher.lifecycle.events` for the only thing that does).
 """
 
 from __future__ import annotations
@@ -10,15 +10,11 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-import psycopg
-
 from dispatcher.channels.ratelimit import per_second
+from dispatcher.db.types import Conn
 from dispatcher.ledger import Channel, Status
+from dispatcher.lifecycle.states import ACTIVE_STATES, State
 
-Conn = psycopg.Connection[tuple[object, ...]]
-
-#: States in which a request still has work ahead of it.
-ACTIVE_STATES = ("accepted", "targeting", "sending")
 #: Send rates are measured over this window, in seconds.
 RATE_WINDOW_S = 60
 #: A request is expected to finish within this slack plus twice the time its recipients take at the
@@ -94,9 +90,9 @@ class RequestProgress:
 
 def requests_by_state(conn: Conn) -> dict[str, int]:
     """How many requests are in each state (every state listed, zeros included)."""
-    counts = {state: 0 for state in (*ACTIVE_STATES, "completed", "rejected", "expired")}
+    counts = {state.value: 0 for state in State}
     for state, n in conn.execute(_BY_STATE):
-        counts[str(state)] = int(n)  # type: ignore[call-overload]
+        counts[str(state)] = int(n)
     return counts
 
 
@@ -125,7 +121,7 @@ def likely_finish(now: datetime, channels: dict[str, ChannelProgress]) -> dateti
 
 def active_requests(conn: Conn, *, rate_window_s: int = RATE_WINDOW_S) -> list[RequestProgress]:
     """Progress of every request that is accepted, targeting or sending, oldest first."""
-    rows = conn.execute(_ACTIVE, (list(ACTIVE_STATES),)).fetchall()
+    rows = conn.execute(_ACTIVE, ([state.value for state in ACTIVE_STATES],)).fetchall()
     if not rows:
         return []
     now = rows[0][5]
@@ -133,8 +129,8 @@ def active_requests(conn: Conn, *, rate_window_s: int = RATE_WINDOW_S) -> list[R
     channels: dict[str, dict[str, ChannelProgress]] = {str(r[0]): {} for r in rows}
     for request_id, channel, status, n, recent in conn.execute(_COUNTS, (rate_window_s, list(channels))):
         progress = channels[str(request_id)].setdefault(str(channel), ChannelProgress())
-        progress.outcomes[str(status)] = int(n)  # type: ignore[call-overload]
-        progress.rate_per_s += int(recent) / rate_window_s  # type: ignore[call-overload]
+        progress.outcomes[str(status)] = int(n)
+        progress.rate_per_s += int(recent) / rate_window_s
     result = []
     for request_id, state, urgent, accepted_at, targeted_at, _ in rows:
         assert isinstance(accepted_at, datetime) and (targeted_at is None or isinstance(targeted_at, datetime))
@@ -143,7 +139,7 @@ def active_requests(conn: Conn, *, rate_window_s: int = RATE_WINDOW_S) -> list[R
         result.append(RequestProgress(
             id=str(request_id), state=str(state), urgent=bool(urgent), accepted_at=accepted_at,
             targeted_at=targeted_at, channels=by_channel,
-            eta=likely_finish(now, by_channel) if state == "sending" else None,
+            eta=likely_finish(now, by_channel) if state == State.SENDING else None,
             expected_finish=deadline, overdue=now > deadline,
         ))
     return result

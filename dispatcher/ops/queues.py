@@ -20,10 +20,9 @@ from typing import Any
 import redis
 from dramatiq.brokers.redis import DEFAULT_HEARTBEAT_TIMEOUT
 
-from dispatcher.broker import ALL_QUEUES, NAMESPACE
-from dispatcher.ops.connection import ops_redis
+from dispatcher.queues import ALL_QUEUES, NAMESPACE
 
-__all__ = ["QueueStats", "WorkerStats", "ops_redis", "queue_stats", "worker_stats"]
+__all__ = ["QueueStats", "WorkerStats", "queue_stats", "worker_stats"]
 
 
 @dataclass(frozen=True)

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 from dispatcher.ops.metrics import engine_metrics
 from dispatcher.ops.progress import active_requests, requests_by_state
-from dispatcher.ops.queues import ops_redis, queue_stats, worker_stats
+from dispatcher.ops.queues import queue_stats, worker_stats
+from dispatcher.redis_client import shared_redis
 
 
 def sample_once() -> None:
@@ -17,7 +18,7 @@ def sample_once() -> None:
     from dispatcher.db import get_pool
 
     metrics = engine_metrics()
-    client = ops_redis()
+    client = shared_redis()
     for q in queue_stats(client):
         for kind in ("ready", "delayed", "in_flight", "dead"):
             metrics.queue_messages.labels(q.queue, kind).set(getattr(q, kind))

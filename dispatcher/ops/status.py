@@ -13,10 +13,12 @@ import redis
 from rich.console import Console, Group
 from rich.table import Table
 
+from dispatcher.db.types import Conn
 from dispatcher.ledger import Status
 from dispatcher.ops.limits import rate_limit_use
-from dispatcher.ops.progress import Conn, active_requests, requests_by_state
-from dispatcher.ops.queues import ops_redis, queue_stats, worker_stats
+from dispatcher.ops.progress import active_requests, requests_by_state
+from dispatcher.ops.queues import queue_stats, worker_stats
+from dispatcher.redis_client import shared_redis
 
 _OUTCOME_COLUMNS = (Status.PENDING, Status.SENT, Status.FAILED, Status.SKIPPED, Status.SUPPRESSED)
 
@@ -25,7 +27,7 @@ def collect_status(*, conn: Conn | None = None, client: redis.Redis | None = Non
     """A snapshot of the fleet: ``queues``, ``workers``, ``requests_by_state``, ``requests``, ``rate_limits``."""
     from dispatcher.db import connect
 
-    client = client or ops_redis()
+    client = client or shared_redis()
     snapshot: dict[str, Any] = {
         "generated_at": datetime.now(UTC).isoformat(),
         "queues": [q.as_dict() for q in queue_stats(client)],

@@ -39,15 +39,16 @@ import psycopg
 import psycopg_pool
 from dramatiq.middleware import CurrentMessage
 
-from dispatcher import broker as _broker  # installs the broker before the actors below bind to it
-from dispatcher.broker import RESIDENTS_QUEUE
+from dispatcher.broker import get_engine_broker
 from dispatcher.db import get_pool
+from dispatcher.db.types import Conn
 from dispatcher.errors import InvalidResidentUpdate, ResidentUpdateFailed, UnknownResident
 from dispatcher.preferences import feedback, updates
+from dispatcher.queues import RESIDENTS_QUEUE
 
 logger = logging.getLogger(__name__)
 
-assert _broker.broker is dramatiq.get_broker()
+get_engine_broker()  # installed before the actors below bind to it
 
 #: Longest wait between two attempts of a resident change (ms).
 MAX_BACKOFF_MS = 600_000
@@ -128,7 +129,7 @@ def _names(names: list[str]) -> str:
     return ", ".join(shown + ([f"{hidden} more"] if hidden else [])) or "none"
 
 
-def _apply(action: str, resident_id: int, version: int, change: Callable[[psycopg.Connection[Any]], bool]) -> None:
+def _apply(action: str, resident_id: int, version: int, change: Callable[[Conn], bool]) -> None:
     """Run one change in a pooled connection; turn every failure into a value-free one (see module doc)."""
     ids = f"resident {_number(resident_id)} version {_number(version)}"
     try:

@@ -1,19 +1,20 @@
-"""Residents' choices, honoured at the last moment.
+"""Who may be reached on which channel, and why not: the eligibility rules, in one place.
 
-Targeting already filtered residents when the request was matched; a fan-out worker asks again right
-before it sends a batch, because between the two a resident may have switched off, left, lost their
-last token or had their address bounce. One set-based query per batch answers who may be reached and,
-for everyone else, why not: the reason goes into the ledger row.
+The rules are applied twice, with the same SQL: by targeting, when the ledger's rows are written
+(:data:`TAKES_REQUESTS_SQL`, :data:`PUSH_REASON_SQL`, :data:`EMAIL_REASON_SQL` inside
+:mod:`dispatcher.ledger`), and by a fan-out worker right before it sends a batch, because between the
+two a resident may have switched off, left, lost their last token or had their address bounce. One
+set-based query per batch answers who may be reached and, for everyone else, why not: the reason (one
+of the constants below, the only spelling of each) goes into the ledger row.
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Iterable
-from typing import Any, NamedTuple
+from typing import NamedTuple
 
-import psycopg
-
+from dispatcher.db.types import Conn
 from dispatcher.preferences.feedback import retire_tokens, suppress_emails
 
 __all__ = [
@@ -27,8 +28,6 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-Connection = psycopg.Connection[Any]
-
 #: Why a resident is not reached (the ledger records these words).
 RESIDENT_DELETED = "resident_deleted"
 COMMUNITY_REQUESTS_OFF = "community_requests_off"
@@ -37,6 +36,21 @@ EMAIL_OFF = "email_off"
 NO_ACTIVE_TOKEN = "no_active_token"
 NO_EMAIL = "no_email"
 EMAIL_SUPPRESSED = "email_suppressed"
+
+# The rules as SQL over a resident ``r`` (``residents``) and their settings ``s`` (``resident_settings``,
+# left-joined: a resident without a settings row has every default on).
+#: Whether the resident takes Community Requests at all (those who do not get no ledger row).
+TAKES_REQUESTS_SQL = "coalesce(s.community_requests, TRUE)"
+#: Why push cannot reach the resident, or NULL when it can.
+PUSH_REASON_SQL = f"""CASE WHEN NOT coalesce(s.push_enabled, TRUE) THEN '{PUSH_OFF}'
+     WHEN NOT EXISTS (SELECT 1 FROM device_tokens d WHERE d.resident_id = r.id AND d.retired_at IS NULL)
+          THEN '{NO_ACTIVE_TOKEN}'
+END"""
+#: Why email cannot reach the resident, or NULL when it can.
+EMAIL_REASON_SQL = f"""CASE WHEN NOT coalesce(s.email_enabled, TRUE) THEN '{EMAIL_OFF}'
+     WHEN r.email IS NULL OR r.email = '' THEN '{NO_EMAIL}'
+     WHEN EXISTS (SELECT 1 FROM email_suppressions x WHERE x.email = lower(r.email)) THEN '{EMAIL_SUPPRESSED}'
+END"""
 
 
 class PushRecipient(NamedTuple):
@@ -60,9 +74,8 @@ class EmailTarget(NamedTuple):
 _PUSH_SQL = f"""
 SELECT q.id,
        CASE WHEN r.id IS NULL THEN '{RESIDENT_DELETED}'
-            WHEN NOT COALESCE(s.community_requests, TRUE) THEN '{COMMUNITY_REQUESTS_OFF}'
-            WHEN NOT COALESCE(s.push_enabled, TRUE) THEN '{PUSH_OFF}'
-            WHEN t.tokens IS NULL THEN '{NO_ACTIVE_TOKEN}'
+            WHEN NOT {TAKES_REQUESTS_SQL} THEN '{COMMUNITY_REQUESTS_OFF}'
+            ELSE {PUSH_REASON_SQL}
        END AS reason,
        t.tokens, r.locale, r.time_zone, r.has_camera
 FROM (SELECT DISTINCT unnest(%s::bigint[]) AS id) AS q
@@ -78,11 +91,8 @@ LEFT JOIN LATERAL (
 _EMAIL_SQL = f"""
 SELECT q.id,
        CASE WHEN r.id IS NULL THEN '{RESIDENT_DELETED}'
-            WHEN NOT COALESCE(s.community_requests, TRUE) THEN '{COMMUNITY_REQUESTS_OFF}'
-            WHEN NOT COALESCE(s.email_enabled, TRUE) THEN '{EMAIL_OFF}'
-            WHEN r.email IS NULL OR r.email = '' THEN '{NO_EMAIL}'
-            WHEN EXISTS (SELECT 1 FROM email_suppressions AS x WHERE x.email = lower(r.email))
-                 THEN '{EMAIL_SUPPRESSED}'
+            WHEN NOT {TAKES_REQUESTS_SQL} THEN '{COMMUNITY_REQUESTS_OFF}'
+            ELSE {EMAIL_REASON_SQL}
        END AS reason,
        r.email, r.locale, r.time_zone, r.has_camera
 FROM (SELECT DISTINCT unnest(%s::bigint[]) AS id) AS q
@@ -92,7 +102,7 @@ LEFT JOIN resident_settings AS s ON s.resident_id = q.id
 
 
 def eligible_push_targets(
-    conn: Connection, request_id: str, resident_ids: Iterable[int]
+    conn: Conn, request_id: str, resident_ids: Iterable[int]
 ) -> tuple[dict[int, PushRecipient], dict[int, str]]:
     """``(resident → PushRecipient, resident → reason not reached)`` for one push batch of a request."""
     targets: dict[int, PushRecipient] = {}
@@ -110,7 +120,7 @@ def eligible_push_targets(
 
 
 def eligible_email_targets(
-    conn: Connection, request_id: str, resident_ids: Iterable[int]
+    conn: Conn, request_id: str, resident_ids: Iterable[int]
 ) -> tuple[dict[int, EmailTarget], dict[int, str]]:
     """``(resident → EmailTarget, resident → reason not reached)`` for one email batch of a request."""
     targets: dict[int, EmailTarget] = {}

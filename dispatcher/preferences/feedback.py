@@ -19,17 +19,17 @@ from typing import Any
 import psycopg
 import psycopg.errors
 
+from dispatcher.db.types import Conn
 from dispatcher.preferences.sendgrid_events import SUPPRESSION_REASONS, suppression_reason
 
 logger = logging.getLogger(__name__)
 
-Connection = psycopg.Connection[Any]
 
 #: A stored event still waiting after this long lost its queue message; the next batch applies it.
 ORPHAN_AFTER_SECONDS = 900
 
 
-def retire_tokens(conn: Connection, tokens: Mapping[str, str]) -> int:
+def retire_tokens(conn: Conn, tokens: Mapping[str, str]) -> int:
     """Retire push tokens the provider rejected (token → reason); returns how many were newly retired."""
     if not tokens:
         return 0
@@ -42,7 +42,7 @@ def retire_tokens(conn: Connection, tokens: Mapping[str, str]) -> int:
     return cur.rowcount
 
 
-def suppress_emails(conn: Connection, emails: Mapping[str, str]) -> int:
+def suppress_emails(conn: Conn, emails: Mapping[str, str]) -> int:
     """Never mail these addresses again (email → reason); returns how many were newly suppressed.
 
     Addresses are keyed in lower case, so a resident who retypes theirs in another case stays suppressed.
@@ -134,7 +134,7 @@ def _occurred_at(event: Mapping[str, Any]) -> datetime | None:
 
 
 def record_webhook_events(
-    conn: Connection, events: Iterable[Mapping[str, Any]], *, unsubscribe_group: int = 0
+    conn: Conn, events: Iterable[Mapping[str, Any]], *, unsubscribe_group: int = 0
 ) -> tuple[str, int]:
     """Store the suppressing events of one verified webhook POST under a new batch id.
 
@@ -158,7 +158,7 @@ def record_webhook_events(
     return batch_id, cur.rowcount
 
 
-def apply_webhook_events(conn: Connection, batch_id: str) -> int:
+def apply_webhook_events(conn: Conn, batch_id: str) -> int:
     """Suppress the addresses of one stored batch and delete its raw events; returns new suppressions.
 
     Events of any batch left waiting for longer than ``ORPHAN_AFTER_SECONDS`` (its queue message was

@@ -14,17 +14,13 @@ deleted at a newer version, in which case the change is dropped.
 
 from __future__ import annotations
 
-from typing import Any
-
 import h3
-import psycopg
 
 from dispatcher import ledger
 from dispatcher.config import RESIDENT_CELL_RESOLUTION
+from dispatcher.db.types import Conn
 from dispatcher.errors import InvalidResidentUpdate, UnknownResident
-from dispatcher.preferences import validation
-
-Connection = psycopg.Connection[Any]
+from dispatcher.preferences import eligibility, validation
 
 #: First key of the two-key advisory locks that serialise changes to one resident ("resi").
 _LOCK_CLASS = 0x72657369
@@ -38,8 +34,6 @@ ON CONFLICT (token, resident_id) DO UPDATE SET version = EXCLUDED.version WHERE 
 """
 #: Why a token was retired when the resident (not the provider) removed it.
 REMOVED_BY_RESIDENT = "removed"
-#: Why a pending delivery was skipped when its resident left.
-RESIDENT_DELETED = "resident_deleted"
 
 
 def resident_cell(lat: float, lng: float) -> int:
@@ -53,11 +47,11 @@ def _check(*problems: str | None) -> None:
             raise InvalidResidentUpdate(problem)
 
 
-def _lock_resident(conn: Connection, resident_id: int) -> None:
+def _lock_resident(conn: Conn, resident_id: int) -> None:
     conn.execute("SELECT pg_advisory_xact_lock(%s, %s)", (_LOCK_CLASS, resident_id % 2**31))
 
 
-def _claim_token(conn: Connection, resident_id: int, token: str, version: int) -> bool:
+def _claim_token(conn: Conn, resident_id: int, token: str, version: int) -> bool:
     """Serialise changes to ``token`` and tell whether this change is new for this resident.
 
     Versions are counted per resident, so they cannot order two residents' registrations of one token.
@@ -69,12 +63,12 @@ def _claim_token(conn: Connection, resident_id: int, token: str, version: int) -
     return conn.execute(_CLAIM_TOKEN, {"token": token, "id": resident_id, "v": version}).rowcount > 0
 
 
-def _tombstone_version(conn: Connection, resident_id: int) -> int | None:
+def _tombstone_version(conn: Conn, resident_id: int) -> int | None:
     row = conn.execute("SELECT version FROM resident_tombstones WHERE id = %s", (resident_id,)).fetchone()
     return None if row is None else int(row[0])
 
 
-def _require_resident(conn: Connection, resident_id: int, version: int) -> bool:
+def _require_resident(conn: Conn, resident_id: int, version: int) -> bool:
     """``True`` if the resident exists; ``False`` if deleted at ``version`` or later; else raise."""
     row = conn.execute(
         "SELECT EXISTS (SELECT 1 FROM residents WHERE id = %(id)s),"
@@ -91,7 +85,7 @@ def _require_resident(conn: Connection, resident_id: int, version: int) -> bool:
 
 
 def upsert_resident(
-    conn: Connection,
+    conn: Conn,
     resident_id: int,
     *,
     version: int,
@@ -147,7 +141,7 @@ def upsert_resident(
         return cur.rowcount > 0
 
 
-def delete_resident(conn: Connection, resident_id: int, *, version: int) -> bool:
+def delete_resident(conn: Conn, resident_id: int, *, version: int) -> bool:
     """A resident left: their row, settings, tokens and personal data go, pending deliveries are skipped.
 
     Only ``resident_tombstones(id, version)`` stays, so that a late, older message cannot resurrect them.
@@ -171,12 +165,12 @@ def delete_resident(conn: Connection, resident_id: int, *, version: int) -> bool
         # Settings and tokens go with the row (ON DELETE CASCADE); token claims have no foreign key.
         conn.execute("DELETE FROM residents WHERE id = %s", (resident_id,))
         conn.execute("DELETE FROM device_token_claims WHERE resident_id = %s", (resident_id,))
-        ledger.skip_resident_deliveries(conn, resident_id, RESIDENT_DELETED)
+        ledger.skip_resident_deliveries(conn, resident_id, eligibility.RESIDENT_DELETED)
         return True
 
 
 def change_settings(
-    conn: Connection,
+    conn: Conn,
     resident_id: int,
     *,
     version: int,
@@ -231,7 +225,7 @@ def change_settings(
         return cur.rowcount > 0
 
 
-def register_token(conn: Connection, resident_id: int, token: str, *, version: int) -> bool:
+def register_token(conn: Conn, resident_id: int, token: str, *, version: int) -> bool:
     """A device of the resident registered for push.
 
     A token the resident removed earlier comes back with a newer registration; a token FCM declared
@@ -268,7 +262,7 @@ def register_token(conn: Connection, resident_id: int, token: str, *, version: i
         return cur.rowcount > 0
 
 
-def remove_token(conn: Connection, resident_id: int, token: str, *, version: int) -> bool:
+def remove_token(conn: Conn, resident_id: int, token: str, *, version: int) -> bool:
     """A device of the resident signed out: the token is retired (kept only to order late messages)."""
     _check(
         validation.resident_id_problem(resident_id),
@@ -296,7 +290,7 @@ def remove_token(conn: Connection, resident_id: int, token: str, *, version: int
         return cur.rowcount > 0
 
 
-def change_email(conn: Connection, resident_id: int, *, version: int, email: str | None) -> bool:
+def change_email(conn: Conn, resident_id: int, *, version: int, email: str | None) -> bool:
     """The resident's email address changed (``None``: they no longer have one)."""
     _check(
         validation.resident_id_problem(resident_id),

@@ -38,15 +38,14 @@ from typing import IO, Any
 
 import numpy as np
 import numpy.typing as npt
-import psycopg
 import shapely
 from psycopg import sql
 
+from dispatcher.db.types import Conn
 from dispatcher.targeting.area import Area, area_km2
 from dispatcher.targeting.cover import BAND_RESOLUTION, area_to_cells, cells_to_ranges, split_ranges
 
-Connection = psycopg.Connection[Any]
-Sink = Callable[[Connection, sql.Composable, Sequence[object]], int]
+Sink = Callable[[Conn, sql.Composable, Sequence[object]], int]
 
 #: With workers, the interior is dealt into this many chunks per worker, taken from a shared queue.
 INTERIOR_CHUNKS_PER_WORKER = 4
@@ -106,11 +105,11 @@ class MatchResult:
 
 
 def match_area(
-    conn: Connection,
+    conn: Conn,
     area: Area,
     *,
     sink: Sink,
-    workers: Sequence[Connection] = (),
+    workers: Sequence[Conn] = (),
     band_resolution: int = BAND_RESOLUTION,
 ) -> MatchResult:
     """Send every resident covered by ``area`` to ``sink``.
@@ -130,14 +129,14 @@ def match_area(
     boundary = cells_to_ranges(cover.boundary)
     covered = time.perf_counter()
     with ThreadPoolExecutor(max_workers=max(len(workers), 1)) as pool:
-        futures = [pool.submit(_drain, worker, sink, chunks) for worker in workers]
+        futures = [pool.submit(_write_interior_chunks_on_worker, worker, sink, chunks) for worker in workers]
         with _without_jit(conn):
             ids, lng, lat = fetch_candidates(conn, boundary)
             fetched = time.perf_counter()
             kept = ids[shapely.intersects_xy(area, lng, lat)] if len(ids) else ids
             refined = time.perf_counter()
             boundary_written = sink(conn, BOUNDARY_IDS_SQL, [_array_literal(kept.tolist())]) if len(kept) else 0
-            interior_written = _drain_here(conn, sink, chunks)  # then help the workers with what is left
+            interior_written = _write_interior_chunks(conn, sink, chunks)  # then help the workers with what is left
         interior_written += sum(future.result() for future in futures)
     done = time.perf_counter()
     return MatchResult(
@@ -157,13 +156,13 @@ def match_area(
     )
 
 
-def _drain(conn: Connection, sink: Sink, chunks: deque[list[tuple[int, int]]]) -> int:
+def _write_interior_chunks_on_worker(conn: Conn, sink: Sink, chunks: deque[list[tuple[int, int]]]) -> int:
     """Write interior chunks on ``conn`` until none is left; return rows written."""
     with _without_jit(conn):
-        return _drain_here(conn, sink, chunks)
+        return _write_interior_chunks(conn, sink, chunks)
 
 
-def _drain_here(conn: Connection, sink: Sink, chunks: deque[list[tuple[int, int]]]) -> int:
+def _write_interior_chunks(conn: Conn, sink: Sink, chunks: deque[list[tuple[int, int]]]) -> int:
     written = 0
     while True:
         try:
@@ -175,7 +174,7 @@ def _drain_here(conn: Connection, sink: Sink, chunks: deque[list[tuple[int, int]
 
 
 @contextmanager
-def _without_jit(conn: Connection) -> Iterator[None]:
+def _without_jit(conn: Conn) -> Iterator[None]:
     """JIT off on ``conn`` for the duration, then its previous value back (one round trip each way)."""
     row = conn.execute("SELECT current_setting('jit'), set_config('jit', 'off', false)").fetchone()
     try:
@@ -186,7 +185,7 @@ def _without_jit(conn: Connection) -> Iterator[None]:
 
 
 def fetch_candidates(
-    conn: Connection, ranges: list[tuple[int, int]]
+    conn: Conn, ranges: list[tuple[int, int]]
 ) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.float64], npt.NDArray[np.float64]]:
     """(ids, lng, lat) of the residents whose cell falls in ``ranges``, as binary arrays in one query."""
     if not ranges:
@@ -215,7 +214,7 @@ def _array_literal(values: list[int]) -> str:
     return "{" + ",".join(map(str, values)) + "}"
 
 
-def count_sink(conn: Connection, ids_sql: sql.Composable, params: Sequence[object]) -> int:
+def count_sink(conn: Conn, ids_sql: sql.Composable, params: Sequence[object]) -> int:
     """A sink that only counts (for ``dispatcher target`` without ``--ids``)."""
     row = conn.execute(sql.SQL("SELECT count(*) FROM ({}) AS t").format(ids_sql), params).fetchone()
     return int(row[0]) if row else 0
@@ -229,7 +228,7 @@ def file_sink(out: IO[bytes]) -> Sink:
     bytes per id, the size of the file being written.
     """
 
-    def sink(conn: Connection, ids_sql: sql.Composable, params: Sequence[object]) -> int:
+    def sink(conn: Conn, ids_sql: sql.Composable, params: Sequence[object]) -> int:
         statement = sql.SQL("SELECT count(*), string_agg(t.id::text, E'\\n') FROM ({}) AS t(id)")
         row = conn.execute(statement.format(ids_sql), params).fetchone()
         if row is None or not row[0]:
@@ -243,7 +242,7 @@ def file_sink(out: IO[bytes]) -> Sink:
 def table_sink(table: str) -> Sink:
     """A sink inserting ids into ``table (resident_id bigint)`` (a temporary or unlogged table)."""
 
-    def sink(conn: Connection, ids_sql: sql.Composable, params: Sequence[object]) -> int:
+    def sink(conn: Conn, ids_sql: sql.Composable, params: Sequence[object]) -> int:
         statement = sql.SQL("INSERT INTO {} (resident_id) SELECT resident_id FROM ({}) AS t(resident_id)")
         with conn.cursor() as cur:
             cur.execute(statement.format(sql.Identifier(table), ids_sql), params)

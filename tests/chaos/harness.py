@@ -336,7 +336,7 @@ def _play(config: ChaosConfig, rng: random.Random, db_url: str, private_redis: P
     import dramatiq
     from dramatiq.brokers.redis import RedisBroker
 
-    from dispatcher.broker import NAMESPACE, REQUESTS_QUEUE
+    from dispatcher.queues import NAMESPACE, REQUESTS_QUEUE
 
     logs = workdir / "logs"
     logs.mkdir(exist_ok=True)

@@ -16,7 +16,7 @@ import redis
 import dispatcher
 from dispatcher.config import Settings
 from dispatcher.errors import InvalidRequest
-from dispatcher.ops.request_events import STREAM
+from dispatcher.lifecycle.events import STREAM
 from dispatcher.pipeline import distribute
 from tests.factories import SQUARE, add_resident, request_payload
 

@@ -3,16 +3,13 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import Any
 
 import numpy as np
-import psycopg
 from psycopg.copy import QueuedLibpqWriter
 
+from dispatcher.db.types import Conn
 from dispatcher.preferences.importing import statements
 from dispatcher.preferences.importing.report import OPTIONAL_COLUMNS, ImportReport
-
-Connection = psycopg.Connection[Any]
 
 #: One COPY payload: (binary?, data, rows). Fast chunks go in binary, row-by-row ones as text.
 Batch = tuple[bool, bytes | str, int]
@@ -40,7 +37,7 @@ def binary_batch(lines: np.ndarray, ids: np.ndarray, lat: np.ndarray, lng: np.nd
     rows["nulls"] = -1
     return rows.tobytes()
 
-def copy_rows(conn: Connection, batches: Iterator[Batch], report: ImportReport) -> None:
+def copy_rows(conn: Conn, batches: Iterator[Batch], report: ImportReport) -> None:
     """One COPY per run of batches in the same format, sent by a worker thread.
 
     The queued writer lets the server parse one chunk while this thread checks the next: on two cores

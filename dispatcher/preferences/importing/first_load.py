@@ -4,21 +4,18 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator
-from typing import Any
 
-import psycopg
 from psycopg import sql
 
+from dispatcher.db.types import Conn
 from dispatcher.preferences.importing import statements
-
-Connection = psycopg.Connection[Any]
 
 #: Tables a first load fills; their secondary indexes and foreign keys are built once, at the end.
 _LOADED_TABLES = ("residents", "resident_settings", "device_tokens")
 
 
 @contextlib.contextmanager
-def built_at_the_end_if_first_load(conn: Connection) -> Iterator[bool]:
+def built_at_the_end_if_first_load(conn: Conn) -> Iterator[bool]:
     """On a first load into an empty index, build secondary indexes and foreign keys once at the end.
 
     Building the cell index after a million inserts, and checking every foreign key with one join, is
@@ -51,11 +48,11 @@ def built_at_the_end_if_first_load(conn: Connection) -> Iterator[bool]:
     yield True
     conn.execute(statements.SET_MAINTENANCE_WORK_MEM)
     for table, constraint, ddl in primary_keys:
-        definition = sql.SQL(ddl)  # type: ignore[arg-type]  # the catalog's own text
+        definition = sql.SQL(ddl)  # the catalog's own text
         conn.execute(sql.SQL(statements.ADD_CONSTRAINT).format(table, constraint, definition))
     for _, _, ddl in indexes:
         conn.execute(ddl.encode())
     for table, constraint, ddl in foreign_keys:
-        definition = sql.SQL(ddl)  # type: ignore[arg-type]  # the catalog's own text
+        definition = sql.SQL(ddl)  # the catalog's own text
         conn.execute(sql.SQL(statements.ADD_CONSTRAINT).format(table, constraint, definition))
 

@@ -25,24 +25,23 @@ from __future__ import annotations
 
 import os
 import time
-from typing import IO, Any
+from typing import IO
 
 import psycopg
 
+from dispatcher.db.types import Conn
 from dispatcher.preferences.importing import statements
 from dispatcher.preferences.importing.copy_rows import copy_rows
 from dispatcher.preferences.importing.first_load import built_at_the_end_if_first_load
 from dispatcher.preferences.importing.readers import CountingLines, Seen, batches, detect_format, open_text
 from dispatcher.preferences.importing.report import Format, ImportReport, Progress
 
-Connection = psycopg.Connection[Any]
-
 #: Upsert steps reported to ``progress`` in the "upsert" phase.
 _UPSERT_STEPS = 6
 
 
 def _upsert(
-    conn: Connection, report: ImportReport, progress: Progress | None, *, repeated_ids: bool, repeated_tokens: bool
+    conn: Conn, report: ImportReport, progress: Progress | None, *, repeated_ids: bool, repeated_tokens: bool
 ) -> None:
     def step(n: int) -> None:
         if progress is not None:
@@ -79,7 +78,7 @@ def _upsert(
 
 
 
-def _refresh_visibility(conn: Connection) -> None:
+def _refresh_visibility(conn: Conn) -> None:
     """VACUUM the index tables after a bulk load so targeting's range scans stay index-only.
 
     VACUUM cannot run inside a transaction; when the caller holds one open, autovacuum does it later.
@@ -95,7 +94,7 @@ def _refresh_visibility(conn: Connection) -> None:
 
 
 def import_residents(
-    conn: Connection,
+    conn: Conn,
     path_or_stream: str | os.PathLike[str] | IO[str] | IO[bytes],
     *,
     fmt: Format | None = None,

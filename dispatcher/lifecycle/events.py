@@ -14,22 +14,19 @@ first event per id.
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Any, Literal
+from typing import Any
 
 import redis
-from pydantic import AwareDatetime, BaseModel, ConfigDict
+from pydantic import AwareDatetime, BaseModel, ConfigDict, field_validator
 
-from dispatcher.ops.connection import ops_redis
+from dispatcher.lifecycle.states import FINAL_STATES, State
 from dispatcher.ops.metrics import record_request_state
+from dispatcher.redis_client import shared_redis
 
 #: The Redis stream the publishing pipeline consumes.
 STREAM = "dispatcher:request-events"
 #: The stream keeps about this many events (older ones are trimmed; consumers read within days).
 STREAM_MAX_LEN = 100_000
-#: States after which nothing more happens to a request, and which the pipeline hears about.
-FINAL_STATES = frozenset({"completed", "rejected", "expired"})
-
-FinalState = Literal["completed", "rejected", "expired"]
 
 
 class RequestEvent(BaseModel):
@@ -38,26 +35,33 @@ class RequestEvent(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     id: str
-    state: FinalState
+    state: State
     at: AwareDatetime
+
+    @field_validator("state")
+    @classmethod
+    def _final(cls, state: State) -> State:
+        if state not in FINAL_STATES:
+            raise ValueError(f"only final states are events, not {state.value!r}")
+        return state
 
     def to_fields(self) -> dict[str, str]:
         """The stream entry's fields."""
-        return {"id": self.id, "state": self.state, "at": self.at.isoformat()}
+        return {"id": self.id, "state": self.state.value, "at": self.at.isoformat()}
 
 
 def publish_request_event(request_id: str, state: str, *, at: datetime | None = None,
                           client: redis.Redis | None = None) -> RequestEvent:
     """Tell the pipeline that ``request_id`` reached the final ``state``."""
     event = RequestEvent.model_validate({"id": request_id, "state": state, "at": at or datetime.now(UTC)})
-    (client or ops_redis()).xadd(STREAM, event.to_fields(), maxlen=STREAM_MAX_LEN, approximate=True)  # type: ignore[arg-type]
+    (client or shared_redis()).xadd(STREAM, event.to_fields(), maxlen=STREAM_MAX_LEN, approximate=True)  # type: ignore[arg-type]
     return event
 
 
 def read_request_events(*, after: str = "0", count: int = 1000,
                         client: redis.Redis | None = None) -> list[tuple[str, RequestEvent]]:
     """Events after stream id ``after``, as the pipeline sees them (entry id, event)."""
-    entries: list[Any] = list((client or ops_redis()).xrange(
+    entries: list[Any] = list((client or shared_redis()).xrange(
         STREAM, min=f"({after}" if after != "0" else "-", count=count) or [])
     events = []
     for entry_id, fields in entries:
@@ -70,11 +74,11 @@ def _text(value: bytes | str) -> str:
     return value.decode() if isinstance(value, bytes) else value
 
 
-def request_transitioned(request_id: str, state: str) -> None:
+def request_transitioned(request_id: str, state: State) -> None:
     """A request moved to ``state``: count it, and tell the pipeline if the state is final.
 
     Called by :func:`dispatcher.lifecycle.transition` after the row changed, inside its transaction.
     """
-    record_request_state(state)
+    record_request_state(state.value)
     if state in FINAL_STATES:
         publish_request_event(request_id, state)

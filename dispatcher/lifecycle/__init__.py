@@ -3,39 +3,42 @@
 Requests are stored immutably: the same id with the same payload is a harmless no-op, the same id
 with a different payload is a :class:`RequestConflict` recorded for ops. Residents may respond for
 60 days after publication; past that no notification goes out, even from a backlog.
+
+The package: :mod:`~dispatcher.lifecycle.states` (the states, which of them are final),
+:mod:`~dispatcher.lifecycle.events` (what the publishing pipeline hears when a request ends), and here
+the stored request and its transitions.
 """
 
 from __future__ import annotations
 
-import enum
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-import psycopg
 from psycopg.types.json import Jsonb
 
 from dispatcher import ledger
 from dispatcher.config import RESPONSE_WINDOW_DAYS
 from dispatcher.contract import CommunityRequest
+from dispatcher.db.types import Conn
 from dispatcher.errors import RequestConflict
-from dispatcher.ops.request_events import request_transitioned
+from dispatcher.lifecycle.events import request_transitioned
+from dispatcher.lifecycle.states import ACTIVE_STATES, FINAL_STATES, State
 
-Conn = psycopg.Connection[tuple[object, ...]]
-
-
-class State(enum.StrEnum):
-    """The states a stored request moves through."""
-
-    ACCEPTED = "accepted"
-    TARGETING = "targeting"
-    SENDING = "sending"
-    COMPLETED = "completed"
-    REJECTED = "rejected"
-    EXPIRED = "expired"
-
-
-#: States in which nothing more will ever happen to a request.
-FINAL_STATES = frozenset({State.COMPLETED, State.REJECTED, State.EXPIRED})
+__all__ = [
+    "ACTIVE_STATES",
+    "FINAL_STATES",
+    "State",
+    "StoredRequest",
+    "accept",
+    "complete_if_done",
+    "expire",
+    "load",
+    "record_rejection",
+    "reject",
+    "respond_until",
+    "transition",
+    "window_open",
+]
 
 
 @dataclass(frozen=True)
@@ -79,7 +82,7 @@ def accept(conn: Conn, request: CommunityRequest) -> StoredRequest:
         if row is not None:
             stored = StoredRequest(request.id, State(str(row[0])), request.urgent, until,
                                    None if row[1] is None else str(row[1]))
-            request_transitioned(request.id, stored.state.value)  # an expired arrival is final at once
+            request_transitioned(request.id, stored.state)  # an expired arrival is final at once
             return stored
         existing = conn.execute(
             "SELECT payload_sha256, state, reason FROM community_requests WHERE id = %s", (request.id,)
@@ -117,7 +120,7 @@ def transition(conn: Conn, request_id: str, to: State, *, from_: set[State], rea
         (to.value, reason, request_id, [s.value for s in from_]),
     )
     if cur.rowcount == 1:
-        request_transitioned(request_id, to.value)  # metrics; final states go back to the pipeline (id, state, time)
+        request_transitioned(request_id, to)  # metrics; final states go back to the pipeline (id, state, time)
     return cur.rowcount == 1
 
 
@@ -163,7 +166,7 @@ def reject_unstored(conn: Conn, request_id: str, reason: str) -> bool:
         (request_id, reason[:2000]),
     ).fetchone()
     if row is not None:
-        request_transitioned(request_id, State.REJECTED.value)
+        request_transitioned(request_id, State.REJECTED)
     return row is not None
 
 
