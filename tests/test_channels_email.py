@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from email import utils as email_utils
 from typing import Any
 
 import pytest
@@ -11,11 +13,13 @@ import pytest
 from dispatcher.channels import email
 from dispatcher.channels.content import CHOOSE_VIDEOS, LABEL, VIEW_REQUEST
 from dispatcher.channels.email import EmailChannel, EmailTarget
+from dispatcher.channels.retry_after import RETRY_AFTER_MAX_SECONDS
 from dispatcher.config import Settings
 from dispatcher.contract import CommunityRequest, parse_request
 from dispatcher.ledger import Status
 from dispatcher.sandbox import SandboxServer
 from tests.factories import request_payload
+from tests.scripted_http import ScriptedHttp
 
 
 @pytest.fixture(scope="module")
@@ -173,3 +177,43 @@ def test_worker_threads_share_one_channel(channel: EmailChannel, sendgrid: Sandb
     recipients = sendgrid.records("sendgrid")
     assert len(recipients) == 1200 and len({r["email"] for r in recipients}) == 1200
     assert all(r["custom_args"]["resident_id"] in r["headers"]["List-Unsubscribe"] for r in recipients)
+
+
+def _answering(status: str, headers: dict[str, str]) -> Any:
+    extra = "".join(f"{name}: {value}\r\n" for name, value in headers.items())
+    reply = f"HTTP/1.1 {status}\r\n{extra}Content-Type: application/json\r\nContent-Length: 2\r\n\r\n{{}}".encode()
+    return lambda number, call, request: reply
+
+
+def _in(seconds: float) -> str:
+    return email_utils.format_datetime(datetime.now(UTC) + timedelta(seconds=seconds), usegmt=True)
+
+
+@pytest.mark.parametrize(("retry_after", "low", "high"), [
+    (_in(30), 25.0, 31.0),  # an HTTP-date
+    ("12", 12.0, 12.0),  # delta-seconds
+    ("Tomorrow, maybe", email.QUOTA_DEFAULT_WAIT_SECONDS, email.QUOTA_DEFAULT_WAIT_SECONDS),  # unreadable
+    ("9" * 40, RETRY_AFTER_MAX_SECONDS, RETRY_AFTER_MAX_SECONDS),  # absurd: clamped
+    (_in(-600), 0.0, 0.0),  # already past
+], ids=["http-date", "delta-seconds", "unreadable", "absurd", "past"])
+def test_a_rate_limit_with_any_retry_after_hands_the_batch_back_and_never_raises(
+    sendgrid: SandboxServer, retry_after: str, low: float, high: float
+) -> None:
+    server = ScriptedHttp(_answering("429 Too Many Requests", {"Retry-After": retry_after}))
+    try:
+        settings = sendgrid.configure(Settings()).with_(sendgrid_endpoint=f"http://127.0.0.1:{server.port}")
+        result = EmailChannel(settings).send(_request(), [EmailTarget(1, "a@example.org", "UTC", False)])
+    finally:
+        server.close()
+    assert result.quota_exceeded and result.retry == [1] and not result.outcomes
+    assert result.retry_after is not None and low <= result.retry_after <= high
+
+
+def test_an_unreadable_rate_limit_reset_falls_back_to_the_default_wait(sendgrid: SandboxServer) -> None:
+    server = ScriptedHttp(_answering("429 Too Many Requests", {"X-RateLimit-Reset": "never"}))
+    try:
+        settings = sendgrid.configure(Settings()).with_(sendgrid_endpoint=f"http://127.0.0.1:{server.port}")
+        result = EmailChannel(settings).send(_request(), [EmailTarget(1, "a@example.org", "UTC", False)])
+    finally:
+        server.close()
+    assert result.retry == [1] and result.retry_after == email.QUOTA_DEFAULT_WAIT_SECONDS

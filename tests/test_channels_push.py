@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import re
-import socket
 import threading
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
+from email import utils as email_utils
 from typing import Any
 
 import pytest
@@ -24,6 +23,7 @@ from dispatcher.contract import CommunityRequest, parse_request
 from dispatcher.ledger import Status
 from dispatcher.sandbox import SandboxServer
 from tests.factories import request_payload
+from tests.scripted_http import ScriptedHttp
 
 pytestmark = pytest.mark.filterwarnings("ignore:Message.token is deprecated:DeprecationWarning")
 
@@ -215,59 +215,6 @@ def test_messages_not_answered_by_the_batch_deadline_are_handed_back(fcm: Sandbo
 
 
 # -- the lean HTTP client against a scripted server: what a general client would have handled for us --
-class _ScriptedFcm:
-    """A raw HTTP/1.1 server: ``answer(connection_number, call_number, body)`` gives the reply bytes,
-    or None to hang up without answering, or ``b""`` to never answer."""
-
-    def __init__(self, answer: Any) -> None:
-        self.answer = answer
-        self.connections = 0
-        self.calls: list[bytes] = []
-        self.heads: list[bytes] = []
-        self._sockets: list[socket.socket] = []
-        self.server = socket.create_server(("127.0.0.1", 0))
-        self.port = self.server.getsockname()[1]
-        threading.Thread(target=self._accept, daemon=True).start()
-
-    def _accept(self) -> None:
-        while True:
-            try:
-                client, _ = self.server.accept()
-            except OSError:
-                return
-            self.connections += 1
-            self._sockets.append(client)
-            threading.Thread(target=self._serve, args=(client, self.connections), daemon=True).start()
-
-    def _serve(self, client: socket.socket, number: int) -> None:
-        reader = client.makefile("rb")
-        call = 0
-        with contextlib.suppress(OSError, ValueError):
-            while True:
-                head = b""
-                while not head.endswith(b"\r\n\r\n"):
-                    line = reader.readline()
-                    if not line:
-                        return
-                    head += line
-                length = int(re.search(rb"(?i)content-length: *(\d+)", head).group(1))  # type: ignore[union-attr]
-                body = reader.read(length)
-                self.calls.append(body)
-                self.heads.append(head)
-                call += 1
-                reply = self.answer(number, call, head + body)
-                if reply is None:
-                    client.close()
-                    return
-                client.sendall(reply)
-
-    def close(self) -> None:
-        self.server.close()
-        for client in self._sockets:
-            with contextlib.suppress(OSError):
-                client.close()
-
-
 _OK = b'HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 27\r\n\r\n{"name":"projects/p/m/1"}\r\n'
 
 
@@ -281,10 +228,10 @@ def _chunked(status: str, payload: dict[str, Any]) -> bytes:
 
 @pytest.fixture
 def scripted(fcm: SandboxServer) -> Iterator[Any]:
-    made: list[tuple[_ScriptedFcm, PushChannel]] = []
+    made: list[tuple[ScriptedHttp, PushChannel]] = []
 
-    def make(answer: Any, **options: Any) -> tuple[_ScriptedFcm, PushChannel]:
-        server = _ScriptedFcm(answer)
+    def make(answer: Any, **options: Any) -> tuple[ScriptedHttp, PushChannel]:
+        server = ScriptedHttp(answer)
         settings = fcm.configure(Settings()).with_(fcm_endpoint=f"http://127.0.0.1:{server.port}")
         made.append((server, PushChannel(settings, **options)))
         return made[-1]
@@ -384,3 +331,16 @@ def test_an_answer_delivered_during_the_write_is_parsed_after_the_current_one() 
 
     stop, accepted, writes = asyncio.run(pump_all())
     assert stop is None and accepted == list(range(100)) and writes == 100
+
+
+@pytest.mark.parametrize(("status", "code"), [("503 Service Unavailable", "UNAVAILABLE"),
+                                              ("429 Too Many Requests", "RESOURCE_EXHAUSTED")])
+def test_a_retry_after_given_as_an_http_date_is_honoured(scripted: Any, status: str, code: str) -> None:
+    when = email_utils.format_datetime(datetime.now(UTC) + timedelta(seconds=30), usegmt=True)
+    payload = json.dumps({"error": {"code": int(status[:3]), "status": code, "message": "wait"}}).encode()
+    reply = (f"HTTP/1.1 {status}\r\nRetry-After: {when}\r\nContent-Type: application/json\r\n"
+             f"Content-Length: {len(payload)}\r\n\r\n").encode() + payload
+    _server, sent = scripted(lambda number, call, body: reply, connections=1)
+    result = sent.send(_request(), _until(), [PushTarget(1, ("w-1",), False)])
+    assert result.retry == [1] and result.calls == 1, "a wait longer than the inline limit hands back at once"
+    assert result.retry_after is not None and 25 <= result.retry_after <= 31

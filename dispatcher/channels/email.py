@@ -34,6 +34,7 @@ from sendgrid import SendGridAPIClient
 
 from dispatcher.channels.content import EmailContent, email_content, one_line
 from dispatcher.channels.result import SendResult
+from dispatcher.channels.retry_after import retry_after_seconds, seconds_until
 from dispatcher.config import SENDGRID_MAX_PERSONALIZATIONS, Settings
 from dispatcher.contract import CommunityRequest
 from dispatcher.errors import ConfigurationError
@@ -92,15 +93,10 @@ def rejection_reason(error: http_errors.HTTPError) -> str:
 
 
 def _reset_in_seconds(error: http_errors.HTTPError) -> float | None:
+    """SendGrid's wait after a 429: its rate-limit reset (a Unix time), else Retry-After; None if neither reads."""
     headers = error.headers or {}
-    reset = headers.get("X-RateLimit-Reset") or headers.get("x-ratelimit-reset")
-    if reset is None:
-        retry = headers.get("Retry-After") or headers.get("retry-after")
-        return float(retry) if retry else None
-    try:
-        return max(0.0, float(reset) - time.time())
-    except ValueError:
-        return None
+    reset = seconds_until(headers.get("X-RateLimit-Reset"), now=time.time())
+    return reset if reset is not None else retry_after_seconds(headers.get("Retry-After"))
 
 
 class EmailChannel:

@@ -47,6 +47,7 @@ from google.auth.transport import requests as google_requests
 from dispatcher.channels.content import PushContent, push_content
 from dispatcher.channels.fcm_http import ConnectionFailed, FcmConnection, FcmConnectionPool, Stop
 from dispatcher.channels.result import SendResult
+from dispatcher.channels.retry_after import retry_after_seconds
 from dispatcher.config import FCM_MAX_BATCH, Settings
 from dispatcher.contract import CommunityRequest
 from dispatcher.errors import ConfigurationError
@@ -156,13 +157,7 @@ class MessageTemplate:
 
 def _retry_after(error: exceptions.FirebaseError) -> float | None:
     response = getattr(error, "http_response", None)
-    if response is None:
-        return None
-    value = response.headers.get("Retry-After")
-    try:
-        return max(0.0, float(value)) if value is not None else None
-    except ValueError:
-        return None
+    return None if response is None else retry_after_seconds(response.headers.get("Retry-After"))
 
 
 def _field_violations(error: exceptions.FirebaseError) -> set[str]:
