@@ -12,7 +12,7 @@ import hashlib
 import html
 import re
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta, timezone
+from datetime import UTC, datetime, timezone
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from dispatcher.config import FCM_MAX_TTL_SECONDS, Settings
@@ -202,7 +202,3 @@ received this request.</p>
 </body></html>"""
     return EmailContent(subject=subject, text=text, html=body)
 
-
-def ttl_until(respond_until: datetime) -> timedelta:
-    """The push time to live as a timedelta (firebase-admin's type)."""
-    return timedelta(seconds=push_ttl_seconds(respond_until))
