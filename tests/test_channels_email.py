@@ -16,7 +16,7 @@ from dispatcher.channels.email import EmailChannel
 from dispatcher.channels.retry_after import RETRY_AFTER_MAX_SECONDS
 from dispatcher.config import Settings
 from dispatcher.contract import CommunityRequest, parse_request
-from dispatcher.ledger import Status
+from dispatcher.ledger import WINDOW_ENDED, Outcome, Status
 from dispatcher.sandbox import SandboxServer
 from tests.factories import request_payload
 from tests.recipients import mailbox
@@ -222,3 +222,23 @@ def test_an_unreadable_rate_limit_reset_falls_back_to_the_default_wait(sendgrid:
     finally:
         server.close()
     assert result.retry == [1] and result.retry_after == email.QUOTA_DEFAULT_WAIT_SECONDS
+
+
+def test_no_email_goes_out_once_the_response_window_has_ended(channel: EmailChannel,
+                                                              sendgrid: SandboxServer) -> None:
+    result = channel.send(_request(), datetime.now(UTC) - timedelta(seconds=1),
+                          dict([mailbox(1, "a@example.org", "UTC", False)]))
+    assert result.outcomes == {1: Outcome(Status.EXPIRED, WINDOW_ENDED)} and result.calls == 0
+    assert sendgrid.records("sendgrid") == []
+
+
+def test_calls_not_yet_made_when_the_window_ends_expire_instead(channel: EmailChannel,
+                                                               sendgrid: SandboxServer) -> None:
+    sendgrid.faults.update("sendgrid", latency_ms=400)
+    zones = ["UTC", "Europe/Berlin", "Asia/Tokyo", "America/Denver", "Africa/Lagos", "Australia/Perth"]
+    recipients = dict(mailbox(i, f"z{i}@example.org", zone, False) for i, zone in enumerate(zones))
+    result = channel.send(_request(), datetime.now(UTC) + timedelta(seconds=1), recipients)
+    sent = {rid for rid, o in result.outcomes.items() if o.status is Status.SENT}
+    late = {rid for rid, o in result.outcomes.items() if o == Outcome(Status.EXPIRED, WINDOW_ENDED)}
+    assert 1 <= len(sent) <= 4 and sent | late == set(recipients) and not result.retry
+    assert {r["email"] for r in sendgrid.records("sendgrid")} == {f"z{i}@example.org" for i in sent}

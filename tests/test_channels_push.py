@@ -6,6 +6,7 @@ import asyncio
 import json
 import re
 import threading
+import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from email import utils as email_utils
@@ -21,7 +22,7 @@ from dispatcher.channels.push.fcm_http import FcmConnection
 from dispatcher.channels.push.httpx_transport import httpx_transport
 from dispatcher.config import FCM_MAX_TTL_SECONDS, Settings
 from dispatcher.contract import CommunityRequest, parse_request
-from dispatcher.ledger import Status
+from dispatcher.ledger import WINDOW_ENDED, Outcome, Status
 from dispatcher.sandbox import SandboxServer
 from tests.factories import request_payload
 from tests.recipients import device
@@ -365,3 +366,36 @@ def test_the_reference_transport_sends_and_sorts_like_the_lean_client(fcm: Sandb
     assert reference.accepted == lean.accepted == 2
     assert sorted(r["token"] for r in fcm.records("fcm")) == ["ref-a", "ref-a", "ref-b", "ref-b"]
     assert {r["message"]["android"]["notification"]["tag"] for r in fcm.records("fcm")} == {"cr-req-push-1"}
+
+
+def test_nothing_is_sent_once_the_response_window_has_ended(channel: PushChannel, fcm: SandboxServer) -> None:
+    result = channel.send(_request(), datetime.now(UTC) - timedelta(seconds=1),
+                          dict([device(1, ("late-a", "late-b"), True), device(2, ("late-c",), False)]))
+    assert fcm.records("fcm") == [] and result.calls == 0 and not result.retry
+    assert result.outcomes == {1: Outcome(Status.EXPIRED, WINDOW_ENDED), 2: Outcome(Status.EXPIRED, WINDOW_ENDED)}
+
+
+def test_messages_not_yet_sent_when_the_window_ends_expire_instead(fcm: SandboxServer) -> None:
+    fcm.faults.update("fcm", latency_ms=300)
+    slow = PushChannel(fcm.configure(Settings()), connections=1)
+    until = datetime.now(UTC) + timedelta(seconds=1)
+    try:
+        result = slow.send(_request(), until, dict(device(i, (f"w-{i}",), False) for i in range(10)))
+    finally:
+        slow.close()
+    sent = {rid for rid, o in result.outcomes.items() if o.status is Status.SENT}
+    late = {rid for rid, o in result.outcomes.items() if o == Outcome(Status.EXPIRED, WINDOW_ENDED)}
+    assert 1 <= len(sent) <= 5 and sent | late == set(range(10)) and not result.retry
+    assert {r["token"] for r in fcm.records("fcm")} == {f"w-{i}" for i in sent}
+
+
+def test_a_reused_message_never_lives_past_the_window(channel: PushChannel, fcm: SandboxServer) -> None:
+    until = datetime.now(UTC) + timedelta(seconds=100)
+    for name in ("first", "second"):
+        channel.send(_request(), until, dict([device(1, (name,), False)]))
+        sent_at = datetime.now(UTC)
+        message = _by_token(fcm)[name]
+        ttl = int(message["android"]["ttl"].rstrip("s"))
+        assert sent_at + timedelta(seconds=ttl) <= until + timedelta(seconds=0.1), name
+        assert int(message["apns"]["headers"]["apns-expiration"]) <= until.timestamp()
+        time.sleep(1.5)
