@@ -13,11 +13,10 @@ from email import utils as email_utils
 from typing import Any
 
 import pytest
-from firebase_admin import messaging
 
 from dispatcher.channels import push
-from dispatcher.channels.content import CHOOSE_VIDEOS, LABEL, VIEW_REQUEST, push_content
-from dispatcher.channels.push import MessageTemplate, PushChannel, build_message, lanes
+from dispatcher.channels.content import CHOOSE_VIDEOS, LABEL, VIEW_REQUEST
+from dispatcher.channels.push import PushChannel, lanes
 from dispatcher.channels.push.fcm_http import FcmConnection
 from dispatcher.channels.push.httpx_transport import httpx_transport
 from dispatcher.config import FCM_MAX_TTL_SECONDS, Settings
@@ -107,18 +106,6 @@ def test_a_duplicate_send_carries_the_same_collapse_id(channel: PushChannel, fcm
     assert len(messages) == 2
     assert {m["android"]["notification"]["tag"] for m in messages} == {"cr-req-dup"}
     assert {m["apns"]["headers"]["apns-collapse-id"] for m in messages} == {"cr-req-dup"}
-
-
-def test_template_body_equals_firebase_admin_encoding_for_any_token() -> None:
-    request = _request()
-    content = push_content(request, has_camera=True, settings=Settings(), respond_until=_until())
-    template = MessageTemplate(content)
-    hostile = 'a"b\\c\u2028</script>'
-    body = json.loads(template.body(hostile))
-    expected = messaging._MessagingService.encode_message(build_message(hostile, content))
-    body["message"]["apns"]["headers"].pop("apns-expiration")
-    expected["apns"]["headers"].pop("apns-expiration")
-    assert body == {"message": expected}
 
 
 def test_dead_tokens_are_retired_and_a_live_one_still_counts(channel: PushChannel, fcm: SandboxServer) -> None:

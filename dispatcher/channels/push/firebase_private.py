@@ -6,7 +6,7 @@ firebase-admin is the authority on two things it offers no public call for:
 - turning an FCM error response into its exception classes (``UnregisteredError``,
   ``QuotaExceededError``, ...), which it only does inside its own HTTP clients.
 
-Both are reached here and nowhere else; ``tests/test_channels_push_internals.py`` proves the encoding
+Both are reached here and nowhere else; ``tests/test_channels_internals.py`` proves the encoding
 equals the library's own and fails loudly (naming the missing name) when a release moves one. The
 version is bounded in ``pyproject.toml`` for the same reason.
 """
