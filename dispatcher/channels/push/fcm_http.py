@@ -24,9 +24,9 @@ import math
 import ssl
 import time
 from collections.abc import Callable, Iterator, Mapping
+from urllib.parse import urlsplit
 
 import httptools
-import yarl
 
 from dispatcher.channels.push.transport import CLOSED, ConnectionFailed, HttpAnswer, PushConnection, Stop
 
@@ -187,15 +187,16 @@ class FcmConnectionPool:
     """Keep-alive connections to one origin, opened on demand, at most ``limit`` at once."""
 
     def __init__(self, url: str, headers: Mapping[str, str], limit: int, *, connect_timeout: float = 30.0) -> None:
-        parsed = yarl.URL(url)
-        if parsed.scheme not in ("http", "https") or not parsed.host:
+        parsed = urlsplit(url)
+        if parsed.scheme not in ("http", "https") or not parsed.hostname:
             raise ValueError(f"FCM endpoint must be an http(s) URL, not {url!r}")
-        self.host = parsed.host
-        self.port = parsed.port or (443 if parsed.scheme == "https" else 80)
+        default = 443 if parsed.scheme == "https" else 80
+        self.host = parsed.hostname
+        self.port = parsed.port or default
         self.ssl: ssl.SSLContext | None = ssl.create_default_context() if parsed.scheme == "https" else None
-        default_port = parsed.port is None or parsed.is_default_port()
-        self.host_header = parsed.host if default_port else f"{parsed.host}:{self.port}"
-        self.path = parsed.raw_path_qs
+        host = f"[{self.host}]" if ":" in self.host else self.host  # an IPv6 literal keeps its brackets
+        self.host_header = host if self.port == default else f"{host}:{self.port}"
+        self.path = (parsed.path or "/") + (f"?{parsed.query}" if parsed.query else "")
         self.headers = dict(headers)
         self.limit = limit
         self.connect_timeout = connect_timeout
