@@ -77,10 +77,10 @@ def test_fcm_errors_map_to_firebase_admins_classes() -> None:
 def test_the_email_channel_sends_where_and_how_the_sendgrid_library_would() -> None:
     settings = Settings().with_(sendgrid_api_key="SG.internals", sendgrid_endpoint="https://sendgrid.invalid/")
     library = SendGridAPIClient(settings.sendgrid_api_key, host="https://sendgrid.invalid")
-    channel = EmailChannel(settings)
-    assert channel._mail_send_url == library.client.mail.send._build_url(None)
-    assert {k: v for k, v in channel._headers.items() if k != "Content-Type"} == library.client.request_headers
-    assert channel._headers["Authorization"] == "Bearer SG.internals"
+    url, headers = EmailChannel(settings).endpoint()
+    assert url == library.client.mail.send._build_url(None)
+    assert {k: v for k, v in headers.items() if k != "Content-Type"} == library.client.request_headers
+    assert headers["Authorization"] == "Bearer SG.internals"
 
 
 def _service_account(directory: Path) -> Path:

@@ -131,24 +131,30 @@ class EmailChannel:
     provider = "sendgrid"
 
     def __init__(self, settings: Settings, *, transport: httpx.BaseTransport | None = None) -> None:
-        if not settings.sendgrid_api_key:
-            raise ConfigurationError("SENDGRID_API_KEY is not configured")
+        """Cheap: the client is made on the first send, so checking eligibility needs no API key."""
         self.settings = settings
-        host = settings.sendgrid_endpoint.rstrip("/")
-        library = SendGridAPIClient(settings.sendgrid_api_key, host=host)
-        self._headers = {**library.client.request_headers, "Content-Type": "application/json; charset=utf-8"}
-        self._mail_send_url = f"{host}/v3/mail/send"
         self._transport = transport
         self._lock = threading.Lock()
         self._pid = -1
         self._client: httpx.Client | None = None
+        self._mail_send_url = ""
+
+    def endpoint(self) -> tuple[str, dict[str, str]]:
+        """The mail send URL and the request headers the sendgrid library would send (API key, user agent)."""
+        if not self.settings.sendgrid_api_key:
+            raise ConfigurationError("SENDGRID_API_KEY is not configured")
+        host = self.settings.sendgrid_endpoint.rstrip("/")
+        library = SendGridAPIClient(self.settings.sendgrid_api_key, host=host)
+        return f"{host}/v3/mail/send", {**library.client.request_headers,
+                                         "Content-Type": "application/json; charset=utf-8"}
 
     def _http(self) -> httpx.Client:
         """The process's keep-alive client (made again in a forked child: sockets are not shared)."""
         with self._lock:
             if self._client is None or self._pid != os.getpid():
+                self._mail_send_url, headers = self.endpoint()
                 self._client = httpx.Client(
-                    headers=self._headers, timeout=REQUEST_TIMEOUT_SECONDS, transport=self._transport,
+                    headers=headers, timeout=REQUEST_TIMEOUT_SECONDS, transport=self._transport,
                     limits=httpx.Limits(max_connections=CONNECTIONS, max_keepalive_connections=CONNECTIONS))
                 self._pid = os.getpid()
             return self._client
@@ -256,7 +262,8 @@ class EmailChannel:
 
     def _post(self, body: bytes) -> None:
         """One mail send call; raises :class:`Rejected` for an error status, ``httpx.TransportError`` else."""
-        response = self._http().post(self._mail_send_url, content=body)
+        client = self._http()
+        response = client.post(self._mail_send_url, content=body)
         if response.status_code >= 300:
             raise Rejected(response.status_code, response.headers, response.content)
 

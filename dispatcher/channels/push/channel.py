@@ -23,7 +23,7 @@ from typing import Any, Protocol
 
 import firebase_admin
 import psycopg
-from firebase_admin import credentials
+from firebase_admin import credentials, exceptions
 
 from dispatcher import ledger
 from dispatcher.channels.base import Eligible
@@ -85,17 +85,11 @@ class PushChannel:
     def __init__(self, settings: Settings, *, connections: int = CONNECTIONS,
                  batch_deadline_seconds: float = BATCH_DEADLINE_SECONDS,
                  transport: TransportFactory = _lean) -> None:
-        if not settings.fcm_credentials:
-            raise ConfigurationError("FCM credentials are not configured (FCM_CREDENTIALS or "
-                                     "GOOGLE_APPLICATION_CREDENTIALS)")
+        """Cheap: the firebase-admin app is made on the first send, so checking eligibility needs no credentials."""
         self.settings = settings
         self.connections = connections
         self.batch_deadline_seconds = batch_deadline_seconds
         self.transport = transport
-        cred = credentials.Certificate(settings.fcm_credentials)
-        self.app = firebase_admin.initialize_app(cred, name=f"dispatcher-push-{next(_app_counter)}")
-        self.url = f"{settings.fcm_endpoint.rstrip('/')}/v1/projects/{self.app.project_id}/messages:send"
-        self._google_credential = self.app.credential.get_credential()
         # The headers firebase-admin sends with every FCM call (its messaging service), written out.
         self._headers: dict[str, str] = {
             "X-GOOG-API-FORMAT-VERSION": "2",
@@ -104,10 +98,31 @@ class PushChannel:
         }
         self._lock = threading.Lock()
         self._pid = -1
+        self._app: firebase_admin.App | None = None
+        self._url = ""
         self._loop: LoopThread | None = None
         self._engine: LaneEngine | None = None
         self._templates: dict[tuple[str, bool, int, str], MessageTemplate] = {}
         atexit.register(_close_at_exit, weakref.ref(self))
+
+    def _firebase(self) -> firebase_admin.App:
+        """The firebase-admin app (credentials, project id), made on first use."""
+        with self._lock:
+            if self._app is None:
+                if not self.settings.fcm_credentials:
+                    raise ConfigurationError("FCM credentials are not configured (FCM_CREDENTIALS or "
+                                             "GOOGLE_APPLICATION_CREDENTIALS)")
+                cred = credentials.Certificate(self.settings.fcm_credentials)
+                self._app = firebase_admin.initialize_app(cred, name=f"dispatcher-push-{next(_app_counter)}")
+                endpoint = self.settings.fcm_endpoint.rstrip("/")
+                self._url = f"{endpoint}/v1/projects/{self._app.project_id}/messages:send"
+            return self._app
+
+    @property
+    def url(self) -> str:
+        """FCM's ``messages:send`` for the credentials' project at the configured endpoint."""
+        self._firebase()
+        return self._url
 
     # -- lifecycle ---------------------------------------------------------------------------------
     def _loop_thread(self) -> LoopThread:
@@ -122,12 +137,13 @@ class PushChannel:
     def _lanes(self) -> LaneEngine:
         """The loop's engine and transport (made on the loop thread: its semaphores belong to that loop)."""
         if self._engine is None:
+            credential = self._firebase().credential.get_credential()
             self._engine = LaneEngine(
-                self.transport(self.url, self._headers, self.connections), AccessToken(self._google_credential),
+                self.transport(self.url, self._headers, self.connections), AccessToken(credential),
                 self._to_error, connections=self.connections, batch_deadline_seconds=self.batch_deadline_seconds)
         return self._engine
 
-    def _to_error(self, answer: HttpAnswer) -> Any:
+    def _to_error(self, answer: HttpAnswer) -> exceptions.FirebaseError:
         return fcm_error(self.url, answer.status, answer.headers, answer.body)
 
     def close(self) -> None:
@@ -140,8 +156,11 @@ class PushChannel:
                 with contextlib.suppress(Exception):
                     loop.call_soon(engine.transport.close)
             loop.stop()
-        with contextlib.suppress(ValueError):
-            firebase_admin.delete_app(self.app)
+        with self._lock:
+            app, self._app = self._app, None
+        if app is not None:
+            with contextlib.suppress(ValueError):
+                firebase_admin.delete_app(app)
 
     # -- the Channel protocol ----------------------------------------------------------------------
     def eligible(self, conn: psycopg.Connection[Any], request_id: str,
@@ -176,6 +195,7 @@ class PushChannel:
 
         Nothing goes out once ``respond_until`` has passed: those residents' rows expire.
         """
+        self._firebase()  # the first send makes the app: a missing credential is a clear error here
         left = (respond_until - datetime.now(UTC)).total_seconds()
         if left <= 0:
             return expired(list(recipients))
