@@ -13,22 +13,23 @@ import socket
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from functools import cache
 from typing import Any
 
 from dispatcher import ledger, lifecycle
-from dispatcher.channels.email import EmailChannel, EmailTarget
-from dispatcher.channels.push import PushChannel, PushResult, PushTarget
+from dispatcher.channels.base import Channel as Sender
+from dispatcher.channels.email import EmailChannel
+from dispatcher.channels.push import PushChannel
 from dispatcher.channels.result import SendResult
 from dispatcher.config import Settings, get_settings
 from dispatcher.contract import CommunityRequest
 from dispatcher.db import get_pool
-from dispatcher.ledger import Channel, Outcome, Status
+from dispatcher.ledger import Channel, Outcome
 from dispatcher.lifecycle import State
 from dispatcher.ops import metrics
-from dispatcher.preferences import eligibility
 
 log = logging.getLogger(__name__)
 
@@ -44,24 +45,21 @@ def worker_identity() -> str:
     return f"{socket.gethostname()}:{os.getpid()}:{threading.get_ident()}:{uuid.uuid4().hex[:6]}"
 
 
-@cache
-def _push_channel_for(settings: Settings) -> PushChannel:
-    return PushChannel(settings)
+#: The sender of each ledger channel; a new channel is one module and one line here.
+CHANNELS: dict[Channel, Callable[[Settings], Sender[Any]]] = {
+    Channel.PUSH: PushChannel,
+    Channel.EMAIL: EmailChannel,
+}
 
 
 @cache
-def _email_channel_for(settings: Settings) -> EmailChannel:
-    return EmailChannel(settings)
+def _sender_for(channel: Channel, settings: Settings) -> Sender[Any]:
+    return CHANNELS[channel](settings)
 
 
-def push_channel() -> PushChannel:
-    """The process's push channel (firebase-admin app) for the current settings, made on first use."""
-    return _push_channel_for(get_settings())
-
-
-def email_channel() -> EmailChannel:
-    """The process's email channel (SendGrid client) for the current settings, made on first use."""
-    return _email_channel_for(get_settings())
+def sender(channel: Channel) -> Sender[Any]:
+    """The process's sender for ``channel`` with the current settings, made on first use."""
+    return _sender_for(channel, get_settings())
 
 
 @dataclass
@@ -94,30 +92,16 @@ def _send_batch(channel: Channel, request: CommunityRequest, respond_until: date
     in which a crash causes a duplicate, so retiring tokens and slowing the fleet happen after recording.
     The returned outcomes include the residents skipped by the eligibility check.
     """
-    pool = get_pool()
+    sending = sender(channel)
+    with get_pool().connection() as conn:
+        batch = sending.eligible(conn, request.id, resident_ids)
     result: SendResult
-    if channel is Channel.PUSH:
-        with pool.connection() as conn:
-            push_targets, skipped = eligibility.eligible_push_targets(conn, request.id, resident_ids)
-        not_sent = {rid: Outcome(Status.SKIPPED, reason) for rid, reason in skipped.items()}
-        targets = [PushTarget(rid, tuple(r.tokens), r.has_camera) for rid, r in push_targets.items()]
-        if targets:
-            with metrics.provider_timer("fcm"):
-                result = push_channel().send(request, respond_until, targets)
-        else:
-            result = SendResult()
+    if batch.recipients:
+        with metrics.provider_timer(sending.provider):
+            result = sending.send(request, respond_until, batch.recipients)
     else:
-        with pool.connection() as conn:
-            email_targets, skipped = eligibility.eligible_email_targets(conn, request.id, resident_ids)
-        not_sent = {rid: Outcome(Status.SUPPRESSED if reason == eligibility.EMAIL_SUPPRESSED else Status.SKIPPED,
-                                 reason) for rid, reason in skipped.items()}
-        etargets = [EmailTarget(rid, t.email, t.time_zone, t.has_camera) for rid, t in email_targets.items()]
-        if etargets:
-            with metrics.provider_timer("sendgrid"):
-                result = email_channel().send(request, etargets)
-        else:
-            result = SendResult()
-    result.outcomes.update(not_sent)
+        result = SendResult()
+    result.outcomes.update(batch.skipped)
     return result
 
 
@@ -126,10 +110,7 @@ def _after_recording(channel: Channel, result: SendResult) -> None:
     from dispatcher.channels.ratelimit import slow_down
 
     try:
-        if isinstance(result, PushResult) and result.retired_tokens:
-            with get_pool().connection() as conn:
-                eligibility.retire_tokens(conn, result.retired_tokens)
-            metrics.record_retired_tokens(len(result.retired_tokens))
+        sender(channel).after_recording(result)
         if result.quota_exceeded:
             slow_down(channel, _wait(result))
     except Exception as error:  # the batch is recorded; a token retired later or a missed pause is harmless

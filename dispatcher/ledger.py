@@ -212,12 +212,16 @@ def release(conn: Conn, request_id: str, channel: Channel, resident_ids: Sequenc
     )
 
 
+#: The reason of a row never sent because the response window ended (here and in the channels).
+WINDOW_ENDED = "response window ended"
+
+
 def expire_pending(conn: Conn, request_id: str) -> int:
     """The response window ended: nothing pending will be sent any more."""
     cur = conn.execute(
-        "UPDATE deliveries SET status = 'expired', reason = 'response window ended', lease_owner = NULL,"
+        "UPDATE deliveries SET status = 'expired', reason = %s, lease_owner = NULL,"
         " lease_until = NULL, updated_at = now() WHERE request_id = %s AND status = 'pending'",
-        (request_id,),
+        (WINDOW_ENDED, request_id),
     )
     return cur.rowcount
 

@@ -3,19 +3,24 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime, timedelta
+from email import utils as email_utils
 from typing import Any
 
 import pytest
 
 from dispatcher.channels import email
 from dispatcher.channels.content import CHOOSE_VIDEOS, LABEL, VIEW_REQUEST
-from dispatcher.channels.email import EmailChannel, EmailTarget
+from dispatcher.channels.email import EmailChannel
+from dispatcher.channels.retry_after import RETRY_AFTER_MAX_SECONDS
 from dispatcher.config import Settings
 from dispatcher.contract import CommunityRequest, parse_request
-from dispatcher.ledger import Status
+from dispatcher.ledger import WINDOW_ENDED, Outcome, Status
 from dispatcher.sandbox import SandboxServer
 from tests.factories import request_payload
+from tests.recipients import mailbox
+from tests.scripted_http import ScriptedHttp
 
 
 @pytest.fixture(scope="module")
@@ -39,6 +44,10 @@ def _request(request_id: str = "req-mail-1", **overrides: Any) -> CommunityReque
     return parse_request(request_payload(request_id, **overrides))
 
 
+def _until(days: float = 60) -> datetime:
+    return datetime.now(UTC) + timedelta(days=days)
+
+
 def _bodies(call: dict[str, Any]) -> tuple[str, str]:
     blocks = {block["type"]: block["value"] for block in call["content"]}
     return blocks["text/plain"], blocks["text/html"]
@@ -47,10 +56,10 @@ def _bodies(call: dict[str, Any]) -> tuple[str, str]:
 def test_content_for_camera_owners_and_others_in_their_time_zones(channel: EmailChannel,
                                                                   sendgrid: SandboxServer) -> None:
     targets = [
-        EmailTarget(1, "cam@example.org", "America/New_York", True),
-        EmailTarget(2, "nocam@example.org", "Europe/Berlin", False),
+        mailbox(1, "cam@example.org", "America/New_York", True),
+        mailbox(2, "nocam@example.org", "Europe/Berlin", False),
     ]
-    result = channel.send(_request(), targets)
+    result = channel.send(_request(), _until(), dict(targets))
     assert {o.status for o in result.outcomes.values()} == {Status.SENT} and result.accepted == 2
 
     calls = {c["message_id"]: c for c in sendgrid.records("sendgrid_requests")}
@@ -76,7 +85,7 @@ def test_content_for_camera_owners_and_others_in_their_time_zones(channel: Email
 
 def test_unsubscribe_headers_and_custom_args_carry_ids_only(channel: EmailChannel,
                                                             sendgrid: SandboxServer) -> None:
-    channel.send(_request(), [EmailTarget(31, "someone@example.org", "UTC", True)])
+    channel.send(_request(), _until(), dict([mailbox(31, "someone@example.org", "UTC", True)]))
     [recipient] = sendgrid.records("sendgrid")
     assert recipient["custom_args"] == {"request_id": "req-mail-1", "resident_id": "31"}
     headers = recipient["headers"]
@@ -97,7 +106,7 @@ def test_hostile_agency_text_is_escaped_and_kept_out_of_headers(channel: EmailCh
         investigator={"name": "Det. <b>Bold</b>\nX-Injected: yes", "phone": "+1 555 0100",
                       "email": "jpark@pd.example"},
     ))
-    result = channel.send(evil, [EmailTarget(1, "r@example.org", "UTC", True)])
+    result = channel.send(evil, _until(), dict([mailbox(1, "r@example.org", "UTC", True)]))
     assert result.outcomes[1].status is Status.SENT
     [call] = sendgrid.records("sendgrid_requests")
     _, html = _bodies(call)
@@ -109,8 +118,8 @@ def test_hostile_agency_text_is_escaped_and_kept_out_of_headers(channel: EmailCh
 
 
 def test_one_call_per_thousand_recipients(channel: EmailChannel, sendgrid: SandboxServer) -> None:
-    targets = [EmailTarget(i, f"r{i}@example.org", "UTC", False) for i in range(2300)]
-    result = channel.send(_request(), targets)
+    targets = [mailbox(i, f"r{i}@example.org", "UTC", False) for i in range(2300)]
+    result = channel.send(_request(), _until(), dict(targets))
     assert result.calls == 3 and result.accepted == 2300
     assert sorted(c["personalizations"] for c in sendgrid.records("sendgrid_requests")) == [300, 1000, 1000]
 
@@ -118,8 +127,8 @@ def test_one_call_per_thousand_recipients(channel: EmailChannel, sendgrid: Sandb
 def test_rate_limited_batch_waits_until_the_providers_reset(channel: EmailChannel,
                                                             sendgrid: SandboxServer) -> None:
     sendgrid.faults.update("sendgrid", burst_count=1, burst_status=429, retry_after=4)
-    targets = [EmailTarget(i, f"q{i}@example.org", "UTC" if i < 5 else "Asia/Tokyo", False) for i in range(10)]
-    result = channel.send(_request(), targets)
+    targets = [mailbox(i, f"q{i}@example.org", "UTC" if i < 5 else "Asia/Tokyo", False) for i in range(10)]
+    result = channel.send(_request(), _until(), dict(targets))
     assert result.quota_exceeded and sorted(result.retry) == list(range(10))
     assert result.calls == 1, "after a 429 the remaining calls of the batch are not made"
     assert result.retry_after is not None and 2.5 <= result.retry_after <= 5
@@ -128,7 +137,7 @@ def test_rate_limited_batch_waits_until_the_providers_reset(channel: EmailChanne
 
 def test_a_server_error_is_retried_once_inline(channel: EmailChannel, sendgrid: SandboxServer) -> None:
     sendgrid.faults.update("sendgrid", burst_count=1, burst_status=503)
-    result = channel.send(_request(), [EmailTarget(1, "a@example.org", "UTC", False)])
+    result = channel.send(_request(), _until(), dict([mailbox(1, "a@example.org", "UTC", False)]))
     assert result.outcomes[1].status is Status.SENT
     assert result.calls == 2 and result.inline_retries == 1
 
@@ -136,7 +145,7 @@ def test_a_server_error_is_retried_once_inline(channel: EmailChannel, sendgrid: 
 def test_persistent_server_errors_hand_the_batch_back(channel: EmailChannel, sendgrid: SandboxServer) -> None:
     sendgrid.faults.update("sendgrid", error_rate=1.0, error_status=500)
     started = time.monotonic()
-    result = channel.send(_request(), [EmailTarget(1, "a@example.org", "UTC", False)])
+    result = channel.send(_request(), _until(), dict([mailbox(1, "a@example.org", "UTC", False)]))
     assert result.retry == [1] and not result.outcomes and not result.quota_exceeded
     assert result.retry_after == email.TEMPORARY_DEFAULT_WAIT_SECONDS
     assert time.monotonic() - started < 3
@@ -144,8 +153,8 @@ def test_persistent_server_errors_hand_the_batch_back(channel: EmailChannel, sen
 
 def test_a_permanent_rejection_fails_the_rows_with_the_reason(sendgrid: SandboxServer) -> None:
     broken = EmailChannel(sendgrid.configure(Settings()).with_(email_from="not-an-address"))
-    result = broken.send(_request(), [EmailTarget(1, "a@example.org", "UTC", False),
-                                      EmailTarget(2, "b@example.org", "UTC", True)])
+    result = broken.send(_request(), _until(), dict([mailbox(1, "a@example.org", "UTC", False),
+                                                      mailbox(2, "b@example.org", "UTC", True)]))
     assert result.outcomes[1].status is Status.FAILED and result.outcomes[2].status is Status.FAILED
     assert result.outcomes[1].reason == "sendgrid_400:from.email"
     assert not result.retry
@@ -153,7 +162,7 @@ def test_a_permanent_rejection_fails_the_rows_with_the_reason(sendgrid: SandboxS
 
 def test_a_wrong_api_key_fails_rather_than_retrying(sendgrid: SandboxServer) -> None:
     wrong = EmailChannel(sendgrid.configure(Settings()).with_(sendgrid_api_key="SG.wrong"))
-    result = wrong.send(_request(), [EmailTarget(1, "a@example.org", "UTC", False)])
+    result = wrong.send(_request(), _until(), dict([mailbox(1, "a@example.org", "UTC", False)]))
     assert result.outcomes[1].status is Status.FAILED and result.outcomes[1].reason == "sendgrid_401"
 
 
@@ -163,8 +172,8 @@ def test_worker_threads_share_one_channel(channel: EmailChannel, sendgrid: Sandb
     results: list[Any] = []
 
     def worker(n: int) -> None:
-        targets = [EmailTarget(n * 1000 + i, f"t{n}-{i}@example.org", "UTC", i % 2 == 0) for i in range(300)]
-        results.append(channel.send(_request(), targets))
+        targets = [mailbox(n * 1000 + i, f"t{n}-{i}@example.org", "UTC", i % 2 == 0) for i in range(300)]
+        results.append(channel.send(_request(), _until(), dict(targets)))
 
     threads = [threading.Thread(target=worker, args=(n,)) for n in range(4)]
     for thread in threads:
@@ -175,3 +184,63 @@ def test_worker_threads_share_one_channel(channel: EmailChannel, sendgrid: Sandb
     recipients = sendgrid.records("sendgrid")
     assert len(recipients) == 1200 and len({r["email"] for r in recipients}) == 1200
     assert all(r["custom_args"]["resident_id"] in r["headers"]["List-Unsubscribe"] for r in recipients)
+
+
+def _answering(status: str, headers: dict[str, str]) -> Any:
+    extra = "".join(f"{name}: {value}\r\n" for name, value in headers.items())
+    reply = f"HTTP/1.1 {status}\r\n{extra}Content-Type: application/json\r\nContent-Length: 2\r\n\r\n{{}}".encode()
+    return lambda number, call, request: reply
+
+
+def _in(seconds: float) -> str:
+    return email_utils.format_datetime(datetime.now(UTC) + timedelta(seconds=seconds), usegmt=True)
+
+
+@pytest.mark.parametrize(("retry_after", "low", "high"), [
+    (lambda: _in(30), 25.0, 31.0),  # an HTTP-date
+    (lambda: "12", 12.0, 12.0),  # delta-seconds
+    (lambda: "Tomorrow, maybe", email.QUOTA_DEFAULT_WAIT_SECONDS, email.QUOTA_DEFAULT_WAIT_SECONDS),  # unreadable
+    (lambda: "9" * 40, RETRY_AFTER_MAX_SECONDS, RETRY_AFTER_MAX_SECONDS),  # absurd: clamped
+    (lambda: _in(-600), 0.0, 0.0),  # already past
+], ids=["http-date", "delta-seconds", "unreadable", "absurd", "past"])
+def test_a_rate_limit_with_any_retry_after_hands_the_batch_back_and_never_raises(
+    sendgrid: SandboxServer, retry_after: Callable[[], str], low: float, high: float
+) -> None:
+    server = ScriptedHttp(_answering("429 Too Many Requests", {"Retry-After": retry_after()}))
+    try:
+        settings = sendgrid.configure(Settings()).with_(sendgrid_endpoint=f"http://127.0.0.1:{server.port}")
+        result = EmailChannel(settings).send(_request(), _until(), dict([mailbox(1, "a@example.org", "UTC", False)]))
+    finally:
+        server.close()
+    assert result.quota_exceeded and result.retry == [1] and not result.outcomes
+    assert result.retry_after is not None and low <= result.retry_after <= high
+
+
+def test_an_unreadable_rate_limit_reset_falls_back_to_the_default_wait(sendgrid: SandboxServer) -> None:
+    server = ScriptedHttp(_answering("429 Too Many Requests", {"X-RateLimit-Reset": "never"}))
+    try:
+        settings = sendgrid.configure(Settings()).with_(sendgrid_endpoint=f"http://127.0.0.1:{server.port}")
+        result = EmailChannel(settings).send(_request(), _until(), dict([mailbox(1, "a@example.org", "UTC", False)]))
+    finally:
+        server.close()
+    assert result.retry == [1] and result.retry_after == email.QUOTA_DEFAULT_WAIT_SECONDS
+
+
+def test_no_email_goes_out_once_the_response_window_has_ended(channel: EmailChannel,
+                                                              sendgrid: SandboxServer) -> None:
+    result = channel.send(_request(), datetime.now(UTC) - timedelta(seconds=1),
+                          dict([mailbox(1, "a@example.org", "UTC", False)]))
+    assert result.outcomes == {1: Outcome(Status.EXPIRED, WINDOW_ENDED)} and result.calls == 0
+    assert sendgrid.records("sendgrid") == []
+
+
+def test_calls_not_yet_made_when_the_window_ends_expire_instead(channel: EmailChannel,
+                                                               sendgrid: SandboxServer) -> None:
+    sendgrid.faults.update("sendgrid", latency_ms=400)
+    zones = ["UTC", "Europe/Berlin", "Asia/Tokyo", "America/Denver", "Africa/Lagos", "Australia/Perth"]
+    recipients = dict(mailbox(i, f"z{i}@example.org", zone, False) for i, zone in enumerate(zones))
+    result = channel.send(_request(), datetime.now(UTC) + timedelta(seconds=1), recipients)
+    sent = {rid for rid, o in result.outcomes.items() if o.status is Status.SENT}
+    late = {rid for rid, o in result.outcomes.items() if o == Outcome(Status.EXPIRED, WINDOW_ENDED)}
+    assert 1 <= len(sent) <= 4 and sent | late == set(recipients) and not result.retry
+    assert {r["email"] for r in sendgrid.records("sendgrid")} == {f"z{i}@example.org" for i in sent}

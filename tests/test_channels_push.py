@@ -3,27 +3,29 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import re
-import socket
 import threading
+import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
+from email import utils as email_utils
 from typing import Any
 
 import pytest
-from firebase_admin import messaging
 
 from dispatcher.channels import push
-from dispatcher.channels.content import CHOOSE_VIDEOS, LABEL, VIEW_REQUEST, push_content
-from dispatcher.channels.fcm_http import FcmConnection
-from dispatcher.channels.push import MessageTemplate, PushChannel, PushTarget, build_message
+from dispatcher.channels.content import CHOOSE_VIDEOS, LABEL, VIEW_REQUEST
+from dispatcher.channels.push import PushChannel, lanes
+from dispatcher.channels.push.fcm_http import FcmConnection
+from dispatcher.channels.push.httpx_transport import httpx_transport
 from dispatcher.config import FCM_MAX_TTL_SECONDS, Settings
 from dispatcher.contract import CommunityRequest, parse_request
-from dispatcher.ledger import Status
+from dispatcher.ledger import WINDOW_ENDED, Outcome, Status
 from dispatcher.sandbox import SandboxServer
 from tests.factories import request_payload
+from tests.recipients import device
+from tests.scripted_http import ScriptedHttp
 
 pytestmark = pytest.mark.filterwarnings("ignore:Message.token is deprecated:DeprecationWarning")
 
@@ -61,7 +63,7 @@ def _by_token(fcm: SandboxServer) -> dict[str, dict[str, Any]]:
 
 def test_content_for_camera_owners_and_others(channel: PushChannel, fcm: SandboxServer) -> None:
     request = _request()
-    result = channel.send(request, _until(2), [PushTarget(1, ("cam-a",), True), PushTarget(2, ("nocam-b",), False)])
+    result = channel.send(request, _until(2), dict([device(1, ("cam-a",), True), device(2, ("nocam-b",), False)]))
     assert result.outcomes[1].status is Status.SENT and result.outcomes[2].status is Status.SENT
     assert result.accepted == 2 and not result.retry
 
@@ -88,7 +90,7 @@ def test_content_for_camera_owners_and_others(channel: PushChannel, fcm: Sandbox
 
 def test_urgent_request_is_high_priority_and_ttl_is_capped(channel: PushChannel, fcm: SandboxServer) -> None:
     request = _request("req-urgent", incident_type="missing_person")
-    channel.send(request, _until(60), [PushTarget(1, ("tok-u",), False)])
+    channel.send(request, _until(60), dict([device(1, ("tok-u",), False)]))
     [message] = _by_token(fcm).values()
     assert message["android"]["priority"] == "high"
     assert message["apns"]["headers"]["apns-priority"] == "10"
@@ -99,33 +101,21 @@ def test_urgent_request_is_high_priority_and_ttl_is_capped(channel: PushChannel,
 def test_a_duplicate_send_carries_the_same_collapse_id(channel: PushChannel, fcm: SandboxServer) -> None:
     request = _request("req-dup")
     for _ in range(2):
-        channel.send(request, _until(), [PushTarget(7, ("tok-dup",), True)])
+        channel.send(request, _until(), dict([device(7, ("tok-dup",), True)]))
     messages = [r["message"] for r in fcm.records("fcm")]
     assert len(messages) == 2
     assert {m["android"]["notification"]["tag"] for m in messages} == {"cr-req-dup"}
     assert {m["apns"]["headers"]["apns-collapse-id"] for m in messages} == {"cr-req-dup"}
 
 
-def test_template_body_equals_firebase_admin_encoding_for_any_token() -> None:
-    request = _request()
-    content = push_content(request, has_camera=True, settings=Settings(), respond_until=_until())
-    template = MessageTemplate(content)
-    hostile = 'a"b\\c\u2028</script>'
-    body = json.loads(template.body(hostile))
-    expected = messaging._MessagingService.encode_message(build_message(hostile, content))
-    body["message"]["apns"]["headers"].pop("apns-expiration")
-    expected["apns"]["headers"].pop("apns-expiration")
-    assert body == {"message": expected}
-
-
 def test_dead_tokens_are_retired_and_a_live_one_still_counts(channel: PushChannel, fcm: SandboxServer) -> None:
     fcm.faults.update("fcm", unregistered={"dead-1", "dead-2"}, invalid_prefixes=["bad-"])
     targets = [
-        PushTarget(1, ("dead-1", "live-1"), True),  # one dead token, one live: sent
-        PushTarget(2, ("dead-2",), False),
-        PushTarget(3, ("bad-token",), False),
+        device(1, ("dead-1", "live-1"), True),  # one dead token, one live: sent
+        device(2, ("dead-2",), False),
+        device(3, ("bad-token",), False),
     ]
-    result = channel.send(_request(), _until(), targets)
+    result = channel.send(_request(), _until(), dict(targets))
     assert result.retired_tokens == {"dead-1": "unregistered", "dead-2": "unregistered",
                                      "bad-token": "invalid_token"}
     assert result.outcomes[1].status is Status.SENT
@@ -137,8 +127,8 @@ def test_dead_tokens_are_retired_and_a_live_one_still_counts(channel: PushChanne
 def test_quota_error_stops_the_batch_and_asks_every_worker_to_wait(channel: PushChannel,
                                                                     fcm: SandboxServer) -> None:
     fcm.faults.update("fcm", burst_count=1, burst_status=429, retry_after=7)
-    targets = [PushTarget(i, (f"q-{i}",), False) for i in range(200)]
-    result = channel.send(_request(), _until(), targets)
+    targets = [device(i, (f"q-{i}",), False) for i in range(200)]
+    result = channel.send(_request(), _until(), dict(targets))
     assert result.quota_exceeded
     assert result.retry_after == 7.0
     assert result.retry, "the resident that hit the quota is handed back"
@@ -150,8 +140,8 @@ def test_quota_error_stops_the_batch_and_asks_every_worker_to_wait(channel: Push
 
 def test_short_unavailable_bursts_are_retried_inline(channel: PushChannel, fcm: SandboxServer) -> None:
     fcm.faults.update("fcm", burst_count=3, burst_status=503, retry_after=0)
-    targets = [PushTarget(i, (f"u-{i}",), False) for i in range(20)]
-    result = channel.send(_request(), _until(), targets)
+    targets = [device(i, (f"u-{i}",), False) for i in range(20)]
+    result = channel.send(_request(), _until(), dict(targets))
     assert {o.status for o in result.outcomes.values()} == {Status.SENT} and len(result.outcomes) == 20
     assert result.inline_retries == 3 and result.calls == 23
     assert not result.retry and result.retry_after is None
@@ -161,16 +151,16 @@ def test_short_unavailable_bursts_are_retried_inline(channel: PushChannel, fcm: 
 def test_persistent_server_errors_hand_residents_back(channel: PushChannel, fcm: SandboxServer,
                                                       status: int) -> None:
     fcm.faults.update("fcm", error_rate=1.0, error_status=status, retry_after=0)
-    result = channel.send(_request(), _until(), [PushTarget(1, ("e-1",), True), PushTarget(2, ("e-2",), False)])
+    result = channel.send(_request(), _until(), dict([device(1, ("e-1",), True), device(2, ("e-2",), False)]))
     assert sorted(result.retry) == [1, 2] and not result.outcomes
     assert not result.quota_exceeded
-    assert result.calls == 2 * push.INLINE_ATTEMPTS
+    assert result.calls == 2 * lanes.INLINE_ATTEMPTS
     assert result.retry_after == push.TEMPORARY_DEFAULT_WAIT_SECONDS
 
 
 def test_long_retry_after_is_honoured_by_handing_back_at_once(channel: PushChannel, fcm: SandboxServer) -> None:
     fcm.faults.update("fcm", error_rate=1.0, error_status=503, retry_after=30)
-    result = channel.send(_request(), _until(), [PushTarget(1, ("r-1",), True)])
+    result = channel.send(_request(), _until(), dict([device(1, ("r-1",), True)]))
     assert result.retry == [1] and result.retry_after == 30.0
     assert result.calls == 1 and result.inline_retries == 0
 
@@ -178,7 +168,7 @@ def test_long_retry_after_is_honoured_by_handing_back_at_once(channel: PushChann
 def test_permanent_errors_fail_the_row_without_retiring_the_token(channel: PushChannel,
                                                                  fcm: SandboxServer) -> None:
     fcm.faults.update("fcm", error_rate=1.0, error_status=400)
-    result = channel.send(_request(), _until(), [PushTarget(1, ("p-1",), True)])
+    result = channel.send(_request(), _until(), dict([device(1, ("p-1",), True)]))
     assert result.outcomes[1].status is Status.FAILED
     assert result.outcomes[1].reason == "fcm_invalidargumenterror_invalid_argument"
     assert not result.retired_tokens and not result.retry
@@ -189,8 +179,8 @@ def test_many_threads_share_one_channel(channel: PushChannel, fcm: SandboxServer
     results: list[Any] = []
 
     def worker(n: int) -> None:
-        targets = [PushTarget(n * 1000 + i, (f"t-{n}-{i}",), i % 2 == 0) for i in range(150)]
-        results.append(channel.send(request, _until(), targets))
+        targets = [device(n * 1000 + i, (f"t-{n}-{i}",), i % 2 == 0) for i in range(150)]
+        results.append(channel.send(request, _until(), dict(targets)))
 
     threads = [threading.Thread(target=worker, args=(n,)) for n in range(4)]
     for thread in threads:
@@ -206,7 +196,7 @@ def test_messages_not_answered_by_the_batch_deadline_are_handed_back(fcm: Sandbo
     fcm.faults.update("fcm", latency_ms=300)
     slow = PushChannel(fcm.configure(Settings()), connections=2, batch_deadline_seconds=0.5)
     try:
-        result = slow.send(_request(), _until(), [PushTarget(i, (f"d-{i}",), False) for i in range(10)])
+        result = slow.send(_request(), _until(), dict([device(i, (f"d-{i}",), False) for i in range(10)]))
     finally:
         slow.close()
     sent = {rid for rid, o in result.outcomes.items() if o.status is Status.SENT}
@@ -215,59 +205,6 @@ def test_messages_not_answered_by_the_batch_deadline_are_handed_back(fcm: Sandbo
 
 
 # -- the lean HTTP client against a scripted server: what a general client would have handled for us --
-class _ScriptedFcm:
-    """A raw HTTP/1.1 server: ``answer(connection_number, call_number, body)`` gives the reply bytes,
-    or None to hang up without answering, or ``b""`` to never answer."""
-
-    def __init__(self, answer: Any) -> None:
-        self.answer = answer
-        self.connections = 0
-        self.calls: list[bytes] = []
-        self.heads: list[bytes] = []
-        self._sockets: list[socket.socket] = []
-        self.server = socket.create_server(("127.0.0.1", 0))
-        self.port = self.server.getsockname()[1]
-        threading.Thread(target=self._accept, daemon=True).start()
-
-    def _accept(self) -> None:
-        while True:
-            try:
-                client, _ = self.server.accept()
-            except OSError:
-                return
-            self.connections += 1
-            self._sockets.append(client)
-            threading.Thread(target=self._serve, args=(client, self.connections), daemon=True).start()
-
-    def _serve(self, client: socket.socket, number: int) -> None:
-        reader = client.makefile("rb")
-        call = 0
-        with contextlib.suppress(OSError, ValueError):
-            while True:
-                head = b""
-                while not head.endswith(b"\r\n\r\n"):
-                    line = reader.readline()
-                    if not line:
-                        return
-                    head += line
-                length = int(re.search(rb"(?i)content-length: *(\d+)", head).group(1))  # type: ignore[union-attr]
-                body = reader.read(length)
-                self.calls.append(body)
-                self.heads.append(head)
-                call += 1
-                reply = self.answer(number, call, head + body)
-                if reply is None:
-                    client.close()
-                    return
-                client.sendall(reply)
-
-    def close(self) -> None:
-        self.server.close()
-        for client in self._sockets:
-            with contextlib.suppress(OSError):
-                client.close()
-
-
 _OK = b'HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 27\r\n\r\n{"name":"projects/p/m/1"}\r\n'
 
 
@@ -281,10 +218,10 @@ def _chunked(status: str, payload: dict[str, Any]) -> bytes:
 
 @pytest.fixture
 def scripted(fcm: SandboxServer) -> Iterator[Any]:
-    made: list[tuple[_ScriptedFcm, PushChannel]] = []
+    made: list[tuple[ScriptedHttp, PushChannel]] = []
 
-    def make(answer: Any, **options: Any) -> tuple[_ScriptedFcm, PushChannel]:
-        server = _ScriptedFcm(answer)
+    def make(answer: Any, **options: Any) -> tuple[ScriptedHttp, PushChannel]:
+        server = ScriptedHttp(answer)
         settings = fcm.configure(Settings()).with_(fcm_endpoint=f"http://127.0.0.1:{server.port}")
         made.append((server, PushChannel(settings, **options)))
         return made[-1]
@@ -298,7 +235,7 @@ def scripted(fcm: SandboxServer) -> Iterator[Any]:
 def test_a_server_closing_after_every_answer_gets_fresh_connections(scripted: Any) -> None:
     closing = _OK.replace(b"Content-Length", b"Connection: close\r\nContent-Length")
     server, sent = scripted(lambda number, call, body: closing)
-    result = sent.send(_request(), _until(), [PushTarget(i, (f"c-{i}",), False) for i in range(30)])
+    result = sent.send(_request(), _until(), dict([device(i, (f"c-{i}",), False) for i in range(30)]))
     assert result.accepted == 30 and result.calls == 30 and not result.retry
     assert server.connections >= 30
 
@@ -312,7 +249,7 @@ def test_a_chunked_error_body_reaches_firebase_admins_error_mapping(scripted: An
         return unregistered if b"gone" in body else _OK
 
     _server, sent = scripted(answer)
-    result = sent.send(_request(), _until(), [PushTarget(1, ("gone-1",), False), PushTarget(2, ("live-2",), False)])
+    result = sent.send(_request(), _until(), dict([device(1, ("gone-1",), False), device(2, ("live-2",), False)]))
     assert result.retired_tokens == {"gone-1": "unregistered"}
     assert result.outcomes[2].status is Status.SENT and result.outcomes[1].reason == "token_unregistered"
 
@@ -322,21 +259,21 @@ def test_a_hang_up_mid_call_is_retried_on_a_new_connection(scripted: Any) -> Non
         return None if number == 1 and call == 2 else _OK
 
     server, sent = scripted(answer, connections=1)
-    result = sent.send(_request(), _until(), [PushTarget(i, (f"h-{i}",), False) for i in range(5)])
+    result = sent.send(_request(), _until(), dict([device(i, (f"h-{i}",), False) for i in range(5)]))
     assert result.accepted == 5 and not result.retry
     assert result.inline_retries == 1 and result.calls == 6 and server.connections == 2
 
 
 def test_an_unanswered_call_times_out_and_the_resident_is_handed_back(scripted: Any,
                                                                         monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(push, "REQUEST_TIMEOUT_SECONDS", 0.2)
-    monkeypatch.setattr(push, "INLINE_ATTEMPTS", 1)
+    monkeypatch.setattr(lanes, "REQUEST_TIMEOUT_SECONDS", 0.2)
+    monkeypatch.setattr(lanes, "INLINE_ATTEMPTS", 1)
 
     def answer(number: int, call: int, body: bytes) -> bytes:
         return b"" if b"slow" in body else _OK
 
     server, sent = scripted(answer, connections=1)
-    result = sent.send(_request(), _until(), [PushTarget(1, ("slow-1",), False), PushTarget(2, ("fast-2",), False)])
+    result = sent.send(_request(), _until(), dict([device(1, ("slow-1",), False), device(2, ("fast-2",), False)]))
     assert result.retry == [1] and result.outcomes[2].status is Status.SENT
     assert result.retry_after == push.TEMPORARY_DEFAULT_WAIT_SECONDS
     assert server.connections == 2, "the timed-out connection is not reused: its late answer would mislead"
@@ -353,7 +290,7 @@ def test_a_rejected_access_token_is_exchanged_once_for_all_connections(scripted:
         return unauthenticated if authorization == first[0] else _OK
 
     server, sent = scripted(answer, connections=8)
-    result = sent.send(_request(), _until(), [PushTarget(i, (f"a-{i}",), False) for i in range(40)])
+    result = sent.send(_request(), _until(), dict([device(i, (f"a-{i}",), False) for i in range(40)]))
     assert result.accepted == 40 and not result.retry
     used = {re.search(rb"Authorization: (\S+ \S+)", head).group(1) for head in server.heads}  # type: ignore[union-attr]
     assert len(used) == 2, "every connection moves to the one fresh token"
@@ -375,12 +312,77 @@ def test_an_answer_delivered_during_the_write_is_parsed_after_the_current_one() 
             self.connection.closed = True
 
     async def pump_all() -> tuple[Any, list[int], int]:
-        connection = FcmConnection(asyncio.get_running_loop())
+        connection = FcmConnection(asyncio.get_running_loop(), lambda authorization: b"head: ")
         transport = _AnsweringTransport(connection)
         connection.connection_made(transport)  # type: ignore[arg-type]
         accepted: list[int] = []
-        stop = await connection.pump(iter(range(100)), lambda index: b"request", accepted.append, 5.0)
+        stop = await connection.pump(iter(range(100)), lambda index: b"request", "Bearer t", accepted.append, 5.0)
         return stop, accepted, transport.writes
 
     stop, accepted, writes = asyncio.run(pump_all())
     assert stop is None and accepted == list(range(100)) and writes == 100
+
+
+@pytest.mark.parametrize(("status", "code"), [("503 Service Unavailable", "UNAVAILABLE"),
+                                              ("429 Too Many Requests", "RESOURCE_EXHAUSTED")])
+def test_a_retry_after_given_as_an_http_date_is_honoured(scripted: Any, status: str, code: str) -> None:
+    when = email_utils.format_datetime(datetime.now(UTC) + timedelta(seconds=30), usegmt=True)
+    payload = json.dumps({"error": {"code": int(status[:3]), "status": code, "message": "wait"}}).encode()
+    reply = (f"HTTP/1.1 {status}\r\nRetry-After: {when}\r\nContent-Type: application/json\r\n"
+             f"Content-Length: {len(payload)}\r\n\r\n").encode() + payload
+    _server, sent = scripted(lambda number, call, body: reply, connections=1)
+    result = sent.send(_request(), _until(), dict([device(1, ("w-1",), False)]))
+    assert result.retry == [1] and result.calls == 1, "a wait longer than the inline limit hands back at once"
+    assert result.retry_after is not None and 25 <= result.retry_after <= 31
+
+
+def test_the_reference_transport_sends_and_sorts_like_the_lean_client(fcm: SandboxServer) -> None:
+    fcm.faults.update("fcm", unregistered={"ref-dead"})
+    recipients = dict([device(1, ("ref-a", "ref-dead"), True), device(2, ("ref-b",), False),
+                       device(3, ("ref-dead",), False)])
+    results = []
+    for transport in (None, httpx_transport()):
+        options = {} if transport is None else {"transport": transport}
+        sent = PushChannel(fcm.configure(Settings()), connections=4, **options)
+        try:
+            results.append(sent.send(_request(), _until(), recipients))
+        finally:
+            sent.close()
+    lean, reference = results
+    assert reference.outcomes == lean.outcomes and reference.retired_tokens == lean.retired_tokens
+    assert reference.accepted == lean.accepted == 2
+    assert sorted(r["token"] for r in fcm.records("fcm")) == ["ref-a", "ref-a", "ref-b", "ref-b"]
+    assert {r["message"]["android"]["notification"]["tag"] for r in fcm.records("fcm")} == {"cr-req-push-1"}
+
+
+def test_nothing_is_sent_once_the_response_window_has_ended(channel: PushChannel, fcm: SandboxServer) -> None:
+    result = channel.send(_request(), datetime.now(UTC) - timedelta(seconds=1),
+                          dict([device(1, ("late-a", "late-b"), True), device(2, ("late-c",), False)]))
+    assert fcm.records("fcm") == [] and result.calls == 0 and not result.retry
+    assert result.outcomes == {1: Outcome(Status.EXPIRED, WINDOW_ENDED), 2: Outcome(Status.EXPIRED, WINDOW_ENDED)}
+
+
+def test_messages_not_yet_sent_when_the_window_ends_expire_instead(fcm: SandboxServer) -> None:
+    fcm.faults.update("fcm", latency_ms=300)
+    slow = PushChannel(fcm.configure(Settings()), connections=1)
+    until = datetime.now(UTC) + timedelta(seconds=1)
+    try:
+        result = slow.send(_request(), until, dict(device(i, (f"w-{i}",), False) for i in range(10)))
+    finally:
+        slow.close()
+    sent = {rid for rid, o in result.outcomes.items() if o.status is Status.SENT}
+    late = {rid for rid, o in result.outcomes.items() if o == Outcome(Status.EXPIRED, WINDOW_ENDED)}
+    assert 1 <= len(sent) <= 5 and sent | late == set(range(10)) and not result.retry
+    assert {r["token"] for r in fcm.records("fcm")} == {f"w-{i}" for i in sent}
+
+
+def test_a_reused_message_never_lives_past_the_window(channel: PushChannel, fcm: SandboxServer) -> None:
+    until = datetime.now(UTC) + timedelta(seconds=100)
+    for name in ("first", "second"):
+        channel.send(_request(), until, dict([device(1, (name,), False)]))
+        sent_at = datetime.now(UTC)
+        message = _by_token(fcm)[name]
+        ttl = int(message["android"]["ttl"].rstrip("s"))
+        assert sent_at + timedelta(seconds=ttl) <= until + timedelta(seconds=0.1), name
+        assert int(message["apns"]["headers"]["apns-expiration"]) <= until.timestamp()
+        time.sleep(1.5)

@@ -22,22 +22,23 @@ from cryptography.x509.oid import NameOID
 from google.auth.exceptions import TransportError
 
 from dispatcher.channels import push
-from dispatcher.channels.push import PushChannel, PushTarget
+from dispatcher.channels.push import PushChannel, lanes
 from dispatcher.config import Settings
 from dispatcher.contract import CommunityRequest, parse_request
 from dispatcher.ledger import Status
 from dispatcher.sandbox import SandboxServer
 from tests.factories import request_payload
+from tests.recipients import device
 
 pytestmark = pytest.mark.filterwarnings("ignore:Message.token is deprecated:DeprecationWarning")
 
 TARGETS = [
-    PushTarget(1, ("tls-a",), True),
-    PushTarget(2, ("tls-b", "tls-c"), False),
-    PushTarget(3, ("tls-d",), True),
-    PushTarget(4, ("tls-e",), False),
+    device(1, ("tls-a",), True),
+    device(2, ("tls-b", "tls-c"), False),
+    device(3, ("tls-d",), True),
+    device(4, ("tls-e",), False),
 ]
-TOKENS = {token for target in TARGETS for token in target.tokens}
+TOKENS = {token for _, target in TARGETS for token in target.tokens}
 
 
 @dataclass(frozen=True)
@@ -122,17 +123,17 @@ def test_a_batch_over_tls_is_accepted_and_recorded(tls_sandbox: tuple[SandboxSer
     channel = PushChannel(settings)
     channels.append(channel)
 
-    result = channel.send(_request(), _until(), TARGETS)
+    result = channel.send(_request(), _until(), dict(TARGETS))
 
     assert result.messages == result.accepted == result.calls == len(TOKENS)
     assert not result.retry and not result.retired_tokens and result.retry_after is None
-    assert {rid: o.status for rid, o in result.outcomes.items()} == {t.resident_id: Status.SENT for t in TARGETS}
+    assert {rid: o.status for rid, o in result.outcomes.items()} == {rid: Status.SENT for rid, _ in TARGETS}
     records = sandbox.records("fcm")
     assert sorted(r["token"] for r in records) == sorted(TOKENS)
     assert {r["message"]["data"]["request_id"] for r in records} == {"req-tls-1"}
     assert sandbox.stats()["calls"].get("token.issued") == 1
     # The same connections carry a second batch (kept alive over TLS, no new token).
-    again = channel.send(_request(), _until(), TARGETS[:1])
+    again = channel.send(_request(), _until(), dict(TARGETS[:1]))
     assert again.accepted == 1 and len(sandbox.records("fcm")) == len(TOKENS) + 1
 
 
@@ -146,12 +147,12 @@ def test_a_certificate_the_client_does_not_trust_is_refused(tls_sandbox: tuple[S
     channel = PushChannel(sandbox.configure(Settings()))
     channels.append(channel)
 
-    result = channel.send(_request(), _until(), TARGETS)
+    result = channel.send(_request(), _until(), dict(TARGETS))
 
-    assert sorted(result.retry) == [t.resident_id for t in TARGETS] and not result.outcomes
+    assert sorted(result.retry) == [rid for rid, _ in TARGETS] and not result.outcomes
     assert result.accepted == 0 and not result.retired_tokens and not result.quota_exceeded
     assert result.retry_after == push.TEMPORARY_DEFAULT_WAIT_SECONDS
-    assert result.calls == len(TOKENS) * push.INLINE_ATTEMPTS, "each message was tried and refused"
+    assert result.calls == len(TOKENS) * lanes.INLINE_ATTEMPTS, "each message was tried and refused"
     assert sandbox.records("fcm") == []
     calls = sandbox.stats()["calls"]
     assert calls.get("token.issued") == 1, "the access token was fetched: FCM itself was refused"
@@ -166,7 +167,7 @@ def test_a_trusted_certificate_for_another_host_name_is_refused(tmp_path: Path, 
         settings = sandbox.configure(Settings()).with_(fcm_endpoint=f"https://localhost:{sandbox.port}")
         channel = PushChannel(settings)
         channels.append(channel)
-        result = channel.send(_request(), _until(), TARGETS[:2])
+        result = channel.send(_request(), _until(), dict(TARGETS[:2]))
         assert sorted(result.retry) == [1, 2] and not result.outcomes and result.accepted == 0
         assert sandbox.records("fcm") == []
         assert sandbox.stats()["calls"].get("token.issued") == 1
@@ -182,5 +183,5 @@ def test_the_token_exchange_refuses_a_certificate_it_does_not_trust(
     channel = PushChannel(sandbox.configure(Settings()))
     channels.append(channel)
     with pytest.raises(TransportError, match="CERTIFICATE_VERIFY_FAILED"):
-        channel.send(_request(), _until(), TARGETS)
+        channel.send(_request(), _until(), dict(TARGETS))
     assert sandbox.records("fcm") == [] and "token.issued" not in sandbox.stats()["calls"]

@@ -35,7 +35,17 @@ def test_text_helpers() -> None:
     cut = shorten(long, PUSH_BODY_CHARS)
     assert len(cut) <= PUSH_BODY_CHARS and cut.endswith("…") and not cut.endswith(" …")
     assert shorten("short  text", 50) == "short text"
-    assert collapse_id("x" * 100) == ("cr-" + "x" * 100)[:64]
+
+
+def test_collapse_ids_differ_for_every_request_id_and_fit_fcms_limits() -> None:
+    shared = "a" * 61
+    ids = [shared + "1", shared + "2", shared + "-x" * 30, shared, "a" * 60, "req-1", "x" * 128, "x" * 127]
+    collapsed = [collapse_id(request_id) for request_id in ids]
+    assert len(set(collapsed)) == len(ids), "two requests never share a collapse id"
+    for value in collapsed:
+        assert len(value.encode()) <= 64 and value.isascii() and value.isprintable()
+    assert collapse_id("req-1") == "cr-req-1", "a short id stays readable"
+    assert collapse_id("x" * 128) == collapse_id("x" * 128), "a redelivered push collapses onto the first"
 
 
 def test_footage_window_in_the_residents_time_zone() -> None:

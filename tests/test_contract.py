@@ -8,7 +8,7 @@ from datetime import UTC, datetime, timedelta
 import jsonschema
 import pytest
 
-from dispatcher.config import Settings, set_settings
+from dispatcher.config import get_settings, set_settings
 from dispatcher.contract import (
     REQUEST_ID_MAX_LENGTH,
     REQUEST_ID_PATTERN,
@@ -96,7 +96,7 @@ def test_self_intersecting_area_is_refused() -> None:
     ids=["9999", "2099", "6 minutes ahead", "61 days ago", "year 1"],
 )
 def test_publish_refuses_a_published_at_no_fresh_approval_can_have(
-    published: datetime, named: str, settings: object
+    published: datetime, named: str
 ) -> None:
     with pytest.raises(InvalidRequest) as caught:
         validate_request(request_payload(published=published))
@@ -104,7 +104,8 @@ def test_publish_refuses_a_published_at_no_fresh_approval_can_have(
     assert problems and named in problems[0], caught.value.problems
 
 
-def test_the_allowed_clock_skew_is_a_setting(settings: Settings) -> None:
+def test_the_allowed_clock_skew_is_a_setting() -> None:
+    settings = get_settings()
     ahead = request_payload(published=datetime.now(UTC) + timedelta(minutes=4))
     assert validate_request(ahead).id == "req-1"  # within the default 5 minutes
     set_settings(settings.with_(max_clock_skew_seconds=60))

@@ -6,10 +6,11 @@ import orjson
 import pytest
 
 from dispatcher.channels.content import email_content
-from dispatcher.channels.email import EmailChannel, EmailTarget
+from dispatcher.channels.email import EmailChannel
 from dispatcher.config import Settings
 from dispatcher.contract import parse_request
 from tests.factories import request_payload
+from tests.recipients import mailbox
 
 ADDRESSES = [
     "plain@example.org",
@@ -31,11 +32,11 @@ def test_json_body_matches_the_dict_body(unsubscribe_url: str, group_id: int) ->
     request = parse_request(request_payload("req-body.1:x"))
     content = email_content(request, has_camera=True, time_zone="America/Denver", settings=settings)
     for group in (
-        [EmailTarget(i, f"resident{i}@example.org", "America/Denver", True) for i in range(50)],
-        [EmailTarget(i - 3, address, "UTC", False) for i, address in enumerate(ADDRESSES)],
-        [EmailTarget(1, ADDRESSES[1], "UTC", True)],
+        [mailbox(i, f"resident{i}@example.org", "America/Denver", True) for i in range(50)],
+        [mailbox(i - 3, address, "UTC", False) for i, address in enumerate(ADDRESSES)],
+        [mailbox(1, ADDRESSES[1], "UTC", True)],
     ):
         expected = channel.mail_body(request, content, group)
         text = channel.mail_body_json(request, content, group)
         assert text == orjson.dumps(expected).decode()
-        assert orjson.loads(text)["personalizations"][0]["to"][0]["email"] == group[0].email
+        assert orjson.loads(text)["personalizations"][0]["to"][0]["email"] == group[0][1].email

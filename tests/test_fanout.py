@@ -8,8 +8,10 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import psycopg
+import pytest
 
 from dispatcher import fanout, ledger, lifecycle
+from dispatcher.channels import ratelimit
 from dispatcher.config import Settings, set_settings
 from dispatcher.contract import parse_request
 from dispatcher.ledger import Channel
@@ -82,6 +84,25 @@ def test_a_backlog_message_after_the_window_ends_sends_nothing_and_expires_the_r
     assert _statuses(db, "late-1", "email") == Counter({"expired": 4})
     state = db.execute("SELECT state, reason FROM community_requests WHERE id = 'late-1'").fetchone()
     assert state == ("expired", "response window ended")
+
+
+@pytest.mark.parametrize("channel", [Channel.PUSH, Channel.EMAIL])
+def test_a_batch_whose_window_ends_while_it_waits_to_be_sent_is_expired_and_never_sent(
+    db: Conn, engine: Settings, sandbox: Any, channel: Channel
+) -> None:
+    _town(db, 3)
+    distribute(request_payload("closing-1"))
+    db.execute("UPDATE community_requests SET respond_until = now() + interval '1 second' WHERE id = 'closing-1'")
+    # The fleet is paused past the end of the window: the batch is claimed while the window is open,
+    # then waits for the shared rate budget until after it has closed.
+    ratelimit.slow_down(channel, 2.0)
+    report = fanout.drain("closing-1", channel)
+    assert report.finished
+    sandbox.flush()
+    assert sandbox.records("fcm") == [] and sandbox.records("sendgrid") == []
+    assert _statuses(db, "closing-1", channel.value) == Counter({"expired": 3})
+    reasons = {r[0] for r in db.execute("SELECT reason FROM deliveries WHERE request_id = 'closing-1'")}
+    assert reasons == {ledger.WINDOW_ENDED}
 
 
 def test_a_request_accepted_before_the_window_ended_is_expired_instead_of_targeted(db: Conn, engine: Settings) -> None:

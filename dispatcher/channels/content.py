@@ -7,10 +7,12 @@ for HTML, and stripped of line breaks where it lands in a header (the subject).
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import html
 import re
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta, timezone
+from datetime import UTC, datetime, timezone
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from dispatcher.config import FCM_MAX_TTL_SECONDS, Settings
@@ -52,9 +54,32 @@ def deep_link(settings: Settings, request_id: str, has_camera: bool) -> str:
     return f"{settings.app_link_base}/requests/{request_id}/{action}"
 
 
+#: apns-collapse-id holds at most 64 bytes; the Android tag and collapse key get the same value.
+COLLAPSE_ID_MAX_BYTES = 64
+_READABLE_PREFIX = "cr-"
+_HASHED_PREFIX = "cr_"
+
+
 def collapse_id(request_id: str) -> str:
-    """One id per request, so a duplicate push replaces the first on the device instead of showing twice."""
-    return f"cr-{request_id}"[:64]
+    """One id per request, so a duplicate push replaces the first on the device instead of showing twice.
+
+    Distinct requests must never share one, or one request's push replaces another's. An id that fits
+    (``cr-`` and the id within 64 bytes of ASCII) is used as it is, readable in device logs; a longer
+    one becomes ``cr_`` and the unpadded base64url SHA-256 of the whole id (46 bytes). The third
+    character (``-`` or ``_``) tells the two forms apart, so a readable id never equals a hashed one,
+    and two hashed ids collide only if SHA-256 does (a plain hash: the id is no secret).
+
+    FCM keeps at most four collapse keys per device while it is offline, with no say in which. Each
+    request keeps its own key anyway: pooling requests into four shared keys would bring back the very
+    fault this avoids (one request's push replacing another's). A resident offline through more than
+    four requests may miss the notification of some of them; the ledger still records them as sent
+    (FCM accepted them), and every open request stays in the app's feed until its window ends.
+    """
+    readable = f"{_READABLE_PREFIX}{request_id}"
+    if readable.isascii() and readable.isprintable() and len(readable) <= COLLAPSE_ID_MAX_BYTES:
+        return readable
+    digest = hashlib.sha256(request_id.encode()).digest()
+    return _HASHED_PREFIX + base64.urlsafe_b64encode(digest).decode().rstrip("=")
 
 
 def push_ttl_seconds(respond_until: datetime, now: datetime | None = None) -> int:
@@ -177,7 +202,3 @@ received this request.</p>
 </body></html>"""
     return EmailContent(subject=subject, text=text, html=body)
 
-
-def ttl_until(respond_until: datetime) -> timedelta:
-    """The push time to live as a timedelta (firebase-admin's type)."""
-    return timedelta(seconds=push_ttl_seconds(respond_until))

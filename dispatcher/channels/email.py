@@ -1,53 +1,67 @@
-"""Email through SendGrid v3 mail send, by the sendgrid library.
+"""Email through SendGrid v3 mail send: the sendgrid library's helpers, a shared keep-alive httpx client.
 
 Residents of one request are grouped by what makes their email differ (camera or not, time zone);
 each group is sent with one API call per at most 1,000 personalizations. A personalization carries
 the address, a one-click unsubscribe header and custom args with ids only (request and resident), so
 webhook events can be traced back to ledger rows without any personal data.
 
-Errors: 429 hands the residents back to wait until the reset SendGrid gives (``X-RateLimit-Reset``)
-and stops the batch's remaining calls; a 5xx or a network failure is tried again once inline after a
-short backoff, then handed back; any other 4xx fails the chunk's rows with the status and the field
-SendGrid names (never the message text, which may quote an address).
+Errors: 429 hands the residents back to wait until the reset SendGrid gives (``X-RateLimit-Reset``,
+else Retry-After) and stops the batch's remaining calls; a 5xx or a network failure is tried again
+once inline after a short backoff, then handed back; any other 4xx fails the chunk's rows with the
+status and the field SendGrid names (never the message text, which may quote an address). Nothing is
+sent once the response window has ended: those rows expire.
 
-The body is JSON bytes sent through the sendgrid library's mail send client (its URL, headers and
-error mapping, see ``EmailChannel.__init__``): the envelope is encoded by orjson, the thousand
-personalizations are formatted from fragments encoded once per call (``mail_body_json``, checked
-character for character against orjson's encoding of ``mail_body``). The stdlib encoder took five
-times as long as orjson; formatting takes a quarter of building dicts and encoding them with orjson.
+The sendgrid library gives the request headers (API key, user agent); the body is JSON bytes sent
+by one ``httpx.Client`` per process (keep-alive, thread-safe, its transport injectable for tests and
+measurements). The envelope is encoded by orjson, the thousand personalizations are formatted from
+fragments encoded once per call (``mail_body_json``, checked character for character against
+orjson's encoding of ``mail_body``).
 """
 
 from __future__ import annotations
 
+import os
 import random
+import threading
 import time
-import urllib.request
 from collections import defaultdict
-from collections.abc import Sequence
-from dataclasses import dataclass
-from typing import Any
+from collections.abc import Mapping, Sequence
+from datetime import UTC, datetime
+from typing import Any, Protocol
 
+import httpx
 import orjson
-from python_http_client import exceptions as http_errors
+import psycopg
 from sendgrid import SendGridAPIClient
 
+from dispatcher import ledger
+from dispatcher.channels.base import Eligible
 from dispatcher.channels.content import EmailContent, email_content, one_line
 from dispatcher.channels.result import SendResult
+from dispatcher.channels.retry_after import retry_after_seconds, seconds_until
 from dispatcher.config import SENDGRID_MAX_PERSONALIZATIONS, Settings
 from dispatcher.contract import CommunityRequest
 from dispatcher.errors import ConfigurationError
-from dispatcher.ledger import Outcome, Status
+from dispatcher.ledger import WINDOW_ENDED, Outcome, Status
+from dispatcher.preferences import eligibility
 from dispatcher.unsubscribe import unsubscribe_link, unsubscribe_links
 
 
-@dataclass(frozen=True)
-class EmailTarget:
-    """One resident's address and what shapes their email."""
+class Mailbox(Protocol):
+    """What an email needs about one resident: the address and what shapes their email."""
 
-    resident_id: int
-    email: str
-    time_zone: str
-    has_camera: bool
+    @property
+    def email(self) -> str: ...
+
+    @property
+    def time_zone(self) -> str: ...
+
+    @property
+    def has_camera(self) -> bool: ...
+
+
+#: One resident of a group: their id and their mailbox.
+Addressee = tuple[int, Mailbox]
 
 
 class EmailResult(SendResult):
@@ -64,10 +78,13 @@ INLINE_BACKOFF_SECONDS = 0.5
 TEMPORARY_DEFAULT_WAIT_SECONDS = 5.0
 #: Wait after a 429 without rate-limit headers.
 QUOTA_DEFAULT_WAIT_SECONDS = 60.0
+#: Keep-alive connections to SendGrid per process (one call in flight each).
+CONNECTIONS = 16
 
 _ONE_CLICK = "List-Unsubscribe=One-Click"
 #: One immutable outcome shared by every accepted recipient.
 _SENT = Outcome(Status.SENT)
+_EXPIRED = Outcome(Status.EXPIRED, WINDOW_ENDED)
 
 
 def _json_inner(text: str) -> str:
@@ -75,51 +92,90 @@ def _json_inner(text: str) -> str:
     return orjson.dumps(text).decode()[1:-1]
 
 
-def _error_field(error: http_errors.HTTPError) -> str | None:
+class Rejected(Exception):
+    """SendGrid answered a mail send with an error status (not a DispatcherError: sorted by the caller)."""
+
+    def __init__(self, status: int, headers: httpx.Headers, body: bytes) -> None:
+        super().__init__(f"SendGrid answered {status}")
+        self.status = status
+        self.headers = headers
+        self.body = body
+
+
+def _error_field(body: bytes) -> str | None:
     """The field SendGrid blames in its error body (``personalizations.0.to``...), if any."""
     try:
-        errors = orjson.loads(error.body or b"{}").get("errors") or []
+        errors = orjson.loads(body or b"{}").get("errors") or []
         found = errors[0].get("field") if errors and isinstance(errors[0], dict) else None
     except (orjson.JSONDecodeError, AttributeError, TypeError):
         return None
     return str(found) if found else None
 
 
-def rejection_reason(error: http_errors.HTTPError) -> str:
+def rejection_reason(error: Rejected) -> str:
     """A ledger reason for a permanent 4xx: status and blamed field, no personal data."""
-    found = _error_field(error)
-    return f"sendgrid_{error.status_code}" + (f":{found}" if found else "")
+    found = _error_field(error.body)
+    return f"sendgrid_{error.status}" + (f":{found}" if found else "")
 
 
-def _reset_in_seconds(error: http_errors.HTTPError) -> float | None:
-    headers = error.headers or {}
-    reset = headers.get("X-RateLimit-Reset") or headers.get("x-ratelimit-reset")
-    if reset is None:
-        retry = headers.get("Retry-After") or headers.get("retry-after")
-        return float(retry) if retry else None
-    try:
-        return max(0.0, float(reset) - time.time())
-    except ValueError:
-        return None
+def _reset_in_seconds(error: Rejected) -> float | None:
+    """SendGrid's wait after a 429: its rate-limit reset (a Unix time), else Retry-After; None if neither reads."""
+    reset = seconds_until(error.headers.get("X-RateLimit-Reset"), now=time.time())
+    return reset if reset is not None else retry_after_seconds(error.headers.get("Retry-After"))
 
 
 class EmailChannel:
     """Sends Community Request emails through one SendGrid client configured from the settings."""
 
-    def __init__(self, settings: Settings) -> None:
-        if not settings.sendgrid_api_key:
-            raise ConfigurationError("SENDGRID_API_KEY is not configured")
+    kind = ledger.Channel.EMAIL
+    provider = "sendgrid"
+
+    def __init__(self, settings: Settings, *, transport: httpx.BaseTransport | None = None) -> None:
+        """Cheap: the client is made on the first send, so checking eligibility needs no API key."""
         self.settings = settings
-        self.client = SendGridAPIClient(settings.sendgrid_api_key, host=settings.sendgrid_endpoint.rstrip("/"))
-        self.client.client.timeout = REQUEST_TIMEOUT_SECONDS
-        self.client.client.request_headers["Content-Type"] = "application/json; charset=utf-8"
-        # The mail send endpoint of the library's client: its URL, headers (API key, user agent) and
-        # error mapping (``_make_request`` turns an HTTP error into python_http_client's exception
-        # classes). Calls go straight to ``_make_request``: the public ``post`` formats the whole body
-        # into debug-log strings before every call, whatever the log level (a millisecond for a
-        # thousand recipients, and the addresses would be in them).
-        self._mail_send = self.client.client.mail.send
-        self._mail_send_url: str = self._mail_send._build_url(None)
+        self._transport = transport
+        self._lock = threading.Lock()
+        self._pid = -1
+        self._client: httpx.Client | None = None
+        self._mail_send_url = ""
+
+    def endpoint(self) -> tuple[str, dict[str, str]]:
+        """The mail send URL and the request headers the sendgrid library would send (API key, user agent)."""
+        if not self.settings.sendgrid_api_key:
+            raise ConfigurationError("SENDGRID_API_KEY is not configured")
+        host = self.settings.sendgrid_endpoint.rstrip("/")
+        library = SendGridAPIClient(self.settings.sendgrid_api_key, host=host)
+        return f"{host}/v3/mail/send", {**library.client.request_headers,
+                                         "Content-Type": "application/json; charset=utf-8"}
+
+    def _http(self) -> httpx.Client:
+        """The process's keep-alive client (made again in a forked child: sockets are not shared)."""
+        with self._lock:
+            if self._client is None or self._pid != os.getpid():
+                self._mail_send_url, headers = self.endpoint()
+                self._client = httpx.Client(
+                    headers=headers, timeout=REQUEST_TIMEOUT_SECONDS, transport=self._transport,
+                    limits=httpx.Limits(max_connections=CONNECTIONS, max_keepalive_connections=CONNECTIONS))
+                self._pid = os.getpid()
+            return self._client
+
+    def close(self) -> None:
+        """Close the keep-alive connections."""
+        with self._lock:
+            client, self._client = self._client, None
+        if client is not None and self._pid == os.getpid():
+            client.close()
+
+    def eligible(self, conn: psycopg.Connection[Any], request_id: str,
+                 resident_ids: Sequence[int]) -> Eligible[Mailbox]:
+        """Residents with an address and email on; the rest skipped (or suppressed) with the reason."""
+        reachable, skipped = eligibility.eligible_email_targets(conn, request_id, resident_ids)
+        not_sent = {rid: Outcome(Status.SUPPRESSED if reason == eligibility.EMAIL_SUPPRESSED else Status.SKIPPED,
+                                 reason) for rid, reason in skipped.items()}
+        return Eligible(dict(reachable), not_sent)
+
+    def after_recording(self, result: SendResult) -> None:
+        """Nothing to do: bounces and unsubscribes come back through the event webhook."""
 
     def unsubscribe_link(self, resident_id: int, request_id: str) -> str:
         """The signed one-click unsubscribe URL for one resident (ids only)."""
@@ -143,22 +199,22 @@ class EmailChannel:
         return body
 
     def mail_body(self, request: CommunityRequest, content: EmailContent,
-                  group: Sequence[EmailTarget]) -> dict[str, Any]:
+                  group: Sequence[Addressee]) -> dict[str, Any]:
         """The mail send body for one group, as a dict (the readable reference for :meth:`mail_body_json`)."""
         links = unsubscribe_links(self.settings, request.id)
         personalizations = [
             {
-                "to": [{"email": t.email}],
-                "custom_args": {"request_id": request.id, "resident_id": str(t.resident_id)},
-                "headers": {"List-Unsubscribe": f"<{links.link(t.resident_id)}>",
+                "to": [{"email": mailbox.email}],
+                "custom_args": {"request_id": request.id, "resident_id": str(rid)},
+                "headers": {"List-Unsubscribe": f"<{links.link(rid)}>",
                             "List-Unsubscribe-Post": _ONE_CLICK},
             }
-            for t in group
+            for rid, mailbox in group
         ]
         return {"personalizations": personalizations, **self._envelope(request, content)}
 
     def mail_body_json(self, request: CommunityRequest, content: EmailContent,
-                       group: Sequence[EmailTarget]) -> str:
+                       group: Sequence[Addressee]) -> str:
         """``orjson.dumps(mail_body(...))``, character for character, built for a thousand recipients a call.
 
         Each personalization is one string formatted from fragments JSON-encoded once per call (the
@@ -167,7 +223,7 @@ class EmailChannel:
         orjson encodes each.
         """
         links = unsubscribe_links(self.settings, request.id)
-        emails = [t.email for t in group]
+        emails = [mailbox.email for _, mailbox in group]
         joined = "".join(emails)
         if '"' in joined or "\\" in joined or not joined.isprintable():
             emails = [_json_inner(email) for email in emails]
@@ -175,58 +231,66 @@ class EmailChannel:
         link = f'"}},"headers":{{"List-Unsubscribe":"<{_json_inner(links.head)}'
         after_link = f'>","List-Unsubscribe-Post":"{_ONE_CLICK}"}}}}'
         personalizations = ",".join([  # a link's tail (request, expiry, signature) is URL-safe: no escaping
-            f'{{"to":[{{"email":"{email}{before_id}{t.resident_id}{link}{t.resident_id}'
-            f'{links.tail(t.resident_id)}{after_link}'
-            for email, t in zip(emails, group, strict=True)
+            f'{{"to":[{{"email":"{email}{before_id}{rid}{link}{rid}'
+            f'{links.tail(rid)}{after_link}'
+            for email, (rid, _) in zip(emails, group, strict=True)
         ])
         envelope = orjson.dumps(self._envelope(request, content)).decode()
         return f'{{"personalizations":[{personalizations}],{envelope[1:]}'
 
-    def send(self, request: CommunityRequest, targets: Sequence[EmailTarget]) -> EmailResult:
-        """Send to every target; one API call per group and at most 1,000 recipients."""
-        groups: dict[tuple[bool, str], list[EmailTarget]] = defaultdict(list)
-        for target in targets:
-            groups[(target.has_camera, target.time_zone)].append(target)
+    def send(self, request: CommunityRequest, respond_until: datetime,
+             recipients: Mapping[int, Mailbox]) -> EmailResult:
+        """Send to every recipient; one API call per group and at most 1,000 recipients.
+
+        Nothing is sent once ``respond_until`` has passed: those residents' rows expire.
+        """
+        groups: dict[tuple[bool, str], list[Addressee]] = defaultdict(list)
+        for rid, mailbox in recipients.items():
+            groups[(mailbox.has_camera, mailbox.time_zone)].append((rid, mailbox))
         result = EmailResult()
         size = min(self.settings.email_batch_size, SENDGRID_MAX_PERSONALIZATIONS)
         for (camera, zone), members in groups.items():
             content = email_content(request, has_camera=camera, time_zone=zone, settings=self.settings)
             for start in range(0, len(members), size):
                 chunk = members[start:start + size]
-                self._send_chunk(request, content, chunk, result)
+                self._send_chunk(request, respond_until, content, chunk, result)
         return result
 
     def _post(self, body: bytes) -> None:
-        """One mail send call; raises python_http_client's ``HTTPError`` subclasses or ``OSError``."""
-        call = urllib.request.Request(self._mail_send_url, data=body, method="POST",
-                                      headers=self._mail_send.request_headers)
-        self._mail_send._make_request(urllib.request.build_opener(), call, timeout=REQUEST_TIMEOUT_SECONDS)
+        """One mail send call; raises :class:`Rejected` for an error status, ``httpx.TransportError`` else."""
+        client = self._http()
+        response = client.post(self._mail_send_url, content=body)
+        if response.status_code >= 300:
+            raise Rejected(response.status_code, response.headers, response.content)
 
-    def _send_chunk(self, request: CommunityRequest, content: EmailContent, chunk: Sequence[EmailTarget],
-                    result: EmailResult) -> None:
-        ids = [t.resident_id for t in chunk]
+    def _send_chunk(self, request: CommunityRequest, respond_until: datetime, content: EmailContent,
+                    chunk: Sequence[Addressee], result: EmailResult) -> None:
+        ids = [rid for rid, _ in chunk]
         if result.quota_exceeded:
             result.retry.extend(ids)
             return
         body = self.mail_body_json(request, content, chunk).encode()
         for attempt in range(1, INLINE_ATTEMPTS + 1):
+            if datetime.now(UTC) >= respond_until:
+                result.outcomes.update(dict.fromkeys(ids, _EXPIRED))
+                return
             result.calls += 1
             try:
                 self._post(body)
-            except http_errors.TooManyRequestsError as error:
-                result.quota_exceeded = True
-                result.retry.extend(ids)
-                wait = _reset_in_seconds(error)
-                result.retry_after = max(result.retry_after or 0.0,
-                                         QUOTA_DEFAULT_WAIT_SECONDS if wait is None else wait)
-                return
-            except http_errors.HTTPError as error:
-                if error.status_code < 500:
+            except Rejected as error:
+                if error.status == 429:
+                    result.quota_exceeded = True
+                    result.retry.extend(ids)
+                    wait = _reset_in_seconds(error)
+                    result.retry_after = max(result.retry_after or 0.0,
+                                             QUOTA_DEFAULT_WAIT_SECONDS if wait is None else wait)
+                    return
+                if error.status < 500:
                     reason = rejection_reason(error)
                     result.outcomes.update({i: Outcome(Status.FAILED, reason) for i in ids})
                     return
-            except OSError:
-                pass  # a network failure (URLError, timeout): temporary, like a 5xx
+            except httpx.TransportError:
+                pass  # a network failure or timeout: temporary, like a 5xx
             else:
                 result.accepted += len(ids)
                 result.outcomes.update(dict.fromkeys(ids, _SENT))

@@ -1,18 +1,20 @@
-"""A lean HTTP/1.1 keep-alive client for FCM's ``messages:send``: pre-built request bytes, httptools parsing.
+"""The lean transport: an HTTP/1.1 keep-alive client for FCM's ``messages:send``, httptools parsing.
 
 The push channel makes one POST per device token. A general client (aiohttp, httpx) builds a request
-object, a header multidict, a response object and a stream reader for every call, which on this host
-costs about 0.2 ms of CPU per message: more than everything else the worker does for a push. Here the
-request head (method, path, host and fixed headers, Authorization included) is encoded once per access
-token; a call appends ``Content-Length`` and the body and writes the bytes, and the answer is parsed by
-httptools (llhttp, the parser uvicorn uses) into a status, the headers (only kept for errors, which go
-to firebase-admin's error mapping) and the body.
+object, a header multidict, a response object and a stream reader for every call, which costs more
+CPU per message than everything else the worker does for a push (measured in
+``benchmarks/results/fanout.md``). Here the request head (method, path, host and fixed headers,
+Authorization included) is encoded once per access token; a call appends ``Content-Length`` and the
+body and writes the bytes, and the answer is parsed by httptools (llhttp, the parser uvicorn uses)
+into a status, the headers (only kept for errors, which go to firebase-admin's error mapping) and the
+body.
 
 One :class:`FcmConnection` carries one call at a time (HTTP/1.1 without pipelining) and *pumps*: an
 accepted answer writes the next request from the parser callback, so a run of accepted messages costs
 no task, future or timer each; per-call deadlines are checked by one watchdog timer per pool.
-:class:`FcmConnectionPool` keeps idle connections for reuse and drops ones idle long enough that the
-server may have closed them. TLS (https endpoints) is the event loop's, with the default CA store.
+:class:`FcmConnectionPool` (a :class:`~.transport.PushTransport`) keeps idle connections for reuse and
+drops ones idle long enough that the server may have closed them. TLS (https endpoints) is the event
+loop's, with the default CA store.
 """
 
 from __future__ import annotations
@@ -21,34 +23,17 @@ import asyncio
 import math
 import ssl
 import time
-from collections.abc import Callable, Iterator
-from typing import NamedTuple
+from collections.abc import Callable, Iterator, Mapping
+from urllib.parse import urlsplit
 
 import httptools
-import yarl
+
+from dispatcher.channels.push.transport import CLOSED, ConnectionFailed, HttpAnswer, PushConnection, Stop
 
 #: Drop a kept-alive connection idle longer than this (uvicorn closes after 30 s, Google after minutes).
 IDLE_SECONDS = 15.0
 #: How often calls in flight are checked against their deadline.
 WATCHDOG_SECONDS = 0.5
-
-
-class HttpAnswer(NamedTuple):
-    """One response: the status, the headers (empty for 200: nothing reads them) and the body."""
-
-    status: int
-    headers: list[tuple[str, str]]
-    body: bytes
-
-
-class ConnectionFailed(Exception):
-    """The connection broke before a whole response arrived (not a DispatcherError: mapped by the caller)."""
-
-
-#: What stopped a :meth:`FcmConnection.pump`: the index of the call and its non-200 answer or failure.
-Stop = tuple[int, HttpAnswer | Exception]
-#: :meth:`FcmConnection.pump` result when the connection closed between calls: reopen and go on.
-CLOSED: Stop = (-1, ConnectionFailed("the connection closed between calls"))
 
 
 class FcmConnection(asyncio.Protocol):
@@ -59,13 +44,15 @@ class FcmConnection(asyncio.Protocol):
     hands it to the caller (who retries, refreshes a token or gives up, then pumps again).
     """
 
-    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+    def __init__(self, loop: asyncio.AbstractEventLoop, heads: Callable[[str], bytes]) -> None:
         self._loop = loop
+        self._heads = heads
+        self._head = b""
+        self._request_body: Callable[[int], bytes] = _no_request
         self._transport: asyncio.WriteTransport | None = None
         self._parser = httptools.HttpResponseParser(self)
         self._waiter: asyncio.Future[Stop | None] | None = None
         self._indexes: Iterator[int] = iter(())
-        self._request: Callable[[int], bytes] = _no_request
         self._accepted: Callable[[int], None] = _ignore
         self._index = -1
         self._timeout = 30.0
@@ -125,18 +112,15 @@ class FcmConnection(asyncio.Protocol):
             self._transport.close()
 
     # -- pumping -------------------------------------------------------------------------------------
-    def pump(self, indexes: Iterator[int], request: Callable[[int], bytes],
+    def pump(self, indexes: Iterator[int], body: Callable[[int], bytes], authorization: str,
              accepted: Callable[[int], None], timeout: float) -> asyncio.Future[Stop | None]:
-        """Send ``request(i)`` for each ``i`` of ``indexes``, one at a time, calling ``accepted(i)`` on a 200.
-
-        The future gives None when ``indexes`` ran out, :data:`CLOSED` when the server closed the
-        connection between calls, else the index and answer (non-200) or failure that stopped it.
-        """
+        """See :meth:`~.transport.PushConnection.pump`: each accepted answer writes the next request."""
         waiter: asyncio.Future[Stop | None] = self._loop.create_future()
         if self.closed or self._transport is None:
             waiter.set_result(CLOSED)
             return waiter
-        self._waiter, self._indexes, self._request, self._accepted = waiter, indexes, request, accepted
+        self._waiter, self._indexes, self._request_body, self._accepted = waiter, indexes, body, accepted
+        self._head = self._heads(authorization)
         self._timeout = timeout
         self._next()
         return waiter
@@ -148,7 +132,8 @@ class FcmConnection(asyncio.Protocol):
             return
         self._index = index
         self.deadline = self._loop.time() + self._timeout
-        self._transport.write(self._request(index))  # type: ignore[union-attr]  # checked in pump
+        body = self._request_body(index)
+        self._transport.write(b"%s%d\r\n\r\n%s" % (self._head, len(body), body))  # type: ignore[union-attr]
 
     def _answered(self) -> None:
         index, self._index = self._index, -1
@@ -173,7 +158,7 @@ class FcmConnection(asyncio.Protocol):
 
     def _finish(self, stop: Stop | None) -> None:
         waiter, self._waiter = self._waiter, None
-        self._indexes, self._request, self._accepted = iter(()), _no_request, _ignore
+        self._indexes, self._request_body, self._accepted = iter(()), _no_request, _ignore
         if waiter is not None and not waiter.done():
             waiter.set_result(stop)
 
@@ -201,28 +186,38 @@ def _ignore(index: int) -> None:
 class FcmConnectionPool:
     """Keep-alive connections to one origin, opened on demand, at most ``limit`` at once."""
 
-    def __init__(self, url: str, limit: int, *, connect_timeout: float = 30.0) -> None:
-        parsed = yarl.URL(url)
-        if parsed.scheme not in ("http", "https") or not parsed.host:
+    def __init__(self, url: str, headers: Mapping[str, str], limit: int, *, connect_timeout: float = 30.0) -> None:
+        parsed = urlsplit(url)
+        if parsed.scheme not in ("http", "https") or not parsed.hostname:
             raise ValueError(f"FCM endpoint must be an http(s) URL, not {url!r}")
-        self.host = parsed.host
-        self.port = parsed.port or (443 if parsed.scheme == "https" else 80)
+        default = 443 if parsed.scheme == "https" else 80
+        self.host = parsed.hostname
+        self.port = parsed.port or default
         self.ssl: ssl.SSLContext | None = ssl.create_default_context() if parsed.scheme == "https" else None
-        default_port = parsed.port is None or parsed.is_default_port()
-        self.host_header = parsed.host if default_port else f"{parsed.host}:{self.port}"
-        self.path = parsed.raw_path_qs
+        host = f"[{self.host}]" if ":" in self.host else self.host  # an IPv6 literal keeps its brackets
+        self.host_header = host if self.port == default else f"{host}:{self.port}"
+        self.path = (parsed.path or "/") + (f"?{parsed.query}" if parsed.query else "")
+        self.headers = dict(headers)
         self.limit = limit
         self.connect_timeout = connect_timeout
+        self._heads: dict[str, bytes] = {}
         self._idle: list[FcmConnection] = []
         self._busy: set[FcmConnection] = set()
         self._slots = asyncio.Semaphore(limit)
         self._watchdog: asyncio.TimerHandle | None = None
 
-    def request_head(self, headers: dict[str, str]) -> bytes:
-        """The request line and headers up to ``Content-Length:`` (the call appends the length)."""
-        lines = [f"POST {self.path} HTTP/1.1", f"Host: {self.host_header}"]
-        lines += [f"{name}: {value}" for name, value in headers.items()]
-        return ("\r\n".join(lines) + "\r\nContent-Length: ").encode("latin-1")
+    def request_head(self, authorization: str) -> bytes:
+        """The request line and headers up to ``Content-Length:`` (the call appends the length).
+
+        Encoded once per access token: only the newest is kept.
+        """
+        head = self._heads.get(authorization)
+        if head is None:
+            lines = [f"POST {self.path} HTTP/1.1", f"Host: {self.host_header}"]
+            lines += [f"{name}: {value}" for name, value in {**self.headers, "Authorization": authorization}.items()]
+            head = ("\r\n".join(lines) + "\r\nContent-Length: ").encode("latin-1")
+            self._heads = {authorization: head}
+        return head
 
     async def acquire(self) -> FcmConnection:
         """An open connection for one caller's exclusive use (until :meth:`release`)."""
@@ -260,14 +255,15 @@ class FcmConnectionPool:
         loop = asyncio.get_running_loop()
         try:
             _, connection = await asyncio.wait_for(
-                loop.create_connection(lambda: FcmConnection(loop), self.host, self.port, ssl=self.ssl,
-                                       server_hostname=self.host if self.ssl else None),
+                loop.create_connection(lambda: FcmConnection(loop, self.request_head), self.host, self.port,
+                                       ssl=self.ssl, server_hostname=self.host if self.ssl else None),
                 self.connect_timeout)
         except (OSError, TimeoutError, ssl.SSLError) as error:
             raise ConnectionFailed(f"could not connect to {self.host}:{self.port}: {error!r}") from error
         return connection
 
-    def release(self, connection: FcmConnection) -> None:
+    def release(self, connection: PushConnection) -> None:
+        assert isinstance(connection, FcmConnection), "a connection of another transport"
         self._busy.discard(connection)
         if not connection.closed:
             self._idle.append(connection)

@@ -1,0 +1,217 @@
+"""The lane engine: one batch's messages over at most ``connections`` lanes, each one call at a time.
+
+A few long-lived lanes instead of a task per message: less scheduling per message, and a lane looks at
+the batch before each message, so a quota error or the end of the response window stops the rest at
+once. A message whose first call fails gets the rest of its life in :meth:`LaneEngine._send_one`: a
+fresh access token after a 401, inline retries with backoff (honouring Retry-After while the wait is
+short), or its final answer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from collections.abc import Awaitable, Callable, Iterator
+from dataclasses import dataclass
+
+from firebase_admin import exceptions
+
+from dispatcher.channels.push import errors
+from dispatcher.channels.push.access_token import AccessToken
+from dispatcher.channels.push.transport import ConnectionFailed, HttpAnswer, PushConnection, PushTransport, Stop
+
+#: Attempts per message inside one batch for temporary failures (5xx, UNAVAILABLE, INTERNAL, network).
+INLINE_ATTEMPTS = 3
+#: Longest wait spent retrying inside a batch; a longer Retry-After hands the resident back instead.
+INLINE_WAIT_MAX_SECONDS = 2.0
+#: First inline backoff step (then doubled), before jitter.
+INLINE_BACKOFF_SECONDS = 0.25
+#: Seconds for one HTTP call to FCM.
+REQUEST_TIMEOUT_SECONDS = 30.0
+
+
+@dataclass
+class Answer:
+    """How one message ended: accepted, or the error (with FCM's Retry-After) that ended it."""
+
+    ok: bool
+    error: exceptions.FirebaseError | None = None
+    retry_after: float | None = None
+
+
+ACCEPTED = Answer(True)
+#: Not sent: the response window ended first (compared by identity).
+EXPIRED = Answer(False)
+
+
+@dataclass
+class BatchState:
+    """Shared by the messages of one batch: a quota error stops the ones not yet sent."""
+
+    stop: bool = False
+    calls: int = 0
+    inline_retries: int = 0
+
+
+class _Lane:
+    """One lane of a batch: the connection it holds (reopened when it breaks) and its authorization."""
+
+    __slots__ = ("_held", "authorization", "transport")
+
+    def __init__(self, transport: PushTransport, authorization: str) -> None:
+        self.transport = transport
+        self.authorization = authorization
+        self._held: PushConnection | None = None
+
+    async def connection(self) -> PushConnection:
+        held = self._held
+        if held is not None and not held.closed:
+            return held
+        self.release()
+        self._held = await self.transport.acquire()
+        return self._held
+
+    def release(self) -> None:
+        if self._held is not None:
+            held, self._held = self._held, None
+            self.transport.release(held)
+
+
+async def _pumped(connection: PushConnection, pumping: Awaitable[Stop | None]) -> Stop | None:
+    """Wait for a pump; if the wait is cancelled (batch deadline) a late answer must not reach the next user."""
+    try:
+        return await pumping
+    except BaseException:
+        connection.close()
+        raise
+
+
+def _ignore(index: int) -> None:
+    return None
+
+
+class LaneEngine:
+    """Sends the bodies of a batch through a transport; lives on the loop thread."""
+
+    def __init__(self, transport: PushTransport, token: AccessToken,
+                 to_error: Callable[[HttpAnswer], exceptions.FirebaseError], *, connections: int,
+                 batch_deadline_seconds: float) -> None:
+        self.transport = transport
+        self.token = token
+        self.to_error = to_error
+        self.connections = connections
+        self.batch_deadline_seconds = batch_deadline_seconds
+
+    def _error(self, problem: HttpAnswer | Exception) -> exceptions.FirebaseError:
+        return errors.unreachable(problem) if isinstance(problem, Exception) else self.to_error(problem)
+
+    async def send_all(self, bodies: list[bytes], state: BatchState, cutoff: float) -> list[Answer]:
+        """An answer for every body; none is sent once the loop's clock reaches ``cutoff`` (window end)."""
+        loop = asyncio.get_running_loop()
+        authorization = await self.token.authorization()
+        answers: list[Answer | None] = [None] * len(bodies)
+        indexes = iter(range(len(bodies)))
+
+        def pending_indexes() -> Iterator[int]:
+            """The next message to send; those left when the batch stopped get their answer here."""
+            for index in indexes:
+                if state.stop:
+                    answers[index] = Answer(False, errors.not_sent())
+                    continue
+                if loop.time() >= cutoff:
+                    answers[index] = EXPIRED
+                    continue
+                state.calls += 1
+                yield index
+
+        def accepted(index: int) -> None:
+            answers[index] = ACCEPTED
+
+        async def lane() -> None:
+            caller = _Lane(self.transport, authorization)
+            try:
+                while True:
+                    try:
+                        connection = await caller.connection()
+                    except ConnectionFailed as error:
+                        index = next(pending, -1)
+                        if index < 0:
+                            return
+                        answers[index] = await self._send_one(caller, bodies[index], state, cutoff,
+                                                              errors.unreachable(error))
+                        continue
+                    stop = await _pumped(connection, connection.pump(
+                        pending, bodies.__getitem__, caller.authorization, accepted, REQUEST_TIMEOUT_SECONDS))
+                    if stop is None:
+                        return
+                    index, problem = stop
+                    if index >= 0:
+                        answers[index] = await self._send_one(caller, bodies[index], state, cutoff,
+                                                              self._error(problem))
+            finally:
+                caller.release()
+
+        pending = pending_indexes()
+
+        lanes = [asyncio.ensure_future(lane()) for _ in range(min(len(bodies), self.connections))]
+        if lanes:
+            _, late = await asyncio.wait(lanes, timeout=self.batch_deadline_seconds)
+            for task in late:
+                task.cancel()
+            await asyncio.gather(*late, return_exceptions=True)
+            for task in lanes:
+                if not task.cancelled() and (problem := task.exception()) is not None:
+                    raise problem
+        # A message cut off in flight may have reached the device: its retry is collapsed there.
+        return [answer if answer is not None else Answer(False, errors.overdue()) for answer in answers]
+
+    async def _send_one(self, caller: _Lane, body: bytes, state: BatchState, cutoff: float,
+                        first: exceptions.FirebaseError) -> Answer:
+        """The rest of one message's life after its first call failed with ``first``: retries and all."""
+        loop = asyncio.get_running_loop()
+        refreshed = False
+        attempt = 0
+        error: exceptions.FirebaseError | None = first
+        while True:
+            if attempt > 0:
+                if state.stop:
+                    return Answer(False, errors.not_sent())
+                if loop.time() >= cutoff:
+                    return EXPIRED
+                state.calls += 1
+                error = await self._post(caller, body)
+            attempt += 1
+            if error is None:
+                return ACCEPTED
+            if isinstance(error, exceptions.UnauthenticatedError) and not refreshed:
+                # The access token was revoked or expired early: one fresh token, then try again.
+                refreshed = True
+                caller.authorization = await self.token.authorization(rejected=caller.authorization)
+                continue
+            wait = errors.retry_after(error)
+            if isinstance(error, errors.QUOTA):
+                state.stop = True
+                return Answer(False, error, wait)
+            if not isinstance(error, errors.TEMPORARY) or attempt >= INLINE_ATTEMPTS:
+                return Answer(False, error, wait)
+            backoff = INLINE_BACKOFF_SECONDS * 2 ** (attempt - 1) * (0.5 + random.random() / 2)
+            delay = max(backoff, wait or 0.0)
+            if delay > INLINE_WAIT_MAX_SECONDS:
+                return Answer(False, error, wait)
+            state.inline_retries += 1
+            await asyncio.sleep(delay)
+
+    async def _post(self, caller: _Lane, body: bytes) -> exceptions.FirebaseError | None:
+        """One HTTP call; None when FCM accepted the message, else firebase-admin's exception for it."""
+        while True:
+            try:
+                connection = await caller.connection()
+            except ConnectionFailed as error:
+                return errors.unreachable(error)
+            stop = await _pumped(connection, connection.pump(iter((0,)), lambda _: body, caller.authorization,
+                                                             _ignore, REQUEST_TIMEOUT_SECONDS))
+            if stop is None:
+                return None
+            index, problem = stop
+            if index >= 0:
+                return self._error(problem)
