@@ -13,13 +13,14 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from dispatcher.channels.email import EmailChannel, EmailTarget
+from dispatcher.channels.email import EmailChannel
 from dispatcher.config import Settings
 from dispatcher.contract import parse_request
 from dispatcher.errors import ConfigurationError, InvalidUnsubscribeLink
 from dispatcher.preferences.webhook import EventWebhookApp, create_app
 from dispatcher.unsubscribe import ONE_CLICK_BODY, unsubscribe_link, verify_link
 from tests.factories import add_resident, request_payload
+from tests.recipients import mailbox
 
 Conn = psycopg.Connection[Any]
 SECRET = "s" * 40
@@ -129,7 +130,7 @@ def test_the_email_header_link_unsubscribes_with_one_click_once(
     add_resident(db, 32, 40.01, -105.27, email="r32@example.org")
     channel = EmailChannel(_signed(settings).with_(sendgrid_api_key="SG.test"))
     request = parse_request(request_payload("req-unsub"))
-    content_group = [EmailTarget(31, "r31@example.org", "UTC", False)]
+    content_group = [mailbox(31, "r31@example.org", "UTC", False)]
     from dispatcher.channels.content import email_content
 
     content = email_content(request, has_camera=False, time_zone="UTC", settings=channel.settings)
