@@ -44,20 +44,6 @@ from dispatcher.sandbox import (
 pytestmark = pytest.mark.filterwarnings("ignore:Message.token is deprecated:DeprecationWarning")
 
 
-@pytest.fixture(scope="module")
-def sandbox_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SandboxServer]:
-    with SandboxServer(tmp_path_factory.mktemp("sandbox")) as server:
-        yield server
-
-
-@pytest.fixture
-def sandbox(sandbox_server: SandboxServer) -> SandboxServer:
-    """The module's sandbox with no faults and no records."""
-    sandbox_server.faults.reset()
-    sandbox_server.clear()
-    return sandbox_server
-
-
 def firebase_app(sandbox: SandboxServer, service_account: Path | None = None,
                  retries: bool = False) -> firebase_admin.App:
     """A uniquely named firebase-admin app pointed at the sandbox, as the push channel will do it.
