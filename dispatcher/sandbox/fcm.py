@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import math
 import re
 import secrets
 import time
@@ -24,9 +25,10 @@ from dispatcher.sandbox.credentials import (
     TokenAuthority,
 )
 from dispatcher.sandbox.discovery import SchemaProblem
-from dispatcher.sandbox.faults import Faults
+from dispatcher.sandbox.faults import FCM_DEFAULT_QUOTA_PER_MINUTE, Faults
 from dispatcher.sandbox.fcm_rules import fcm_request_problem, is_validate_only
 from dispatcher.sandbox.http import JSON_HEADERS, Response, json_response
+from dispatcher.sandbox.quota import Quota
 from dispatcher.sandbox.recorder import Recorder
 
 FCM_ERROR_TYPE = "type.googleapis.com/google.firebase.fcm.v1.FcmError"
@@ -92,6 +94,7 @@ class FcmSandbox:
         self._ids = itertools.count(1)
         self._id_prefix = secrets.token_hex(3)
         self._verdicts: dict[bytes, SchemaProblem | None] = {}
+        self._quota = Quota()
 
     def token(self, body: bytes) -> Response:
         """Google's OAuth2 token endpoint for service-account JWT assertions."""
@@ -111,13 +114,20 @@ class FcmSandbox:
 
     async def send(self, project: str, authorization: bytes | None, body: bytes) -> Response:
         plan = self.faults.fcm
-        if plan.latency_ms:
-            await asyncio.sleep(plan.latency_ms / 1000.0)
+        delay = plan.latency_seconds() + plan.slow_headers_seconds()
+        if delay:
+            await asyncio.sleep(delay)
         if authorization is None or not authorization.startswith(b"Bearer ") or not self.tokens.is_valid(
             authorization[7:].decode("latin-1")
         ):
             self.recorder.count("fcm.unauthenticated")
             return _UNAUTHENTICATED
+        limit = FCM_DEFAULT_QUOTA_PER_MINUTE if plan.quota is None else plan.quota
+        if limit:
+            wait = self._quota.take(limit, plan.quota_window_seconds)
+            if wait:
+                self.recorder.count("fcm.quota_exceeded")
+                return fcm_error(429, retry_after=max(1, math.ceil(wait)))
         try:
             request = orjson.loads(body)
         except orjson.JSONDecodeError:
@@ -149,7 +159,7 @@ class FcmSandbox:
         else:
             name = f"projects/{project}/messages/{self._id_prefix}:{next(self._ids)}"
             self._record(name, token, message)
-        return Response(200, JSON_HEADERS, b'{"name":"' + name.encode() + b'"}')
+        return Response(200, JSON_HEADERS, b'{"name":"' + name.encode() + b'"}', plan.resets())
 
     def _problem(self, request: Any, body: bytes) -> SchemaProblem | None:
         """:func:`fcm_request_problem`, remembered per message shape (the body without its token)."""

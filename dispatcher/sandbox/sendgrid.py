@@ -9,6 +9,7 @@ each recipient once, with the custom_args SendGrid would echo in its webhook eve
 from __future__ import annotations
 
 import asyncio
+import math
 import secrets
 import time
 from collections.abc import Iterator, Sequence
@@ -18,6 +19,7 @@ import orjson
 
 from dispatcher.sandbox.faults import Faults
 from dispatcher.sandbox.http import Response, json_response
+from dispatcher.sandbox.quota import Quota
 from dispatcher.sandbox.recorder import Recorder
 from dispatcher.sandbox.sendgrid_rules import RECIPIENT_KINDS, is_sandbox_mode, mail_problem
 
@@ -43,9 +45,14 @@ def sendgrid_error(status: int, message: str | None = None, field: str | None = 
     return json_response(status, payload, headers)
 
 
-def _rate_limit_headers(retry_after: int) -> list[tuple[bytes, bytes]]:
-    reset = int(time.time()) + max(retry_after, 1)
-    return [(b"x-ratelimit-limit", b"600"), (b"x-ratelimit-remaining", b"0"),
+#: X-RateLimit-Limit reported with an injected 429 when no quota is set.
+DEFAULT_RATE_LIMIT = 600
+
+
+def _rate_limit_headers(retry_after: float, limit: int) -> list[tuple[bytes, bytes]]:
+    """SendGrid's rate limit headers: the limit, none remaining, and the epoch second it resets."""
+    reset = math.ceil(time.time() + max(retry_after, 1))
+    return [(b"x-ratelimit-limit", str(limit).encode()), (b"x-ratelimit-remaining", b"0"),
             (b"x-ratelimit-reset", str(reset).encode())]
 
 
@@ -88,6 +95,7 @@ class SendgridSandbox:
         self.faults = faults
         self.recorder = recorder
         self._pending: list[bytes] = []
+        self._quota = Quota()
 
     @property
     def pending(self) -> Sequence[dict[str, Any]]:
@@ -100,11 +108,17 @@ class SendgridSandbox:
 
     async def send(self, authorization: bytes | None, body: bytes) -> Response:
         plan = self.faults.sendgrid
-        if plan.latency_ms:
-            await asyncio.sleep(plan.latency_ms / 1000.0)
+        delay = plan.latency_seconds() + plan.slow_headers_seconds()
+        if delay:
+            await asyncio.sleep(delay)
         if authorization != self._expected_auth:
             self.recorder.count("sendgrid.unauthorized")
             return sendgrid_error(401, field=None)
+        if plan.quota:
+            wait = self._quota.take(plan.quota, plan.quota_window_seconds)
+            if wait:
+                self.recorder.count("sendgrid.rate_limited")
+                return sendgrid_error(429, headers=_rate_limit_headers(wait, plan.quota))
         try:
             mail = orjson.loads(body)
         except orjson.JSONDecodeError:
@@ -121,11 +135,11 @@ class SendgridSandbox:
         status = plan.call_fault()
         if status is not None:
             self.recorder.count(f"sendgrid.fault_{status}")
-            headers = _rate_limit_headers(plan.retry_after) if status == 429 else None
+            headers = _rate_limit_headers(plan.retry_after, plan.quota or DEFAULT_RATE_LIMIT) if status == 429 else None
             return sendgrid_error(status, headers=headers)
         message_id = secrets.token_urlsafe(16)[:22]
         self._record(message_id, mail)
-        return Response(202, [(b"x-message-id", message_id.encode())], b"")
+        return Response(202, [(b"x-message-id", message_id.encode())], b"", plan.resets())
 
     def _record(self, message_id: str, mail: dict[str, Any]) -> None:
         self.recorder.count("sendgrid.accepted")
