@@ -16,6 +16,7 @@ import socket
 import ssl
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -220,6 +221,11 @@ class SandboxServer:
         """Accepted calls of one stream: ``fcm``, ``sendgrid`` (per recipient), ``sendgrid_requests``,
         ``events`` (webhook events posted)."""
         return self.app.recorder.records(stream)
+
+    def all_records(self, stream: str = "fcm") -> Iterator[dict[str, Any]]:
+        """Every record of a stream from its JSON Lines file (not capped like :meth:`records`); flushes first."""
+        self.flush()
+        return self.app.recorder.iter_file(stream)
 
     def stats(self) -> dict[str, Any]:
         return self.app.recorder.summary()
