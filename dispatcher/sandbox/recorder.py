@@ -30,6 +30,16 @@ STREAMS = {
 }
 
 
+def read_records(path: Path) -> Iterator[dict[str, Any]]:
+    """The records of a JSON Lines record file, one at a time (nothing if the file does not exist)."""
+    if not path.exists():
+        return
+    with path.open("rb") as lines:
+        for line in lines:
+            if line.strip():
+                yield orjson.loads(line)
+
+
 class Recorder:
     """One recorder per sandbox process; ``record`` is called on the event loop, the rest anywhere."""
 
@@ -103,13 +113,7 @@ class Recorder:
 
     def iter_file(self, stream: str) -> Iterator[dict[str, Any]]:
         """Every record of one stream ever written to its file (flush first), however many there are."""
-        path = self.path(stream)
-        if not path.exists():
-            return
-        with path.open("rb") as lines:
-            for line in lines:
-                if line.strip():
-                    yield orjson.loads(line)
+        return read_records(self.path(stream))
 
     def clear(self) -> None:
         """Forget everything: memory, counters and the files."""

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -35,3 +37,16 @@ def post_mail(sandbox: SandboxServer, body: Any) -> httpx.Response:
     """A raw ``/v3/mail/send`` call with the sandbox's API key."""
     return httpx.post(f"{sandbox.sendgrid_url}/v3/mail/send", json=body,
                       headers={"Authorization": f"Bearer {sandbox.api_key}"})
+
+
+def wait_until_serving(process: subprocess.Popen[Any], port: int, timeout: float = 30.0) -> None:
+    """Wait for a sandbox started as its own process to answer on ``port``."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            if httpx.get(f"http://127.0.0.1:{port}/healthz").status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        assert process.poll() is None and time.monotonic() < deadline, "sandbox did not start"
+        time.sleep(0.1)

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import httpx
@@ -13,6 +12,7 @@ import pytest
 
 from dispatcher.sandbox import SandboxClient, SandboxControlError, SandboxServer
 from dispatcher.sandbox.server import is_loopback
+from tests.sandbox.conftest import wait_until_serving
 
 
 def test_loopback_addresses() -> None:
@@ -56,15 +56,7 @@ def test_standalone_sandbox_reports_its_real_address_and_prints_the_token_once(t
         token_line = process.stdout.readline()
         described = json.loads((tmp_path / "sandbox.json").read_text())
         port = int(described["bound_address"].rsplit(":", 1)[1])
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                if httpx.get(f"http://127.0.0.1:{port}/healthz").status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            assert process.poll() is None and time.monotonic() < deadline, "sandbox did not start"
-            time.sleep(0.1)
+        wait_until_serving(process, port)
         token = token_line.rsplit(" ", 1)[1].strip()
         unauthorized = httpx.get(f"http://127.0.0.1:{port}/_sandbox/info")
         with SandboxClient(f"http://127.0.0.1:{port}", token=token) as control:
