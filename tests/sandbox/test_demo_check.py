@@ -3,16 +3,20 @@
 from __future__ import annotations
 
 import io
+import os
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import psycopg
 import pytest
 import redis
 from rich.console import Console
 
 import dispatcher.sandbox.server as sandbox_server
-from dispatcher.config import Settings
-from dispatcher.demo import run_demo
+from dispatcher.config import Settings, set_settings
+from dispatcher.db.pool import close_pool
+from dispatcher.demo import DEMO_DATABASE, run_demo
 
 #: Far below the pushes and emails the demo town gets, as 100,000 is below a 300,000-resident town's.
 MEMORY_CAP = 40
@@ -25,9 +29,26 @@ class CappedSandbox(sandbox_server.SandboxServer):
         super().__init__(records_dir, *args, **{**kwargs, "memory_limit": MEMORY_CAP})
 
 
-def test_demo_check_holds_beyond_the_in_memory_cap(settings: Settings, redis_client: redis.Redis,
-                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.fixture
+def demo_run(settings: Settings, redis_client: redis.Redis, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """The demo in this process, and afterwards this process's settings, environment and pool as before
+    (the demo points them at its own database)."""
+    for name in ("DATABASE_URL", "REDIS_URL"):
+        monkeypatch.setenv(name, os.environ.get(name, ""))
     monkeypatch.setattr(sandbox_server, "SandboxServer", CappedSandbox)
+    close_pool()
+    try:
+        yield
+    finally:
+        close_pool()
+        set_settings(settings)
+        assert settings.database_url
+        with psycopg.connect(settings.database_url, autocommit=True) as admin:
+            admin.execute(f'DROP DATABASE IF EXISTS "{DEMO_DATABASE}" WITH (FORCE)')
+
+
+@pytest.mark.usefixtures("demo_run")
+def test_demo_check_holds_beyond_the_in_memory_cap() -> None:
     out = io.StringIO()
 
     ok = run_demo(600, seed=7, console=Console(file=out, width=200))
