@@ -1,5 +1,9 @@
 """FCM HTTP v1 as firebase-admin sees it: the token exchange and ``messages:send``.
 
+A body is refused as FCM refuses it (:mod:`dispatcher.sandbox.fcm_rules`: Google's published discovery
+document plus the prose rules), ``validateOnly`` is validated and not delivered, the project's quota is
+enforced (FCM's default unless the fault plan sets another), and latency is drawn per call.
+
 Errors are google.rpc.Status bodies with an ``FcmError`` detail, byte for byte the shape FCM returns,
 so firebase-admin raises the same exception classes (``UnregisteredError``, ``QuotaExceededError``,
 ``UnavailableError``, ``InternalError``, ``InvalidArgumentError``...) it raises against Google.
