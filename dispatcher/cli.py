@@ -191,11 +191,21 @@ def sandbox(
     port: Annotated[int, typer.Option(help="Port.")] = 8700,
     records: Annotated[Path, typer.Option(help="Where accepted pushes and emails are recorded.")] = Path(
         ".dispatcher/sandbox"),
+    latency: Annotated[bool, typer.Option(help="Realistic latency per call (median 60 ms, p99 400 ms).")] = False,
+    fcm_quota: Annotated[int | None, typer.Option(help="FCM calls a minute (default 600,000; 0 = none).")] = None,
+    control_token: Annotated[str | None, typer.Option(
+        help="Control API token (beyond loopback: generated and printed once when not given).")] = None,
 ) -> None:
     """Run the local FCM and SendGrid sandbox (for the demo and benchmarks)."""
     from dispatcher.sandbox import run_sandbox
+    from dispatcher.sandbox.faults import BENCHMARK_LATENCY, startup_plans
 
-    run_sandbox(host=host, port=port, records_dir=records)
+    median, p99 = BENCHMARK_LATENCY if latency else (0.0, 0.0)
+    try:
+        plans = startup_plans(latency_median_ms=median, latency_p99_ms=p99, fcm_quota=fcm_quota)
+    except DispatcherError as error:
+        _fail(error)
+    run_sandbox(host=host, port=port, records_dir=records, control_token=control_token, faults=plans)
 
 
 @app.command()

@@ -8,12 +8,16 @@ to the worker it is measuring. Paths:
 * ``GET|PUT|PATCH|DELETE /_sandbox/faults``, ``GET|DELETE /_sandbox/records``, ``GET /_sandbox/stats``,
   ``GET /_sandbox/info``, ``POST /_sandbox/events`` (post signed webhook events for accepted mail),
   ``POST /_sandbox/keys`` (trust another service-account key), ``GET /healthz``
+
+The control API hands out the SendGrid API key and can change or clear everything, so a sandbox that
+listens beyond loopback requires a control token on it (``Authorization: Bearer <token>``).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import hmac
 import json
 import os
 import secrets
@@ -53,6 +57,9 @@ FAULTS_POLL_SECONDS = 0.25
 
 _FCM_PREFIX = "/v1/projects/"
 _FCM_SUFFIX = "/messages:send"
+_CONTROL_UNAUTHORIZED = json_response(
+    401, {"error": "the control API needs the sandbox's control token as 'Authorization: Bearer <token>'"},
+    [(b"www-authenticate", b'Bearer realm="dispatcher-sandbox"')])
 _NOT_FOUND = json_response(404, {"error": {"code": 404, "message": "Not Found", "status": "NOT_FOUND"}})
 
 
@@ -84,6 +91,7 @@ class SandboxApp:
         events_interval: float | None = None,
         memory_limit: int = MEMORY_LIMIT,
         shared_faults: bool = False,
+        control_token: str | None = None,
     ) -> None:
         self.records_dir = Path(records_dir).resolve()
         state_dir = self.records_dir / "state"
@@ -111,12 +119,22 @@ class SandboxApp:
         self._unsent: list[dict[str, Any]] = []
         self.loop: asyncio.AbstractEventLoop | None = None
         self.info: dict[str, Any] = {}
+        #: Bearer token the control API requires (None: no token, only for a sandbox bound to loopback).
+        self._control_auth = f"Bearer {control_token}".encode() if control_token else None
 
     # -- ASGI --------------------------------------------------------------------------------------
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         kind = scope["type"]
         if kind == "http":
             response = await self._handle(scope, receive)
+            if response.cut:
+                # Headers (chunked, so even an empty 202 is unfinished) and half the body, then the app
+                # returns with the response incomplete and uvicorn closes the connection: the client
+                # sees it die mid-response, after the provider accepted the call.
+                await send({"type": "http.response.start", "status": response.status, "headers": response.headers})
+                await send({"type": "http.response.body", "body": response.body[:len(response.body) // 2],
+                            "more_body": True})
+                return
             headers = [*response.headers, (b"content-length", str(len(response.body)).encode())]
             await send({"type": "http.response.start", "status": response.status, "headers": headers})
             await send({"type": "http.response.body", "body": response.body})
@@ -171,6 +189,10 @@ class SandboxApp:
             if path == "/token":
                 return self.fcm.token(body)
         if path.startswith("/_sandbox/"):
+            if self._control_auth is not None and not hmac.compare_digest(
+                header(scope["headers"], b"authorization") or b"", self._control_auth
+            ):
+                return _CONTROL_UNAUTHORIZED
             return await self._control(method, path[len("/_sandbox/"):], scope, body)
         if path == "/healthz":
             return json_response(200, {"ok": True})

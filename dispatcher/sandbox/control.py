@@ -20,9 +20,11 @@ class SandboxClient:
     >>> sandbox.update_faults("fcm", error_rate=0.05, error_status=429)
     """
 
-    def __init__(self, base_url: str, timeout: float = 30.0) -> None:
+    def __init__(self, base_url: str, timeout: float = 30.0, *, token: str | None = None) -> None:
+        """``token``: the control token a sandbox bound beyond loopback printed when it started."""
         self.base_url = base_url.rstrip("/")
-        self._http = httpx.Client(base_url=self.base_url + "/_sandbox", timeout=timeout)
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        self._http = httpx.Client(base_url=self.base_url + "/_sandbox", timeout=timeout, headers=headers)
 
     def close(self) -> None:
         self._http.close()

@@ -33,6 +33,12 @@ ACCESS_TOKEN_SECONDS = 3600
 CLOCK_SKEW_SECONDS = 300
 #: The grant type google-auth uses for service-account assertions.
 JWT_BEARER_GRANT = "urn:ietf:params:oauth:grant-type:jwt-bearer"
+#: The audience Google requires in a service-account assertion — developers.google.com/identity/protocols/
+#: oauth2/service-account ("aud: ... always https://oauth2.googleapis.com/token"); google-auth sends it
+#: whatever the account's ``token_uri`` says, so the sandbox can require it too.
+GOOGLE_TOKEN_AUDIENCE = "https://oauth2.googleapis.com/token"
+#: Longest an assertion may live (``exp - iat``) — same page: "a maximum of 1 hour after the issued time".
+MAX_ASSERTION_SECONDS = 3600
 
 
 class InvalidGrant(DispatcherError):
@@ -164,10 +170,21 @@ class TokenAuthority:
             raise InvalidGrant("Invalid JWT Signature.") from None
         if payload.get("iss") != account.client_email:
             raise InvalidGrant("Invalid JWT: issuer does not match the key")
+        if payload.get("aud") != GOOGLE_TOKEN_AUDIENCE:
+            raise InvalidGrant(f"Invalid JWT: the audience (aud) must be {GOOGLE_TOKEN_AUDIENCE}")
+        if not isinstance(payload.get("scope"), str) or not payload["scope"].strip():
+            raise InvalidGrant("Invalid JWT: no scope (the space-separated scopes requested) in the claim set")
+        try:
+            issued, expires = float(payload["iat"]), float(payload["exp"])
+        except (KeyError, TypeError, ValueError):
+            raise InvalidGrant("Invalid JWT: iat and exp must be numbers") from None
+        if expires - issued > MAX_ASSERTION_SECONDS or expires <= issued:
+            raise InvalidGrant("Invalid JWT: Token must be a short-lived token (60 minutes) and in a reasonable "
+                               "timeframe. Check your iat and exp values in the JWT claim.")
         now = time.time()
-        if float(payload.get("exp", 0)) < now - CLOCK_SKEW_SECONDS:
+        if expires < now - CLOCK_SKEW_SECONDS:
             raise InvalidGrant("Invalid JWT: Token must be a short-lived token and in a reasonable timeframe")
-        if float(payload.get("iat", now)) > now + CLOCK_SKEW_SECONDS:
+        if issued > now + CLOCK_SKEW_SECONDS:
             raise InvalidGrant("Invalid JWT: iat is in the future")
         return account.client_email
 

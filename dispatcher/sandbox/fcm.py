@@ -1,5 +1,9 @@
 """FCM HTTP v1 as firebase-admin sees it: the token exchange and ``messages:send``.
 
+A body is refused as FCM refuses it (:mod:`dispatcher.sandbox.fcm_rules`: Google's published discovery
+document plus the prose rules), ``validateOnly`` is validated and not delivered, the project's quota is
+enforced (FCM's default unless the fault plan sets another), and latency is drawn per call.
+
 Errors are google.rpc.Status bodies with an ``FcmError`` detail, byte for byte the shape FCM returns,
 so firebase-admin raises the same exception classes (``UnregisteredError``, ``QuotaExceededError``,
 ``UnavailableError``, ``InternalError``, ``InvalidArgumentError``...) it raises against Google.
@@ -9,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import math
 import re
 import secrets
 import time
@@ -23,8 +28,11 @@ from dispatcher.sandbox.credentials import (
     InvalidGrant,
     TokenAuthority,
 )
-from dispatcher.sandbox.faults import Faults
+from dispatcher.sandbox.discovery import SchemaProblem
+from dispatcher.sandbox.faults import FCM_DEFAULT_QUOTA_PER_MINUTE, Faults
+from dispatcher.sandbox.fcm_rules import fcm_request_problem, is_validate_only
 from dispatcher.sandbox.http import JSON_HEADERS, Response, json_response
+from dispatcher.sandbox.quota import Quota
 from dispatcher.sandbox.recorder import Recorder
 
 FCM_ERROR_TYPE = "type.googleapis.com/google.firebase.fcm.v1.FcmError"
@@ -60,8 +68,8 @@ _UNAUTHENTICATED = json_response(
                           "login cookie or other valid authentication credential."}},
     [(b"www-authenticate", b'Bearer realm="https://accounts.google.com/"')],
 )
-#: Message targets; ``fid`` (Firebase installation id) is firebase-admin 7's successor of ``token``.
-_TARGETS = ("token", "fid", "topic", "condition")
+#: Verdicts kept per message shape (the body without its token): the engine sends one shape per request.
+VERDICT_CACHE_SIZE = 4096
 
 
 def _invalid_argument(problem: str, field: str) -> Response:
@@ -71,24 +79,6 @@ def _invalid_argument(problem: str, field: str) -> Response:
          "fieldViolations": [{"field": field, "description": problem}]},
     ]}}
     return json_response(400, payload)
-
-
-def _message_problem(message: Any) -> tuple[str, str] | None:
-    """The first thing FCM would reject about a message (problem, field), or None."""
-    if not isinstance(message, dict):
-        return "Invalid JSON payload received. 'message' must be an object.", "message"
-    targets = [name for name in _TARGETS if name in message]
-    if len(targets) != 1:
-        return "Exactly one of fid, token, topic or condition must be specified.", "message"
-    target = message[targets[0]]
-    if not isinstance(target, str) or not target:
-        return f"Invalid value for {targets[0]}.", f"message.{targets[0]}"
-    data = message.get("data")
-    if data is not None and (
-        not isinstance(data, dict) or not all(isinstance(v, str) for v in data.values())
-    ):
-        return "Invalid value at 'message.data': values must be strings.", "message.data"
-    return None
 
 
 _WHITESPACE = re.compile(r"\s")
@@ -107,6 +97,8 @@ class FcmSandbox:
         self.recorder = recorder
         self._ids = itertools.count(1)
         self._id_prefix = secrets.token_hex(3)
+        self._verdicts: dict[bytes, SchemaProblem | None] = {}
+        self._quota = Quota()
 
     def token(self, body: bytes) -> Response:
         """Google's OAuth2 token endpoint for service-account JWT assertions."""
@@ -126,26 +118,30 @@ class FcmSandbox:
 
     async def send(self, project: str, authorization: bytes | None, body: bytes) -> Response:
         plan = self.faults.fcm
-        if plan.latency_ms:
-            await asyncio.sleep(plan.latency_ms / 1000.0)
+        delay = plan.latency_seconds() + plan.slow_headers_seconds()
+        if delay:
+            await asyncio.sleep(delay)
         if authorization is None or not authorization.startswith(b"Bearer ") or not self.tokens.is_valid(
             authorization[7:].decode("latin-1")
         ):
             self.recorder.count("fcm.unauthenticated")
             return _UNAUTHENTICATED
+        limit = FCM_DEFAULT_QUOTA_PER_MINUTE if plan.quota is None else plan.quota
+        if limit:
+            wait = self._quota.take(limit, plan.quota_window_seconds)
+            if wait:
+                self.recorder.count("fcm.quota_exceeded")
+                return fcm_error(429, retry_after=max(1, math.ceil(wait)))
         try:
             request = orjson.loads(body)
         except orjson.JSONDecodeError:
             self.recorder.count("fcm.rejected")
             return _invalid_argument("Invalid JSON payload received.", "message")
-        if not isinstance(request, dict):
+        problem = self._problem(request, body)
+        if problem is not None:
             self.recorder.count("fcm.rejected")
-            return _invalid_argument("Invalid JSON payload received.", "message")
-        message = request.get("message")
-        problem = _message_problem(message)
-        if problem is not None or not isinstance(message, dict):
-            self.recorder.count("fcm.rejected")
-            return _invalid_argument(*(problem or ("Invalid message.", "message")))
+            return _invalid_argument(problem.message, problem.field)
+        message: dict[str, Any] = request["message"]
         status = plan.call_fault()
         if status is not None:
             self.recorder.count(f"fcm.fault_{status}")
@@ -160,13 +156,30 @@ class FcmSandbox:
             if plan.is_unregistered(token):
                 self.recorder.count("fcm.unregistered")
                 return fcm_error(404)
-        if request.get("validate_only"):
+        if is_validate_only(request):
+            # FCM validates and answers with a fake message name; nothing is delivered.
             self.recorder.count("fcm.validated")
             name = f"projects/{project}/messages/fake_message_id"
         else:
             name = f"projects/{project}/messages/{self._id_prefix}:{next(self._ids)}"
             self._record(name, token, message)
-        return Response(200, JSON_HEADERS, b'{"name":"' + name.encode() + b'"}')
+        return Response(200, JSON_HEADERS, b'{"name":"' + name.encode() + b'"}', plan.resets())
+
+    def _problem(self, request: Any, body: bytes) -> SchemaProblem | None:
+        """:func:`fcm_request_problem`, remembered per message shape (the body without its token)."""
+        message = request.get("message") if isinstance(request, dict) else None
+        token = message.get("token") or message.get("fid") if isinstance(message, dict) else None
+        if not isinstance(token, str) or not token:
+            return fcm_request_problem(request)
+        shape = body.replace(orjson.dumps(token), b"")
+        verdicts = self._verdicts
+        if shape in verdicts:
+            return verdicts[shape]
+        problem = fcm_request_problem(request)
+        if len(verdicts) >= VERDICT_CACHE_SIZE:
+            verdicts.clear()
+        verdicts[shape] = problem
+        return problem
 
     def _record(self, name: str, token: str | None, message: dict[str, Any]) -> None:
         self.recorder.count("fcm.accepted")

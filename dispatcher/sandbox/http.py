@@ -13,6 +13,8 @@ class Response(NamedTuple):
     status: int
     headers: list[tuple[bytes, bytes]]
     body: bytes
+    #: Cut the connection after the headers and part of the body (a connection-level fault).
+    cut: bool = False
 
 
 def json_response(status: int, payload: Any, headers: list[tuple[bytes, bytes]] | None = None) -> Response:

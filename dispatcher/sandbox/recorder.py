@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import threading
 from collections import Counter
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +28,16 @@ STREAMS = {
     "sendgrid_requests": "sendgrid_requests.jsonl",
     "events": "events.jsonl",
 }
+
+
+def read_records(path: Path) -> Iterator[dict[str, Any]]:
+    """The records of a JSON Lines record file, one at a time (nothing if the file does not exist)."""
+    if not path.exists():
+        return
+    with path.open("rb") as lines:
+        for line in lines:
+            if line.strip():
+                yield orjson.loads(line)
 
 
 class Recorder:
@@ -99,6 +110,10 @@ class Recorder:
         with self._lock:
             kept = list(self._memory[stream])
         return [orjson.loads(text) for text in kept]
+
+    def iter_file(self, stream: str) -> Iterator[dict[str, Any]]:
+        """Every record of one stream ever written to its file (flush first), however many there are."""
+        return read_records(self.path(stream))
 
     def clear(self) -> None:
         """Forget everything: memory, counters and the files."""

@@ -1,7 +1,7 @@
 """SendGrid v3 ``POST /v3/mail/send`` as the sendgrid library sees it.
 
-Validation covers what SendGrid refuses up front (personalizations, recipients, from, subject,
-content), answering 400 with its ``{"errors": [{"message", "field", "help"}]}`` body, 401 for a wrong
+Validation (:mod:`dispatcher.sandbox.sendgrid_rules`, each rule with its source) refuses what SendGrid
+refuses, answering 400 with its ``{"errors": [{"message", "field", "help"}]}`` body, 401 for a wrong
 key, and 202 with an ``X-Message-Id`` for accepted mail. Each accepted request is recorded once, and
 each recipient once, with the custom_args SendGrid would echo in its webhook events.
 """
@@ -9,6 +9,7 @@ each recipient once, with the custom_args SendGrid would echo in its webhook eve
 from __future__ import annotations
 
 import asyncio
+import math
 import secrets
 import time
 from collections.abc import Iterator, Sequence
@@ -16,18 +17,14 @@ from typing import Any, overload
 
 import orjson
 
-from dispatcher.config import SENDGRID_MAX_PERSONALIZATIONS
 from dispatcher.sandbox.faults import Faults
 from dispatcher.sandbox.http import Response, json_response
+from dispatcher.sandbox.quota import Quota
 from dispatcher.sandbox.recorder import Recorder
+from dispatcher.sandbox.sendgrid_rules import RECIPIENT_KINDS, is_sandbox_mode, mail_problem
 
 #: Recipients kept waiting for webhook events; beyond this, events are not generated.
 MAX_PENDING_EVENTS = 200_000
-#: SendGrid's limit on recipients (to + cc + bcc) in one request.
-MAX_RECIPIENTS = 1000
-#: The recipient lists of a personalization, in the order SendGrid numbers recipients.
-_KINDS = ("to", "cc", "bcc")
-
 _MESSAGES = {
     400: "Bad Request",
     401: "The provided authorization grant is invalid, expired, or revoked",
@@ -48,71 +45,15 @@ def sendgrid_error(status: int, message: str | None = None, field: str | None = 
     return json_response(status, payload, headers)
 
 
-def _rate_limit_headers(retry_after: int) -> list[tuple[bytes, bytes]]:
-    reset = int(time.time()) + max(retry_after, 1)
-    return [(b"x-ratelimit-limit", b"600"), (b"x-ratelimit-remaining", b"0"),
+#: X-RateLimit-Limit reported with an injected 429 when no quota is set.
+DEFAULT_RATE_LIMIT = 600
+
+
+def _rate_limit_headers(retry_after: float, limit: int) -> list[tuple[bytes, bytes]]:
+    """SendGrid's rate limit headers: the limit, none remaining, and the epoch second it resets."""
+    reset = math.ceil(time.time() + max(retry_after, 1))
+    return [(b"x-ratelimit-limit", str(limit).encode()), (b"x-ratelimit-remaining", b"0"),
             (b"x-ratelimit-reset", str(reset).encode())]
-
-
-def _has_email(value: Any) -> bool:
-    return isinstance(value, dict) and isinstance(value.get("email"), str) and "@" in value["email"]
-
-
-def mail_problem(mail: Any) -> tuple[str, str | None] | None:
-    """The first thing SendGrid would refuse about a mail send body (message, field), or None."""
-    if not isinstance(mail, dict):
-        return "Bad Request", None
-    personalizations = mail.get("personalizations")
-    if not isinstance(personalizations, list) or not personalizations:
-        return ("The personalizations field is required and must have at least one personalization.",
-                "personalizations")
-    if len(personalizations) > SENDGRID_MAX_PERSONALIZATIONS:
-        return ("You may not have more than 1000 personalizations per API request.", "personalizations")
-    if not _has_email(mail.get("from")):
-        return ("The from object must be provided for every email send. It is an object that requires the "
-                "email parameter, but may also contain a name parameter.", "from.email")
-    recipients = 0
-    every_has_subject = True
-    # The hot loop of every accepted call (a thousand personalizations): the checks of ``_has_email`` and
-    # ``personalization.get(kind) or []`` spelled inline, same verdicts and the same first problem.
-    for index, personalization in enumerate(personalizations):
-        if not isinstance(personalization, dict):
-            return "Bad Request", f"personalizations.{index}"
-        to = personalization.get("to")
-        if not isinstance(to, list) or not to:
-            return ("The to array is required for all personalization objects, and must have at least one "
-                    "email object with a valid email address.", f"personalizations.{index}.to")
-        for kind in _KINDS:
-            addresses = to if kind == "to" else personalization.get(kind)
-            if not addresses:
-                continue
-            if not isinstance(addresses, list):
-                return ("Does not contain a valid address.", f"personalizations.{index}.{kind}")
-            for address in addresses:
-                email = address.get("email") if isinstance(address, dict) else None
-                if not isinstance(email, str) or "@" not in email:
-                    return ("Does not contain a valid address.", f"personalizations.{index}.{kind}")
-            recipients += len(addresses)
-        if every_has_subject and not personalization.get("subject"):
-            every_has_subject = False
-    if recipients > MAX_RECIPIENTS:
-        return ("The total number of recipients must be less than 1000. This includes all recipients defined "
-                "within the to, cc, and bcc parameters, across each object that you include in the "
-                "personalizations array.", "personalizations")
-    has_template = bool(mail.get("template_id"))
-    if not has_template and not mail.get("subject") and not every_has_subject:
-        return ("The subject is required. You can get around this requirement if you use a template with a "
-                "subject defined or if every personalization has a subject defined.", "subject")
-    content = mail.get("content")
-    if not has_template:
-        if not isinstance(content, list) or not content:
-            return ("Unless a valid template_id is provided, the content parameter is required. There must "
-                    "be at least one defined content block.", "content")
-        for index, block in enumerate(content):
-            if not isinstance(block, dict) or not block.get("type") or not isinstance(block.get("value"), str):
-                return ("The content value must be a string at least one character in length.",
-                        f"content.{index}.value")
-    return None
 
 
 class PendingRecipients(Sequence[dict[str, Any]]):
@@ -154,6 +95,7 @@ class SendgridSandbox:
         self.faults = faults
         self.recorder = recorder
         self._pending: list[bytes] = []
+        self._quota = Quota()
 
     @property
     def pending(self) -> Sequence[dict[str, Any]]:
@@ -166,11 +108,17 @@ class SendgridSandbox:
 
     async def send(self, authorization: bytes | None, body: bytes) -> Response:
         plan = self.faults.sendgrid
-        if plan.latency_ms:
-            await asyncio.sleep(plan.latency_ms / 1000.0)
+        delay = plan.latency_seconds() + plan.slow_headers_seconds()
+        if delay:
+            await asyncio.sleep(delay)
         if authorization != self._expected_auth:
             self.recorder.count("sendgrid.unauthorized")
             return sendgrid_error(401, field=None)
+        if plan.quota:
+            wait = self._quota.take(plan.quota, plan.quota_window_seconds)
+            if wait:
+                self.recorder.count("sendgrid.rate_limited")
+                return sendgrid_error(429, headers=_rate_limit_headers(wait, plan.quota))
         try:
             mail = orjson.loads(body)
         except orjson.JSONDecodeError:
@@ -180,14 +128,18 @@ class SendgridSandbox:
         if problem is not None:
             self.recorder.count("sendgrid.rejected")
             return sendgrid_error(400, *problem)
+        if is_sandbox_mode(mail):
+            # SendGrid's sandbox mode: validated, answered 200 with no body, nothing sent, no events.
+            self.recorder.count("sendgrid.sandbox_mode")
+            return Response(200, [], b"")
         status = plan.call_fault()
         if status is not None:
             self.recorder.count(f"sendgrid.fault_{status}")
-            headers = _rate_limit_headers(plan.retry_after) if status == 429 else None
+            headers = _rate_limit_headers(plan.retry_after, plan.quota or DEFAULT_RATE_LIMIT) if status == 429 else None
             return sendgrid_error(status, headers=headers)
         message_id = secrets.token_urlsafe(16)[:22]
         self._record(message_id, mail)
-        return Response(202, [(b"x-message-id", message_id.encode())], b"")
+        return Response(202, [(b"x-message-id", message_id.encode())], b"", plan.resets())
 
     def _record(self, message_id: str, mail: dict[str, Any]) -> None:
         self.recorder.count("sendgrid.accepted")
@@ -219,7 +171,7 @@ class SendgridSandbox:
                        else {**mail_headers, **own_headers})
             subject = personalization.get("subject") or mail_subject
             recipient_index = 0
-            for kind in _KINDS:
+            for kind in RECIPIENT_KINDS:
                 for address in personalization.get(kind) or ():
                     lines.append(dumps({
                         "ts": now, "message_id": message_id, "email": address["email"], "kind": kind,

@@ -7,11 +7,16 @@ a second through the sandbox on the same two cores as the worker.
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import json
 import os
+import random
+import secrets
 import socket
+import ssl
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -35,6 +40,34 @@ _ENV_PREFIX = "DISPATCHER_SANDBOX_"
 
 class SandboxStartFailed(DispatcherError):
     """The sandbox server did not come up."""
+
+
+def is_loopback(host: str) -> bool:
+    """Whether ``host`` is reachable from this machine only (127.0.0.0/8, ::1, localhost)."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def control_token_for(host: str, token: str | None) -> str | None:
+    """The control token a sandbox bound to ``host`` requires: the given one, else a new one beyond loopback."""
+    if token:
+        return token
+    return None if is_loopback(host) else secrets.token_urlsafe(24)
+
+
+def _fail_some_handshakes(context: ssl.SSLContext, faults: Faults) -> None:
+    """Refuse a fraction of TLS handshakes (``tls_failure_rate``) with a handshake_failure alert."""
+    def on_client_hello(sock: ssl.SSLObject, server_name: str | None, ctx: ssl.SSLContext) -> int | None:
+        rate = max(faults.fcm.tls_failure_rate, faults.sendgrid.tls_failure_rate)
+        if rate > 0 and random.random() < rate:
+            return ssl.ALERT_DESCRIPTION_HANDSHAKE_FAILURE
+        return None
+
+    context.sni_callback = on_client_hello
 
 
 def _uvicorn_config(app: Any, host: str, port: int, **extra: Any) -> uvicorn.Config:
@@ -74,8 +107,13 @@ class SandboxServer:
         memory_limit: int = MEMORY_LIMIT,
         ssl_certfile: str | Path | None = None,
         ssl_keyfile: str | Path | None = None,
+        control_token: str | None = None,
     ) -> None:
-        """``ssl_certfile``/``ssl_keyfile`` (PEM) serve over TLS, as FCM and SendGrid do: URLs become https."""
+        """``ssl_certfile``/``ssl_keyfile`` (PEM) serve over TLS, as FCM and SendGrid do: URLs become https.
+
+        Bound beyond loopback, the control API requires ``control_token`` (generated when not given,
+        see :attr:`control_token`).
+        """
         if (ssl_certfile is None) != (ssl_keyfile is None):
             raise SandboxStartFailed("TLS needs both ssl_certfile and ssl_keyfile")
         self.records_dir = Path(records_dir).resolve()
@@ -84,8 +122,10 @@ class SandboxServer:
         self.project_id = project_id
         self.ssl_certfile = str(ssl_certfile) if ssl_certfile is not None else None
         self.ssl_keyfile = str(ssl_keyfile) if ssl_keyfile is not None else None
+        self.control_token = control_token_for(host, control_token)
         self.app = SandboxApp(self.records_dir, api_key=api_key, webhook_url=webhook_url,
-                              events_interval=events_interval, memory_limit=memory_limit)
+                              events_interval=events_interval, memory_limit=memory_limit,
+                              control_token=self.control_token)
         self._server: uvicorn.Server | None = None
         self._thread: threading.Thread | None = None
         self.service_account_path: Path | None = None
@@ -99,7 +139,12 @@ class SandboxServer:
         self.service_account_path = prepare_service_account(self.records_dir, self.base_url, self.project_id)
         self.app.info = self._info()
         tls = {"ssl_certfile": self.ssl_certfile, "ssl_keyfile": self.ssl_keyfile} if self.ssl_certfile else {}
-        server = uvicorn.Server(_uvicorn_config(self.app, self.host, self.port, **tls))
+        config = _uvicorn_config(self.app, self.host, self.port, **tls)
+        if self.ssl_certfile:
+            config.load()
+            assert config.ssl is not None
+            _fail_some_handshakes(config.ssl, self.app.faults)
+        server = uvicorn.Server(config)
         self._server = server
         self._thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]},
                                         name="dispatcher-sandbox", daemon=True)
@@ -161,7 +206,8 @@ class SandboxServer:
         return self.app.faults
 
     def _info(self) -> dict[str, Any]:
-        return {"base_url": self.base_url, "fcm_url": self.fcm_url, "sendgrid_url": self.sendgrid_url,
+        return {"bound_address": _address(self.host, self.port), "base_url": self.base_url,
+                "fcm_url": self.fcm_url, "sendgrid_url": self.sendgrid_url,
                 "token_uri": self.token_uri, "project_id": self.project_id,
                 "service_account_path": str(self.service_account_path)}
 
@@ -175,6 +221,11 @@ class SandboxServer:
         """Accepted calls of one stream: ``fcm``, ``sendgrid`` (per recipient), ``sendgrid_requests``,
         ``events`` (webhook events posted)."""
         return self.app.recorder.records(stream)
+
+    def all_records(self, stream: str = "fcm") -> Iterator[dict[str, Any]]:
+        """Every record of a stream from its JSON Lines file (not capped like :meth:`records`); flushes first."""
+        self.flush()
+        return self.app.recorder.iter_file(stream)
 
     def stats(self) -> dict[str, Any]:
         return self.app.recorder.summary()
@@ -195,39 +246,64 @@ class SandboxServer:
         return future.result(timeout)
 
 
+def _address(host: str, port: int) -> str:
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
 def run_sandbox(host: str = "127.0.0.1", port: int = 8025, records_dir: str | Path = ".dispatcher/sandbox",
                 workers: int = 1, *, api_key: str | None = None, webhook_url: str | None = None,
-                events_interval: float | None = None, memory_limit: int = MEMORY_LIMIT) -> None:
+                events_interval: float | None = None, memory_limit: int = MEMORY_LIMIT,
+                control_token: str | None = None, faults: dict[str, Any] | None = None) -> None:
     """Serve the sandbox in the foreground until interrupted (the ``dispatcher sandbox`` command).
 
-    Writes ``<records_dir>/service_account.json`` and ``<records_dir>/sandbox.json`` (URLs, API key,
-    webhook public key) first, so other processes can be configured from them. With ``workers > 1``
-    each worker keeps its own in-memory records and counters, fault plans set through the control API
-    reach every worker within a quarter second, and all workers append to the same record files.
+    Writes ``<records_dir>/service_account.json`` and ``<records_dir>/sandbox.json`` (URLs, the bound
+    address, API key, webhook public key) first, so other processes can be configured from them. Bound
+    beyond loopback, the control API requires a token: ``control_token``, or one generated and printed
+    here once (it is written nowhere). ``faults`` is the initial fault plan per provider (latency,
+    quota...), as ``PUT /_sandbox/faults`` takes it. With ``workers > 1`` each worker keeps its own
+    in-memory records, counters and quota bucket, fault plans set through the control API reach every
+    worker within a quarter second, and all workers append to the same record files.
     """
     root = Path(records_dir).resolve()
     root.mkdir(parents=True, exist_ok=True)
-    shown_host = "127.0.0.1" if host in ("0.0.0.0", "") else host
-    base_url = f"http://{shown_host}:{port}"
+    sock: socket.socket | None = None
+    if workers == 1:
+        # Bind first, so the address reported is the one bound (a port of 0 becomes the real port).
+        sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((host, port))
+        port = sock.getsockname()[1]
+    elif port == 0:
+        raise SandboxStartFailed("several workers need a fixed port, not 0")
+    wildcard = host in ("0.0.0.0", "::", "")
+    local_host = "127.0.0.1" if wildcard else host
+    base_url = f"http://{_address(local_host, port)}"
     service_account = prepare_service_account(root, base_url)
-    info = {"base_url": base_url, "fcm_url": base_url, "sendgrid_url": base_url,
+    token = control_token_for(host, control_token)
+    info = {"bound_address": _address(host or "0.0.0.0", port), "every_interface": wildcard,
+            "base_url": base_url, "fcm_url": base_url, "sendgrid_url": base_url,
             "token_uri": f"{base_url}/token", "project_id": SANDBOX_PROJECT,
-            "service_account_path": str(service_account)}
+            "service_account_path": str(service_account), "control_token_required": token is not None}
     options: dict[str, Any] = {"records_dir": str(root), "api_key": api_key, "webhook_url": webhook_url,
                "events_interval": events_interval, "memory_limit": memory_limit,
-               "shared_faults": workers > 1, "info": info}
+               "shared_faults": workers > 1, "control_token": token, "info": info, "faults": faults or {}}
     os.environ[_ENV_PREFIX + "OPTIONS"] = json.dumps(options)
     app = create_app_from_env()
     (root / "sandbox.json").write_text(json.dumps(
         {**info, "api_key": app.api_key, "webhook_public_key": app.webhook_public_key,
          "records_dir": str(root)}, indent=2) + "\n")
+    where = "every interface" if wildcard else "this address only"
+    print(f"dispatcher sandbox listening on {info['bound_address']} ({where}); local URL {base_url}", flush=True)
+    if token is not None and not control_token:
+        print(f"control API token (shown once; send it as 'Authorization: Bearer <token>'): {token}", flush=True)
     if workers > 1:
         uvicorn.run("dispatcher.sandbox.server:create_app_from_env", factory=True, host=host, port=port,
                     workers=workers, loop="uvloop", http="httptools", ws="none", lifespan="on",
                     access_log=False, log_level="warning", server_header=False, date_header=False,
                     backlog=4096, proxy_headers=False)
     else:
-        uvicorn.Server(_uvicorn_config(app, host, port)).run()
+        assert sock is not None
+        uvicorn.Server(_uvicorn_config(app, host, port)).run(sockets=[sock])
 
 
 def create_app_from_env() -> SandboxApp:
@@ -237,6 +313,9 @@ def create_app_from_env() -> SandboxApp:
         raise SandboxStartFailed(f"{_ENV_PREFIX}OPTIONS is not set; start the sandbox with run_sandbox()")
     options = json.loads(raw)
     info = options.pop("info", {})
+    faults = options.pop("faults", {})
     app = SandboxApp(**options)
     app.info = info
+    if faults:
+        app.faults.load_dict(faults)
     return app

@@ -17,15 +17,16 @@ from __future__ import annotations
 
 import re
 from collections import Counter
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-import orjson
 import psycopg
 import redis
 import shapely
+
+from dispatcher.sandbox.recorder import read_records
 
 _EMAIL = re.compile(rb"[A-Za-z0-9._%+\-]+@[A-Za-z0-9\-]+(?:\.[A-Za-z0-9\-]+)*\.[A-Za-z]{2,}")
 _TOKEN = re.compile(rb"chaos\d+:APA91b[0-9a-f]{32}")
@@ -99,15 +100,6 @@ class ChaosReport:
         lines.append(f"dead letters: {self.dead_letters}; privacy findings: {len(self.privacy_findings)}")
         lines.append("VERDICT: " + ("ok" if self.ok() else "FAILED"))
         return "\n".join(lines)
-
-
-def _lines(path: Path) -> Iterator[dict[str, Any]]:
-    if not path.exists():
-        return
-    with path.open("rb") as handle:
-        for line in handle:
-            if line.strip():
-                yield orjson.loads(line)
 
 
 def _area(conn: psycopg.Connection[Any], request_id: str) -> Any:
@@ -213,12 +205,12 @@ def check(conn: psycopg.Connection[Any], records_dir: Path, client: redis.Redis,
     )
     token_owner = {str(t): int(r) for t, r in conn.execute("SELECT token, resident_id FROM device_tokens")}  # type: ignore[call-overload]
     pushes: dict[str, Counter[int]] = {}
-    for record in _lines(records_dir / "fcm.jsonl"):
+    for record in read_records(records_dir / "fcm.jsonl"):
         request_id = record["message"].get("data", {}).get("request_id")
         owner = token_owner.get(record.get("token") or "")
         pushes.setdefault(request_id, Counter())[owner if owner is not None else -1] += 1
     emails: dict[str, Counter[int]] = {}
-    for record in _lines(records_dir / "sendgrid.jsonl"):
+    for record in read_records(records_dir / "sendgrid.jsonl"):
         args = record.get("custom_args") or {}
         emails.setdefault(args.get("request_id"), Counter())[int(args.get("resident_id", -1))] += 1
     for request_id in run.request_ids:

@@ -33,6 +33,7 @@ from psycopg.conninfo import conninfo_to_dict, make_conninfo
 from dispatcher.config import RESIDENT_CELL_RESOLUTION
 from dispatcher.db import migrate
 from dispatcher.embedded import _redis_server_binary
+from dispatcher.sandbox.faults import BENCHMARK_LATENCY
 from dispatcher.sandbox.server import SandboxServer
 from tests.factories import request_payload
 
@@ -64,6 +65,8 @@ class ChaosConfig:
     stale_seconds: float = 6.0
     timeout_seconds: float = 240.0
     seed: int = 7
+    #: Provider latency per call (median, p99 in milliseconds): on, as production is never instant.
+    latency_ms: tuple[float, float] = BENCHMARK_LATENCY
     #: Where logs, Redis and sandbox records go (a temporary directory if unset).
     workdir: Path | None = None
 
@@ -315,6 +318,7 @@ def run_chaos(config: ChaosConfig, base_database_url: str, *, progress: Any = No
     private_redis.start()
     try:
         with private_database(base_database_url) as db_url, SandboxServer(workdir / "sandbox") as sandbox:
+            calm(sandbox, config)
             with psycopg.connect(db_url) as conn:
                 seed_town(conn, residents)
             run = _play(config, rng, db_url, private_redis, sandbox, workdir, progress)
@@ -324,6 +328,14 @@ def run_chaos(config: ChaosConfig, base_database_url: str, *, progress: Any = No
             return run, report
     finally:
         private_redis.kill()
+
+
+def calm(sandbox: SandboxServer, config: ChaosConfig) -> None:
+    """No faults, but the providers' latency (a storm's end returns here, not to an instant sandbox)."""
+    sandbox.faults.reset()
+    median, p99 = config.latency_ms
+    for provider in sandbox.faults.PROVIDERS:
+        sandbox.faults.update(provider, latency_median_ms=median, latency_p99_ms=p99)
 
 
 def _say(progress: Any, text: str) -> None:
@@ -388,7 +400,7 @@ def _play(config: ChaosConfig, rng: random.Random, db_url: str, private_redis: P
                     if kind == "storm":
                         storm_until = now + config.storm_seconds
                 if storm_until is not None and now >= storm_until:
-                    sandbox.faults.reset()
+                    calm(sandbox, config)
                     storm_until = None
                     _say(progress, f"t={now:5.1f}s storm over")
                 while len([p for p in fleet.processes if p.poll() is None]) < config.workers:

@@ -39,23 +39,10 @@ from dispatcher.sandbox import (
     sign_event_webhook,
     write_service_account,
 )
+from tests.sandbox.conftest import wait_until_serving
 
 # The push channel targets device registration tokens; firebase-admin 7 nudges towards ``fid``.
 pytestmark = pytest.mark.filterwarnings("ignore:Message.token is deprecated:DeprecationWarning")
-
-
-@pytest.fixture(scope="module")
-def sandbox_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SandboxServer]:
-    with SandboxServer(tmp_path_factory.mktemp("sandbox")) as server:
-        yield server
-
-
-@pytest.fixture
-def sandbox(sandbox_server: SandboxServer) -> SandboxServer:
-    """The module's sandbox with no faults and no records."""
-    sandbox_server.faults.reset()
-    sandbox_server.clear()
-    return sandbox_server
 
 
 def firebase_app(sandbox: SandboxServer, service_account: Path | None = None,
@@ -584,15 +571,7 @@ def standalone(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, A
          "--workers", "2"],
     )
     try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                if httpx.get(f"http://127.0.0.1:{port}/healthz").status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            assert process.poll() is None and time.monotonic() < deadline, "sandbox did not start"
-            time.sleep(0.1)
+        wait_until_serving(process, port)
         yield json.loads((records / "sandbox.json").read_text())
     finally:
         process.terminate()
