@@ -29,12 +29,12 @@ import os
 import re
 import secrets
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 from urllib.parse import parse_qs, urlencode, urlsplit
 
+from dispatcher.asgi import Receive, Scope, Send, read_body, respond
 from dispatcher.config import Settings, get_settings
 from dispatcher.contract import is_request_id
 from dispatcher.db.types import Conn
@@ -53,9 +53,6 @@ MAX_BODY_BYTES = 4096
 _DIGITS = re.compile(r"^[0-9]{1,19}$")
 _SIGNATURE = re.compile(r"^[A-Za-z0-9_-]{43}$")
 
-Scope = Mapping[str, Any]
-Receive = Callable[[], Awaitable[Mapping[str, Any]]]
-Send = Callable[[Mapping[str, Any]], Awaitable[None]]
 
 
 def signing_keys(settings: Settings) -> list[bytes]:
@@ -251,29 +248,5 @@ def _is_one_click(body: bytes | None, content_type: str) -> bool:
     return fields.get("List-Unsubscribe") == ["One-Click"]
 
 
-async def read_body(receive: Receive, limit: int) -> bytes | None:
-    """An ASGI request's body, or ``None`` once it grows past ``limit`` bytes."""
-    chunks: list[bytes] = []
-    size = 0
-    while True:
-        message = await receive()
-        if message["type"] == "http.disconnect":
-            break
-        chunk = message.get("body", b"")
-        size += len(chunk)
-        if size > limit:
-            return None
-        chunks.append(chunk)
-        if not message.get("more_body", False):
-            break
-    return b"".join(chunks)
-
-
 async def _respond(send: Send, status: int, text: str, content_type: bytes = b"text/plain; charset=utf-8") -> None:
-    body = text.encode()
-    await send({
-        "type": "http.response.start",
-        "status": status,
-        "headers": [(b"content-type", content_type), (b"content-length", str(len(body)).encode())],
-    })
-    await send({"type": "http.response.body", "body": body})
+    await respond(send, status, text.encode(), content_type)

@@ -17,11 +17,12 @@ import functools
 import json
 import logging
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric import ec
 
+from dispatcher.asgi import Receive, Scope, Send, read_body, respond
 from dispatcher.config import Settings, get_settings
 from dispatcher.errors import ConfigurationError, WebhookRejected
 from dispatcher.preferences.feedback import record_webhook_events
@@ -41,9 +42,6 @@ MAX_BODY_BYTES = 8 * 1024 * 1024
 #: deepest field (``pool``, ``category``) adds two more levels.
 MAX_JSON_DEPTH = 8
 
-Scope = Mapping[str, Any]
-Receive = Callable[[], Awaitable[Mapping[str, Any]]]
-Send = Callable[[Mapping[str, Any]], Awaitable[None]]
 #: Takes the events of one verified post, stores and enqueues them; returns how many were kept.
 Accept = Callable[[list[dict[str, Any]]], int]
 
@@ -89,14 +87,14 @@ class EventWebhookApp:
             await self.unsubscribe(scope, receive, send)
             return
         if scope["method"] == "GET" and scope["path"] == "/healthz":
-            await _respond(send, 200, b"ok")
+            await respond(send, 200, b"ok")
             return
         if scope["method"] != "POST":
-            await _respond(send, 405, b"POST signed SendGrid events here")
+            await respond(send, 405, b"POST signed SendGrid events here")
             return
-        body = await _read_body(receive)
+        body = await read_body(receive, MAX_BODY_BYTES)
         if body is None:
-            await _respond(send, 413, b"body too large")
+            await respond(send, 413, b"body too large")
             return
         headers = dict(scope["headers"])
         try:
@@ -110,16 +108,16 @@ class EventWebhookApp:
             events = _parse_events(body)
         except WebhookRejected as rejected:
             logger.warning("event webhook post refused: %s", rejected)
-            await _respond(send, rejected.status, str(rejected).encode())
+            await respond(send, rejected.status, str(rejected).encode())
             return
         try:
             kept = await asyncio.to_thread(self.accept, events)
         except Exception as error:  # answer 500 so SendGrid retries; log the kind of failure only
             logger.error("event webhook post could not be stored: %s", type(error).__name__)
-            await _respond(send, 500, b"try again later")
+            await respond(send, 500, b"try again later")
             return
         logger.info("event webhook post accepted: %d events, %d suppressing", len(events), kept)
-        await _respond(send, 200, json.dumps({"received": len(events), "kept": kept}).encode(),
+        await respond(send, 200, json.dumps({"received": len(events), "kept": kept}).encode(),
                        content_type=b"application/json")
 
 
@@ -153,32 +151,6 @@ def _depth(value: Any) -> int:
             if level <= MAX_JSON_DEPTH:
                 stack.extend((child, level + 1) for child in (item.values() if isinstance(item, dict) else item))
     return deepest
-
-
-async def _read_body(receive: Receive) -> bytes | None:
-    chunks: list[bytes] = []
-    size = 0
-    while True:
-        message = await receive()
-        if message["type"] == "http.disconnect":
-            break
-        chunk = message.get("body", b"")
-        size += len(chunk)
-        if size > MAX_BODY_BYTES:
-            return None
-        chunks.append(chunk)
-        if not message.get("more_body", False):
-            break
-    return b"".join(chunks)
-
-
-async def _respond(send: Send, status: int, body: bytes, content_type: bytes = b"text/plain") -> None:
-    await send({
-        "type": "http.response.start",
-        "status": status,
-        "headers": [(b"content-type", content_type), (b"content-length", str(len(body)).encode())],
-    })
-    await send({"type": "http.response.body", "body": body})
 
 
 async def _lifespan(receive: Receive, send: Send) -> None:
