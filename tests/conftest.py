@@ -72,7 +72,8 @@ def settings(services: Settings, tmp_path_factory: pytest.TempPathFactory) -> It
     with psycopg.connect(base.database_url, autocommit=True) as admin:
         admin.execute(f'CREATE DATABASE "{dbname}"')
     database_url = _with_database(base.database_url, dbname)
-    test_settings = base.with_(database_url=database_url, home=tmp_path_factory.mktemp("home"))
+    # Quiet hours off: tests run at any hour of the day; tests/test_quiet_hours*.py switch them on.
+    test_settings = base.with_(database_url=database_url, home=tmp_path_factory.mktemp("home"), quiet_hours=False)
     with psycopg.connect(database_url) as conn:
         migrate(conn)
     set_settings(test_settings)
