@@ -44,7 +44,7 @@ HELD = "quiet_hours"
 #: Why a held row was never sent: the quiet period outlasts the response window.
 QUIET_PAST_WINDOW = "quiet hours last past the response window"
 
-_CLOCK = re.compile(r"^([01]\d|2[0-3]):([0-5]\d)\Z")
+_CLOCK = re.compile(r"^([01][0-9]|2[0-3]):([0-5][0-9])\Z")
 _SECOND = timedelta(seconds=1)
 
 
