@@ -16,7 +16,7 @@ from __future__ import annotations
 import enum
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from psycopg import sql
 from psycopg.rows import class_row
@@ -148,6 +148,7 @@ def claim_batch(conn: Conn, request_id: str, channel: Channel, *, size: int, own
     in for the database clock in that decision (tests freeze it); leases always use the database clock.
     A claim also marks the channel active, which tells the reconciler this request is not stuck.
     """
+    spread: dict[str, timedelta] = {}  # the morning's spread window, counted once per call
     for _ in range(MAX_HOLD_ROUNDS):
         with conn.transaction():
             rows = conn.execute(
@@ -159,14 +160,14 @@ def claim_batch(conn: Conn, request_id: str, channel: Channel, *, size: int, own
                 return []
             mark_activity(conn, request_id, channel.value)
             claimed = sorted(int(r[0]) for r in rows)
-            ready = _hold_quiet(conn, request_id, channel, claimed, owner=owner, now=now)
+            ready = _hold_quiet(conn, request_id, channel, claimed, owner=owner, now=now, spread=spread)
         if ready or len(claimed) < size:
             return ready
     return []  # a night's worth of rows held; the caller sees claimable rows left and comes back
 
 
 def _hold_quiet(conn: Conn, request_id: str, channel: Channel, claimed: list[int], *, owner: str,
-                now: datetime | None) -> list[int]:
+                now: datetime | None, spread: dict[str, timedelta]) -> list[int]:
     """Hold the claimed rows whose resident is in quiet hours; return the rest (to send now).
 
     Urgent requests, and email unless configured, are never held. A row whose quiet period outlasts the
@@ -188,7 +189,11 @@ def _hold_quiet(conn: Conn, request_id: str, channel: Channel, claimed: list[int
             if (end := quiet_hours.quiet_period_end(at, c.time_zone, c.hours)) is not None}
     if not ends:
         return claimed
-    window = quiet_hours.spread_window(_pending_count(conn, request_id, channel), settings.push_rate_per_minute)
+    if "window" not in spread:
+        held_estimate = _pending_count(conn, request_id, channel)
+        rate = settings.push_rate_per_minute if channel is Channel.PUSH else settings.email_rate_per_minute
+        spread["window"] = quiet_hours.spread_window(held_estimate, rate)
+    window = spread["window"]
     held: dict[int, datetime] = {}
     expired: dict[int, Outcome] = {}
     for rid, end in ends.items():

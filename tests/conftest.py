@@ -32,6 +32,9 @@ if _EMBEDDED_REDIS:
     # Only the address, known before the server runs: test modules that declare actors build the
     # broker (which connects on first use) when collected; the server starts with the first test using it.
     os.environ["REDIS_URL"] = embedded_redis_url(_HOME / "redis")
+# Quiet hours off, here and in every worker process a test starts: tests run at any hour of the day and
+# expect pushes at once; tests/test_quiet_hours*.py switch them on with explicit clocks.
+os.environ["QUIET_HOURS"] = "off"
 _UNSTARTED = Settings.from_env().with_(home=_HOME)
 set_settings(_UNSTARTED)
 
@@ -72,8 +75,7 @@ def settings(services: Settings, tmp_path_factory: pytest.TempPathFactory) -> It
     with psycopg.connect(base.database_url, autocommit=True) as admin:
         admin.execute(f'CREATE DATABASE "{dbname}"')
     database_url = _with_database(base.database_url, dbname)
-    # Quiet hours off: tests run at any hour of the day; tests/test_quiet_hours*.py switch them on.
-    test_settings = base.with_(database_url=database_url, home=tmp_path_factory.mktemp("home"), quiet_hours=False)
+    test_settings = base.with_(database_url=database_url, home=tmp_path_factory.mktemp("home"))
     with psycopg.connect(database_url) as conn:
         migrate(conn)
     set_settings(test_settings)

@@ -110,6 +110,19 @@ def test_a_night_push_is_held_until_the_residents_morning_while_day_and_email_go
     assert _row(db, 1)[3] == "w"  # leased for sending now; the hold is over
 
 
+def test_a_claim_holds_batch_after_batch_until_it_finds_rows_to_send(db: Conn, quiet: Settings) -> None:
+    for rid in range(1, 6):
+        _resident(db, rid, "America/New_York")
+    _resident(db, 6, "Asia/Tokyo")
+    _request(db, list(range(1, 7)))
+    claim = ledger.claim_batch(db, "req-q", Channel.PUSH, size=2, owner="w", lease_seconds=60, now=NY_NIGHT)
+    assert claim == [6]
+    held = db.execute("SELECT count(*) FROM deliveries WHERE channel = 'push' AND not_before IS NOT NULL"
+                      " AND lease_owner IS NULL AND attempts = 0").fetchone()
+    assert held == (5,)
+    assert ledger.claim_batch(db, "req-q", Channel.PUSH, size=2, owner="w", lease_seconds=60, now=NY_NIGHT) == []
+
+
 #: (case, zone, claimed at, the quiet period's end in UTC): nights across daylight saving time.
 DST_NIGHTS = [
     ("New York spring forward", "America/New_York", datetime(2026, 3, 8, 4, 0, tzinfo=UTC),
