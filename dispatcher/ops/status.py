@@ -1,5 +1,8 @@
 """`dispatcher status`: queues, workers, active requests and provider limits in one snapshot.
 
+Per request and channel it shows the rows by outcome, and how many pending rows are held by residents'
+quiet hours and until when the last of them waits (``held``: count and ``until``).
+
 :func:`collect_status` returns plain JSON-able data (what ``--json`` prints and the tests check);
 :func:`render_status` draws it as tables for people.
 """

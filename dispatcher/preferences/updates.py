@@ -214,50 +214,38 @@ def change_settings(
         return changed
 
 
-# Each setting is written only by a change newer than the one that last wrote it (see the module doc).
-_CHANGE_SETTINGS = """
-INSERT INTO resident_settings AS s
-    (resident_id, community_requests, push_enabled, email_enabled, quiet_hours, quiet_start, quiet_end,
-     community_requests_version, push_version, email_enabled_version,
-     quiet_hours_version, quiet_start_version, quiet_end_version, version)
-VALUES (%(id)s, COALESCE(%(cr)s::boolean, TRUE), COALESCE(%(push)s::boolean, TRUE),
-        COALESCE(%(email)s::boolean, TRUE), COALESCE(%(quiet)s::boolean, TRUE),
-        %(qstart)s::time, %(qend)s::time,
-        CASE WHEN %(cr)s::boolean IS NULL THEN 0 ELSE %(v)s END,
-        CASE WHEN %(push)s::boolean IS NULL THEN 0 ELSE %(v)s END,
-        CASE WHEN %(email)s::boolean IS NULL THEN 0 ELSE %(v)s END,
-        CASE WHEN %(quiet)s::boolean IS NULL THEN 0 ELSE %(v)s END,
-        CASE WHEN %(qstart)s::time IS NULL THEN 0 ELSE %(v)s END,
-        CASE WHEN %(qend)s::time IS NULL THEN 0 ELSE %(v)s END,
-        %(v)s)
+#: Each setting: its column, the column remembering the version that last wrote it, its parameter in
+#: :func:`change_settings`, its SQL type, and its value on a first row whose change leaves it unset.
+_SETTINGS = (
+    ("community_requests", "community_requests_version", "cr", "boolean", "TRUE"),
+    ("push_enabled", "push_version", "push", "boolean", "TRUE"),
+    ("email_enabled", "email_enabled_version", "email", "boolean", "TRUE"),
+    ("quiet_hours", "quiet_hours_version", "quiet", "boolean", "TRUE"),
+    ("quiet_start", "quiet_start_version", "qstart", "time", "NULL"),  # NULL: the engine's default
+    ("quiet_end", "quiet_end_version", "qend", "time", "NULL"),
+)
+
+
+def _change_settings_sql() -> str:
+    """One upsert for every setting: each written only by a change newer than the one that last wrote it."""
+    columns = ", ".join(f"{column}, {version}" for column, version, *_ in _SETTINGS)
+    values = ", ".join(f"COALESCE(%({p})s::{kind}, {unset}), CASE WHEN %({p})s::{kind} IS NULL THEN 0 ELSE %(v)s END"
+                       for _, _, p, kind, unset in _SETTINGS)
+    newest = ",\n    ".join(
+        f"{column} = CASE WHEN EXCLUDED.{version} > s.{version} THEN EXCLUDED.{column} ELSE s.{column} END,"
+        f" {version} = GREATEST(s.{version}, EXCLUDED.{version})" for column, version, *_ in _SETTINGS)
+    newer = " OR ".join(f"EXCLUDED.{version} > s.{version}" for _, version, *_ in _SETTINGS)
+    return f"""
+INSERT INTO resident_settings AS s (resident_id, {columns}, version)
+VALUES (%(id)s, {values}, %(v)s)
 ON CONFLICT (resident_id) DO UPDATE SET
-    community_requests = CASE WHEN EXCLUDED.community_requests_version > s.community_requests_version
-                              THEN EXCLUDED.community_requests ELSE s.community_requests END,
-    push_enabled       = CASE WHEN EXCLUDED.push_version > s.push_version
-                              THEN EXCLUDED.push_enabled ELSE s.push_enabled END,
-    email_enabled      = CASE WHEN EXCLUDED.email_enabled_version > s.email_enabled_version
-                              THEN EXCLUDED.email_enabled ELSE s.email_enabled END,
-    quiet_hours        = CASE WHEN EXCLUDED.quiet_hours_version > s.quiet_hours_version
-                              THEN EXCLUDED.quiet_hours ELSE s.quiet_hours END,
-    quiet_start        = CASE WHEN EXCLUDED.quiet_start_version > s.quiet_start_version
-                              THEN EXCLUDED.quiet_start ELSE s.quiet_start END,
-    quiet_end          = CASE WHEN EXCLUDED.quiet_end_version > s.quiet_end_version
-                              THEN EXCLUDED.quiet_end ELSE s.quiet_end END,
-    community_requests_version = GREATEST(s.community_requests_version, EXCLUDED.community_requests_version),
-    push_version          = GREATEST(s.push_version, EXCLUDED.push_version),
-    email_enabled_version = GREATEST(s.email_enabled_version, EXCLUDED.email_enabled_version),
-    quiet_hours_version   = GREATEST(s.quiet_hours_version, EXCLUDED.quiet_hours_version),
-    quiet_start_version   = GREATEST(s.quiet_start_version, EXCLUDED.quiet_start_version),
-    quiet_end_version     = GREATEST(s.quiet_end_version, EXCLUDED.quiet_end_version),
-    version               = GREATEST(s.version, EXCLUDED.version),
-    updated_at            = now()
-WHERE EXCLUDED.community_requests_version > s.community_requests_version
-   OR EXCLUDED.push_version > s.push_version
-   OR EXCLUDED.email_enabled_version > s.email_enabled_version
-   OR EXCLUDED.quiet_hours_version > s.quiet_hours_version
-   OR EXCLUDED.quiet_start_version > s.quiet_start_version
-   OR EXCLUDED.quiet_end_version > s.quiet_end_version
+    {newest},
+    version = GREATEST(s.version, EXCLUDED.version), updated_at = now()
+WHERE {newer}
 """
+
+
+_CHANGE_SETTINGS = _change_settings_sql()
 
 
 def register_token(conn: Conn, resident_id: int, token: str, *, version: int) -> bool:
