@@ -7,6 +7,8 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
+from dispatcher.config import Settings
+from dispatcher.errors import ConfigurationError
 from dispatcher.preferences.quiet_hours import (
     MAX_SPREAD,
     MORNING_SHARE,
@@ -183,3 +185,25 @@ def test_release_time_and_the_response_window() -> None:
 ])
 def test_parse_clock(text: str, parsed: time | None) -> None:
     assert parse_clock(text) == parsed
+
+
+@pytest.mark.parametrize(("name", "raw", "field", "value"), [
+    ("QUIET_HOURS", "off", "quiet_hours", False), ("QUIET_HOURS", "true", "quiet_hours", True),
+    ("QUIET_HOURS_EMAIL", "yes", "quiet_hours_email", True), ("QUIET_HOURS_EMAIL", "0", "quiet_hours_email", False),
+])
+def test_quiet_hours_switches_from_the_environment(monkeypatch: pytest.MonkeyPatch, name: str, raw: str,
+                                                   field: str, value: bool) -> None:
+    monkeypatch.setenv(name, raw)
+    assert getattr(Settings.from_env(), field) is value
+
+
+@pytest.mark.parametrize("raw", ["maybe", "22:00", "2", "enabled"])
+def test_a_hostile_quiet_hours_switch_in_the_environment_names_the_variable(monkeypatch: pytest.MonkeyPatch,
+                                                                             raw: str) -> None:
+    monkeypatch.setenv("QUIET_HOURS_EMAIL", raw)
+    with pytest.raises(ConfigurationError, match="QUIET_HOURS_EMAIL must be true or false"):
+        Settings.from_env()
+
+
+def test_defaults_hold_pushes_and_not_email() -> None:
+    assert Settings().quiet_hours is True and Settings().quiet_hours_email is False
