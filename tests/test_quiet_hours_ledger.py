@@ -287,3 +287,25 @@ def test_status_shows_held_rows_and_until_when_and_a_held_request_is_not_overdue
     render_status(snapshot, console)
     text = console.export_text()
     assert "held until" in text and "in 6.0h" in text
+
+
+def test_quiet_settings_arrive_through_the_residents_worker(db: Conn, redis_client: redis.Redis) -> None:
+    import dramatiq
+
+    from dispatcher.preferences import actors
+    from dispatcher.queues import RESIDENTS_QUEUE
+
+    broker = dramatiq.get_broker()
+    broker.flush_all()
+    worker = dramatiq.Worker(broker, queues={RESIDENTS_QUEUE}, worker_threads=1, worker_timeout=100)
+    worker.start()
+    try:
+        actors.resident_upserted.send(1, 1, 40.0, -74.0, None, "en-US", "America/New_York")
+        broker.join(RESIDENTS_QUEUE, timeout=10_000)
+        actors.settings_changed.send(1, 2, quiet_start="21:15", quiet_end="06:45")
+        actors.settings_changed.send(1, 3, quiet_hours=False)
+        broker.join(RESIDENTS_QUEUE, timeout=10_000)
+    finally:
+        worker.stop()
+    assert db.execute("SELECT quiet_hours, quiet_start::text, quiet_end::text FROM resident_settings").fetchall() \
+        == [(False, "21:15:00", "06:45:00")]
