@@ -130,6 +130,10 @@ class Settings:
     stale_seconds: float = 60.0
     #: Seconds between two samples of the queue and request gauges in each worker process (0: never).
     ops_sample_seconds: float = 15.0
+    #: Whether residents' quiet hours hold non-urgent pushes (off: everything goes out at once).
+    quiet_hours: bool = True
+    #: Whether quiet hours hold email too (an email wakes no one, so by default it goes out at once).
+    quiet_hours_email: bool = False
 
     def with_(self, **changes: Any) -> Settings:
         """A copy with some settings changed (settings are immutable)."""
@@ -173,6 +177,8 @@ class Settings:
             reconcile_seconds=_env_float("DISPATCHER_RECONCILE_SECONDS", defaults.reconcile_seconds),
             stale_seconds=_env_float("DISPATCHER_STALE_SECONDS", defaults.stale_seconds),
             ops_sample_seconds=_env_float("DISPATCHER_OPS_SAMPLE_SECONDS", defaults.ops_sample_seconds),
+            quiet_hours=_env_bool("QUIET_HOURS", defaults.quiet_hours),
+            quiet_hours_email=_env_bool("QUIET_HOURS_EMAIL", defaults.quiet_hours_email),
         )
 
     def describe(self) -> dict[str, str]:

@@ -177,7 +177,8 @@ def run_demo(residents: int, seed: int, console: Console) -> bool:
     from dispatcher.sandbox.server import SandboxServer
 
     base = bootstrap(run_migrations=False, settings=get_settings())
-    settings = base.with_(database_url=_demo_database_url(base))
+    # Quiet hours off: the demo shows every push going out, whatever the hour in the town's zone.
+    settings = base.with_(database_url=_demo_database_url(base), quiet_hours=False)
     records_dir = settings.home / "demo" / "records"
     console.rule("[bold]dispatcher demo")
     console.print(f"data directory: {settings.home}")

@@ -38,6 +38,9 @@ log = logging.getLogger(__name__)
 DRAIN_SECONDS = 10.0
 #: Wait before retrying residents a provider could not take, when it gives no Retry-After.
 DEFAULT_RETRY_SECONDS = 5.0
+#: Rows held by quiet hours that may go within this many seconds are followed by a delayed drain (the
+#: morning's spread); longer holds end the drain and the reconciler wakes the request when they end.
+FOLLOW_HOLDS_SECONDS = 300.0
 
 
 def worker_identity() -> str:
@@ -184,7 +187,8 @@ def drain(request_id: str, channel: Channel, *, budget_seconds: float | None = N
         if not lifecycle.window_open(conn, request_id):
             return _expire(conn, request_id, report)
         work = ledger.pending_work(conn, request_id, channel)
-        if work.claimable == 0 and work.leased == 0:
+        hold_ends_soon = work.next_hold_end_seconds is not None and work.next_hold_end_seconds <= FOLLOW_HOLDS_SECONDS
+        if work.claimable == 0 and work.leased == 0 and not hold_ends_soon:
             if lifecycle.complete_if_done(conn, request_id):
                 log.info("request completed", extra={"request_id": request_id})
             report.finished = True
@@ -192,6 +196,7 @@ def drain(request_id: str, channel: Channel, *, budget_seconds: float | None = N
     report.more_work = True
     if work.claimable > 0 and not report.quota_exceeded:
         report.retry_in = None  # rows are ready now: continue at once (at the back of the queue)
-    if report.retry_in is None and work.claimable == 0 and work.next_lease_expiry_seconds is not None:
-        report.retry_in = work.next_lease_expiry_seconds + 1.0
+    if report.retry_in is None and work.claimable == 0:
+        waits = [w for w in (work.next_lease_expiry_seconds, work.next_hold_end_seconds) if w is not None]
+        report.retry_in = min(waits) + 1.0 if waits else None
     return report

@@ -3,7 +3,9 @@
 Rows are written set-based from targeting (:func:`insert_deliveries`), claimed in batches under a lease
 by fan-out workers (:func:`claim_batch`, ``FOR UPDATE SKIP LOCKED``), and closed with an outcome
 (:func:`record_outcomes`). A worker that dies leaves a lease that expires; the rows become claimable
-again and another worker finishes them. A row that is sent is never claimed again.
+again and another worker finishes them. A row that is sent is never claimed again. A row may also be
+held until its ``not_before`` (a resident's quiet hours, decided when it is claimed): it stays ``pending``,
+so a request is complete only when nothing is pending or held.
 
 This module is the only writer of ``deliveries`` and ``request_activity``; who gets a row, and why a
 row is skipped, is decided by :mod:`dispatcher.preferences.eligibility`.
@@ -14,11 +16,14 @@ from __future__ import annotations
 import enum
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime, timedelta
 
 from psycopg import sql
 from psycopg.rows import class_row
 
+from dispatcher.config import get_settings
 from dispatcher.db.types import Conn
+from dispatcher.preferences import quiet_hours
 from dispatcher.preferences.eligibility import EMAIL_REASON_SQL, PUSH_REASON_SQL, TAKES_REQUESTS_SQL
 
 
@@ -106,6 +111,7 @@ WITH batch AS (
     SELECT resident_id FROM deliveries
     WHERE request_id = %(request_id)s AND channel = %(channel)s AND status = 'pending'
       AND (lease_until IS NULL OR lease_until < now())
+      AND (not_before IS NULL OR not_before <= coalesce(%(now)s::timestamptz, now()))
       AND (SELECT respond_until FROM community_requests WHERE id = %(request_id)s) > now()
     ORDER BY resident_id
     LIMIT %(size)s
@@ -128,22 +134,107 @@ ON CONFLICT (request_id, stage) DO UPDATE SET active_at = excluded.active_at
 """
 
 
+#: Batches held in one :func:`claim_batch` call before it returns (so a call ends in bounded time).
+MAX_HOLD_ROUNDS = 50
+
+
 def claim_batch(conn: Conn, request_id: str, channel: Channel, *, size: int, owner: str,
-                lease_seconds: int) -> list[int]:
+                lease_seconds: int, now: datetime | None = None) -> list[int]:
     """Lease up to ``size`` pending rows nobody else holds; return their resident ids, sorted.
 
-    Nothing is claimed once the request's response window has ended. A claim also marks the channel
-    active, which tells the reconciler this request is not stuck.
+    Nothing is claimed once the request's response window has ended, and no row before its
+    ``not_before``. Quiet hours are decided here, at the last moment (:func:`_hold_quiet`): rows whose
+    resident is in their quiet period go back with a ``not_before`` and are not returned. ``now`` stands
+    in for the database clock in that decision (tests freeze it); leases always use the database clock.
+    A claim also marks the channel active, which tells the reconciler this request is not stuck.
     """
-    with conn.transaction():
-        rows = conn.execute(
-            _CLAIM,
-            {"request_id": request_id, "channel": channel.value, "size": size, "owner": owner,
-             "lease": lease_seconds},
-        ).fetchall()
-        if rows:
+    spread: dict[str, timedelta] = {}  # the morning's spread window, counted once per call
+    for _ in range(MAX_HOLD_ROUNDS):
+        with conn.transaction():
+            rows = conn.execute(
+                _CLAIM,
+                {"request_id": request_id, "channel": channel.value, "size": size, "owner": owner,
+                 "lease": lease_seconds, "now": now},
+            ).fetchall()
+            if not rows:
+                return []
             mark_activity(conn, request_id, channel.value)
-    return sorted(int(r[0]) for r in rows)
+            claimed = sorted(int(r[0]) for r in rows)
+            ready = _hold_quiet(conn, request_id, channel, claimed, owner=owner, now=now, spread=spread)
+        if ready or len(claimed) < size:
+            return ready
+    return []  # a night's worth of rows held; the caller sees claimable rows left and comes back
+
+
+def _hold_quiet(conn: Conn, request_id: str, channel: Channel, claimed: list[int], *, owner: str,
+                now: datetime | None, spread: dict[str, timedelta]) -> list[int]:
+    """Hold the claimed rows whose resident is in quiet hours; return the rest (to send now).
+
+    Urgent requests, and email unless configured, are never held. A row whose quiet period outlasts the
+    response window is closed as expired (see :mod:`dispatcher.preferences.quiet_hours`).
+    """
+    settings = get_settings()
+    if not settings.quiet_hours or (channel is Channel.EMAIL and not settings.quiet_hours_email):
+        return claimed
+    request = conn.execute(
+        "SELECT urgent, respond_until, coalesce(%s::timestamptz, now()) FROM community_requests WHERE id = %s",
+        (now, request_id),
+    ).fetchone()
+    if request is None or request[0]:
+        return claimed
+    respond_until, at = request[1], request[2]
+    assert isinstance(respond_until, datetime) and isinstance(at, datetime)
+    clocks = quiet_hours.resident_clocks(conn, claimed)
+    ends = {rid: end for rid, c in clocks.items()
+            if (end := quiet_hours.quiet_period_end(at, c.time_zone, c.hours)) is not None}
+    if not ends:
+        return claimed
+    if "window" not in spread:
+        held_estimate = _pending_count(conn, request_id, channel)
+        rate = settings.push_rate_per_minute if channel is Channel.PUSH else settings.email_rate_per_minute
+        spread["window"] = quiet_hours.spread_window(held_estimate, rate)
+    window = spread["window"]
+    held: dict[int, datetime] = {}
+    expired: dict[int, Outcome] = {}
+    for rid, end in ends.items():
+        release_at = quiet_hours.release_time(end, rid, window, respond_until)
+        if release_at is None:
+            expired[rid] = Outcome(Status.EXPIRED, quiet_hours.QUIET_PAST_WINDOW)
+        else:
+            held[rid] = release_at
+    if held:
+        conn.execute(_HOLD, (quiet_hours.HELD, list(held), list(held.values()), request_id, channel.value,
+                             list(held), owner))
+    record_outcomes(conn, request_id, channel, expired)
+    return [rid for rid in claimed if rid not in ends]
+
+
+_HOLD = """
+UPDATE deliveries d
+SET not_before = h.until, reason = %s, lease_owner = NULL, lease_until = NULL,
+    attempts = greatest(d.attempts - 1, 0), updated_at = now()
+FROM unnest(%s::bigint[], %s::timestamptz[]) AS h(resident_id, until)
+WHERE d.request_id = %s AND d.channel = %s AND d.resident_id = h.resident_id
+  AND d.resident_id = ANY(%s::bigint[]) AND d.status = 'pending' AND d.lease_owner = %s
+"""
+
+
+def _pending_count(conn: Conn, request_id: str, channel: Channel) -> int:
+    row = conn.execute(
+        "SELECT count(*) FROM deliveries WHERE request_id = %s AND channel = %s AND status = 'pending'",
+        (request_id, channel.value),
+    ).fetchone()
+    return int(row[0]) if row else 0
+
+
+def reconsider_holds(conn: Conn, resident_id: int) -> int:
+    """The resident changed their quiet hours or zone: their held rows are decided again at the next claim."""
+    cur = conn.execute(
+        "UPDATE deliveries SET not_before = NULL, updated_at = now()"
+        " WHERE resident_id = %s AND status = 'pending' AND not_before IS NOT NULL",
+        (resident_id,),
+    )
+    return cur.rowcount
 
 
 def confirm_lease(conn: Conn, request_id: str, channel: Channel, resident_ids: Sequence[int], *, owner: str,
@@ -233,17 +324,25 @@ class PendingWork:
     claimable: int
     leased: int
     next_lease_expiry_seconds: float | None
+    #: Rows waiting for their ``not_before`` (quiet hours), and when the first of them may go.
+    held: int = 0
+    next_hold_end_seconds: float | None = None
 
 
 def pending_work(conn: Conn, request_id: str, channel: Channel) -> PendingWork:
-    """Rows pending now, rows held by a lease, and when the first lease runs out."""
+    """Rows pending now, rows held by a lease or by quiet hours, and when the first lease or hold runs out."""
     with conn.cursor(row_factory=class_row(PendingWork)) as cur:
         work = cur.execute(
             """
-            SELECT count(*) FILTER (WHERE lease_until IS NULL OR lease_until < now()) AS claimable,
+            SELECT count(*) FILTER (WHERE (lease_until IS NULL OR lease_until < now())
+                                      AND (not_before IS NULL OR not_before <= now())) AS claimable,
                    count(*) FILTER (WHERE lease_until >= now()) AS leased,
                    extract(epoch FROM min(lease_until) FILTER (WHERE lease_until >= now()) - now())::float8
-                       AS next_lease_expiry_seconds
+                       AS next_lease_expiry_seconds,
+                   count(*) FILTER (WHERE not_before > now() AND (lease_until IS NULL OR lease_until < now()))
+                       AS held,
+                   extract(epoch FROM min(not_before) FILTER (WHERE not_before > now()) - now())::float8
+                       AS next_hold_end_seconds
             FROM deliveries WHERE request_id = %s AND channel = %s AND status = 'pending'
             """,
             (request_id, channel.value),
@@ -253,7 +352,7 @@ def pending_work(conn: Conn, request_id: str, channel: Channel) -> PendingWork:
 
 
 def any_pending(conn: Conn, request_id: str) -> bool:
-    """Whether any channel still has work for the request."""
+    """Whether any channel still has work for the request (rows held by quiet hours are pending too)."""
     row = conn.execute(
         "SELECT EXISTS (SELECT 1 FROM deliveries WHERE request_id = %s AND status = 'pending')",
         (request_id,),

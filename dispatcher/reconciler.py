@@ -6,8 +6,11 @@ persistence, loses them. Every few seconds one worker process (whichever takes a
 lock) sweeps the requests still in flight, using the database alone:
 
 * ``accepted`` and not being targeted (its row is not locked) for a while → target it again;
-* ``sending`` with claimable rows on a channel nobody claimed from for a while → enqueue a drain;
-* ``sending`` with nothing pending → ``completed`` (a drain died between its last batch and the end);
+* ``sending`` with claimable rows on a channel nobody claimed from for a while → enqueue a drain; rows
+  held by quiet hours are not claimable until their ``not_before``, so the first sweep after a hold
+  ends wakes the fan-out (no delayed message has to survive the night);
+* ``sending`` with nothing pending (held rows are pending) → ``completed`` (a drain died between its
+  last batch and the end);
 * ``accepted`` or ``sending`` past the 60-day window → pending rows ``expired``, request ``expired``.
 
 So recovery never depends on any single message surviving; the cost is a few duplicate messages,
@@ -62,7 +65,8 @@ WHERE c.state = %(sending)s
   AND coalesce(a.active_at, c.targeted_at, c.updated_at) < now() - make_interval(secs => %(stale)s)
   AND EXISTS (SELECT 1 FROM deliveries d
               WHERE d.request_id = c.id AND d.channel = ch.channel AND d.status = 'pending'
-                AND (d.lease_until IS NULL OR d.lease_until < now()))
+                AND (d.lease_until IS NULL OR d.lease_until < now())
+                AND (d.not_before IS NULL OR d.not_before <= now()))
 """
 # The states, always from lifecycle.State (never spelled here).
 _STATES = {

@@ -32,6 +32,9 @@ if _EMBEDDED_REDIS:
     # Only the address, known before the server runs: test modules that declare actors build the
     # broker (which connects on first use) when collected; the server starts with the first test using it.
     os.environ["REDIS_URL"] = embedded_redis_url(_HOME / "redis")
+# Quiet hours off, here and in every worker process a test starts: tests run at any hour of the day and
+# expect pushes at once; tests/test_quiet_hours*.py switch them on with explicit clocks.
+os.environ["QUIET_HOURS"] = "off"
 _UNSTARTED = Settings.from_env().with_(home=_HOME)
 set_settings(_UNSTARTED)
 

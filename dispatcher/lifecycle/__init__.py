@@ -137,7 +137,10 @@ def expire(conn: Conn, request_id: str) -> int:
 
 
 def complete_if_done(conn: Conn, request_id: str) -> bool:
-    """Move a sending request to completed once no channel has pending rows; return whether it moved."""
+    """Move a sending request to completed once no channel has pending rows; return whether it moved.
+
+    Rows held by quiet hours are pending: a request is complete only when nothing is pending or held.
+    """
     with conn.transaction():
         if ledger.any_pending(conn, request_id):
             return False

@@ -1,5 +1,8 @@
 """Per-request progress for ops: state, recipients by channel and outcome, send rate, likely finish.
 
+Rows held by residents' quiet hours are ``pending`` in the counts and also counted as ``held``, with the
+time the last of them may go (``held_until``); the likely and the expected finish wait for that time.
+
 Counts come from the delivery ledger and stay with ops: they never go back to the agency (see
 :mod:`dispatcher.lifecycle.events` for the only thing that does).
 """
@@ -36,6 +39,13 @@ WHERE d.request_id = ANY(%s)
 GROUP BY 1, 2, 3
 """
 
+_HELD = """
+SELECT request_id, channel, count(*), max(not_before)
+FROM deliveries
+WHERE request_id = ANY(%s) AND status = 'pending' AND not_before > now()
+GROUP BY 1, 2
+"""
+
 _BY_STATE = "SELECT state, count(*) FROM community_requests GROUP BY 1"
 
 
@@ -46,6 +56,9 @@ class ChannelProgress:
     outcomes: dict[str, int] = field(default_factory=lambda: {s.value: 0 for s in Status})
     #: Rows closed (sent, failed, skipped or suppressed at send time) per second over the last minute.
     rate_per_s: float = 0.0
+    #: Pending rows waiting for the end of their resident's quiet hours, and when the last may go.
+    held: int = 0
+    held_until: datetime | None = None
 
     @property
     def pending(self) -> int:
@@ -82,6 +95,8 @@ class RequestProgress:
             "targeted_at": self.targeted_at.isoformat() if self.targeted_at else None,
             "recipients": {name: dict(c.outcomes) for name, c in self.channels.items()},
             "rate_per_s": {name: round(c.rate_per_s, 2) for name, c in self.channels.items()},
+            "held": {name: {"count": c.held, "until": c.held_until.isoformat() if c.held_until else None}
+                     for name, c in self.channels.items()},
             "eta": self.eta.isoformat() if self.eta else None,
             "expected_finish": self.expected_finish.isoformat(),
             "overdue": self.overdue,
@@ -98,24 +113,31 @@ def requests_by_state(conn: Conn) -> dict[str, int]:
 
 def expected_finish(accepted_at: datetime, targeted_at: datetime | None,
                     channels: dict[str, ChannelProgress]) -> datetime:
-    """The latest a request should finish: slack plus twice its sending time at the configured rates."""
+    """The latest a request should finish: slack plus twice its sending time at the configured rates,
+    and no earlier than slack after its last held row may go (quiet hours are not a delay)."""
     if targeted_at is None:
         return accepted_at + timedelta(seconds=EXPECTED_FINISH_SLACK_S)
     seconds = max((c.to_send / per_second(Channel(name)) for name, c in channels.items()), default=0.0)
-    return targeted_at + timedelta(seconds=EXPECTED_FINISH_SLACK_S + EXPECTED_FINISH_FACTOR * seconds)
+    deadline = targeted_at + timedelta(seconds=EXPECTED_FINISH_SLACK_S + EXPECTED_FINISH_FACTOR * seconds)
+    holds = [c.held_until for c in channels.values() if c.held_until is not None]
+    return max([deadline, *(until + timedelta(seconds=EXPECTED_FINISH_SLACK_S) for until in holds)])
 
 
 def likely_finish(now: datetime, channels: dict[str, ChannelProgress]) -> datetime | None:
-    """When the slowest channel will have no pending rows left at its current rate."""
+    """When the slowest channel will have no pending rows left at its current rate (held rows: when
+    their hold ends)."""
     if not channels:
         return None
     waits = []
     for c in channels.values():
-        if c.pending == 0:
+        ready = c.pending - c.held
+        if c.held_until is not None:
+            waits.append((c.held_until - now).total_seconds())
+        if ready <= 0:
             continue
         if c.rate_per_s <= 0:
             return None
-        waits.append(c.pending / c.rate_per_s)
+        waits.append(ready / c.rate_per_s)
     return now + timedelta(seconds=max(waits, default=0.0))
 
 
@@ -131,6 +153,9 @@ def active_requests(conn: Conn, *, rate_window_s: int = RATE_WINDOW_S) -> list[R
         progress = channels[str(request_id)].setdefault(str(channel), ChannelProgress())
         progress.outcomes[str(status)] = int(n)
         progress.rate_per_s += int(recent) / rate_window_s
+    for request_id, channel, n, until in conn.execute(_HELD, (list(channels),)):
+        progress = channels[str(request_id)].setdefault(str(channel), ChannelProgress())
+        progress.held, progress.held_until = int(n), until
     result = []
     for request_id, state, urgent, accepted_at, targeted_at, _ in rows:
         assert isinstance(accepted_at, datetime) and (targeted_at is None or isinstance(targeted_at, datetime))

@@ -1,5 +1,8 @@
 """`dispatcher status`: queues, workers, active requests and provider limits in one snapshot.
 
+Per request and channel it shows the rows by outcome, and how many pending rows are held by residents'
+quiet hours and until when the last of them waits (``held``: count and ``until``).
+
 :func:`collect_status` returns plain JSON-able data (what ``--json`` prints and the tests check);
 :func:`render_status` draws it as tables for people.
 """
@@ -63,6 +66,13 @@ def _when(iso: str | None, now: datetime) -> str:
     return f"{sign}{text}{suffix}"
 
 
+def _held_cells(held: dict[str, Any] | None, now: datetime) -> tuple[str, str]:
+    """Rows held by quiet hours (part of pending) and when the last of them may go."""
+    if not held or not held["count"]:
+        return "0", "-"
+    return f"{held['count']:,}", _when(held["until"], now)
+
+
 def _queues_table(snapshot: dict[str, Any]) -> Table:
     workers = snapshot["workers"]
     caption = f"workers alive: {workers['alive']}"
@@ -83,7 +93,8 @@ def _requests_table(snapshot: dict[str, Any], now: datetime) -> Table:
     states = ", ".join(f"{s} {n}" for s, n in snapshot["requests_by_state"].items() if n)
     table = Table(title="Active requests", caption=f"all requests: {states or 'none'}", title_justify="left",
                   caption_justify="left")
-    for column in ("request", "state", "channel", *(s.value for s in _OUTCOME_COLUMNS), "rate/s", "likely finish"):
+    for column in ("request", "state", "channel", *(s.value for s in _OUTCOME_COLUMNS), "held", "held until",
+                   "rate/s", "likely finish"):
         table.add_column(column, justify="left" if column in ("request", "state", "channel") else "right")
     for r in snapshot["requests"]:
         state = f"[bold red]{r['state']} (overdue)[/]" if r["overdue"] else r["state"]
@@ -92,6 +103,7 @@ def _requests_table(snapshot: dict[str, Any], now: datetime) -> Table:
             table.add_row(
                 r["id"] if i == 0 else "", state if i == 0 else "", channel,
                 *(f"{counts.get(s.value, 0):,}" for s in _OUTCOME_COLUMNS),
+                *_held_cells(r["held"].get(channel), now),
                 f"{r['rate_per_s'].get(channel, 0):,.1f}",
                 _when(r["eta"], now) if i == 0 else "",
             )

@@ -207,10 +207,15 @@ def settings_changed(
     community_requests: bool | None = None,
     push: bool | None = None,
     email: bool | None = None,
+    quiet_hours: bool | None = None,
+    quiet_start: str | None = None,
+    quiet_end: str | None = None,
 ) -> None:
-    """A resident switched Community Requests, push or email on or off (``None``: unchanged)."""
+    """A resident switched Community Requests, push, email or quiet hours, or moved their quiet hours
+    (``"HH:MM"``); ``None``: unchanged."""
     _apply("settings_changed", resident_id, version, lambda conn: updates.change_settings(
-        conn, resident_id, version=version, community_requests=community_requests, push=push, email=email))
+        conn, resident_id, version=version, community_requests=community_requests, push=push, email=email,
+        quiet_hours=quiet_hours, quiet_start=quiet_start, quiet_end=quiet_end))
 
 
 @resident_actor

@@ -114,6 +114,7 @@ def upsert_resident(
             if version <= tombstone:
                 return False
             conn.execute("DELETE FROM resident_tombstones WHERE id = %s", (resident_id,))
+        previous_zone = conn.execute("SELECT time_zone FROM residents WHERE id = %s", (resident_id,)).fetchone()
         cur = conn.execute(
             """
             INSERT INTO residents AS r
@@ -138,6 +139,8 @@ def upsert_resident(
             {"id": resident_id, "lat": float(lat), "lng": float(lng), "cell": cell, "email": email,
              "v": version, "locale": locale, "tz": time_zone, "camera": bool(has_camera)},
         )
+        if cur.rowcount > 0 and previous_zone is not None and previous_zone[0] != time_zone:
+            ledger.reconsider_holds(conn, resident_id)  # quiet hours follow the resident's clock
         return cur.rowcount > 0
 
 
@@ -177,52 +180,72 @@ def change_settings(
     community_requests: bool | None = None,
     push: bool | None = None,
     email: bool | None = None,
+    quiet_hours: bool | None = None,
+    quiet_start: str | None = None,
+    quiet_end: str | None = None,
 ) -> bool:
-    """A resident switched Community Requests, push or email on or off (``None``: left as it was)."""
+    """A resident switched Community Requests, push, email or quiet hours, or moved their quiet hours
+    (``"HH:MM"`` on their own clock); ``None``: left as it was.
+
+    A change to quiet hours makes the resident's held deliveries be decided again at their next claim.
+    """
     _check(
         validation.resident_id_problem(resident_id),
         validation.version_problem(version),
         validation.flag_problem("community_requests", community_requests, optional=True),
         validation.flag_problem("push", push, optional=True),
         validation.flag_problem("email", email, optional=True),
+        validation.flag_problem("quiet_hours", quiet_hours, optional=True),
+        validation.clock_problem("quiet_start", quiet_start, optional=True),
+        validation.clock_problem("quiet_end", quiet_end, optional=True),
     )
-    if community_requests is None and push is None and email is None:
+    changes = {"cr": community_requests, "push": push, "email": email, "quiet": quiet_hours,
+               "qstart": quiet_start, "qend": quiet_end}
+    if all(value is None for value in changes.values()):
         return False
     with conn.transaction():
         _lock_resident(conn, resident_id)
         if not _require_resident(conn, resident_id, version):
             return False
-        cur = conn.execute(
-            """
-            INSERT INTO resident_settings AS s
-                (resident_id, community_requests, push_enabled, email_enabled,
-                 community_requests_version, push_version, email_enabled_version, version)
-            VALUES (%(id)s, COALESCE(%(cr)s::boolean, TRUE), COALESCE(%(push)s::boolean, TRUE),
-                    COALESCE(%(email)s::boolean, TRUE),
-                    CASE WHEN %(cr)s::boolean IS NULL THEN 0 ELSE %(v)s END,
-                    CASE WHEN %(push)s::boolean IS NULL THEN 0 ELSE %(v)s END,
-                    CASE WHEN %(email)s::boolean IS NULL THEN 0 ELSE %(v)s END,
-                    %(v)s)
-            ON CONFLICT (resident_id) DO UPDATE SET
-                community_requests = CASE WHEN EXCLUDED.community_requests_version > s.community_requests_version
-                                          THEN EXCLUDED.community_requests ELSE s.community_requests END,
-                push_enabled       = CASE WHEN EXCLUDED.push_version > s.push_version
-                                          THEN EXCLUDED.push_enabled ELSE s.push_enabled END,
-                email_enabled      = CASE WHEN EXCLUDED.email_enabled_version > s.email_enabled_version
-                                          THEN EXCLUDED.email_enabled ELSE s.email_enabled END,
-                community_requests_version = GREATEST(s.community_requests_version,
-                                                      EXCLUDED.community_requests_version),
-                push_version          = GREATEST(s.push_version, EXCLUDED.push_version),
-                email_enabled_version = GREATEST(s.email_enabled_version, EXCLUDED.email_enabled_version),
-                version               = GREATEST(s.version, EXCLUDED.version),
-                updated_at            = now()
-            WHERE EXCLUDED.community_requests_version > s.community_requests_version
-               OR EXCLUDED.push_version > s.push_version
-               OR EXCLUDED.email_enabled_version > s.email_enabled_version
-            """,
-            {"id": resident_id, "cr": community_requests, "push": push, "email": email, "v": version},
-        )
-        return cur.rowcount > 0
+        cur = conn.execute(_CHANGE_SETTINGS, {"id": resident_id, "v": version, **changes})
+        changed = cur.rowcount > 0
+        if changed and (quiet_hours, quiet_start, quiet_end) != (None, None, None):
+            ledger.reconsider_holds(conn, resident_id)
+        return changed
+
+
+#: Each setting: its column, the column remembering the version that last wrote it, its parameter in
+#: :func:`change_settings`, its SQL type, and its value on a first row whose change leaves it unset.
+_SETTINGS = (
+    ("community_requests", "community_requests_version", "cr", "boolean", "TRUE"),
+    ("push_enabled", "push_version", "push", "boolean", "TRUE"),
+    ("email_enabled", "email_enabled_version", "email", "boolean", "TRUE"),
+    ("quiet_hours", "quiet_hours_version", "quiet", "boolean", "TRUE"),
+    ("quiet_start", "quiet_start_version", "qstart", "time", "NULL"),  # NULL: the engine's default
+    ("quiet_end", "quiet_end_version", "qend", "time", "NULL"),
+)
+
+
+def _change_settings_sql() -> str:
+    """One upsert for every setting: each written only by a change newer than the one that last wrote it."""
+    columns = ", ".join(f"{column}, {version}" for column, version, *_ in _SETTINGS)
+    values = ", ".join(f"COALESCE(%({p})s::{kind}, {unset}), CASE WHEN %({p})s::{kind} IS NULL THEN 0 ELSE %(v)s END"
+                       for _, _, p, kind, unset in _SETTINGS)
+    newest = ",\n    ".join(
+        f"{column} = CASE WHEN EXCLUDED.{version} > s.{version} THEN EXCLUDED.{column} ELSE s.{column} END,"
+        f" {version} = GREATEST(s.{version}, EXCLUDED.{version})" for column, version, *_ in _SETTINGS)
+    newer = " OR ".join(f"EXCLUDED.{version} > s.{version}" for _, version, *_ in _SETTINGS)
+    return f"""
+INSERT INTO resident_settings AS s (resident_id, {columns}, version)
+VALUES (%(id)s, {values}, %(v)s)
+ON CONFLICT (resident_id) DO UPDATE SET
+    {newest},
+    version = GREATEST(s.version, EXCLUDED.version), updated_at = now()
+WHERE {newer}
+"""
+
+
+_CHANGE_SETTINGS = _change_settings_sql()
 
 
 def register_token(conn: Conn, resident_id: int, token: str, *, version: int) -> bool:

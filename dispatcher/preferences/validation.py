@@ -11,6 +11,8 @@ import re
 from functools import lru_cache
 from zoneinfo import available_timezones
 
+from dispatcher.preferences.quiet_hours import parse_clock
+
 #: Largest resident id PostgreSQL's BIGINT holds.
 MAX_RESIDENT_ID = 2**63 - 1
 #: Longest email address a mailbox can have (RFC 5321 path limit).
@@ -82,6 +84,13 @@ def flag_problem(name: str, value: object, *, optional: bool = False) -> str | N
     if isinstance(value, bool) or (optional and value is None):
         return None
     return f"{name} must be true or false"
+
+
+def clock_problem(name: str, value: object, *, optional: bool = False) -> str | None:
+    """A time of day on the resident's clock must be ``"HH:MM"`` (24-hour, zero-padded)."""
+    if (optional and value is None) or (isinstance(value, str) and parse_clock(value) is not None):
+        return None
+    return f"{name} must be a time of day like 22:00"
 
 
 def version_problem(version: object) -> str | None:
