@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
+import pytest
+
 from dispatcher.channels.content import (
     PUSH_BODY_CHARS,
     collapse_id,
@@ -48,12 +50,24 @@ def test_collapse_ids_differ_for_every_request_id_and_fit_fcms_limits() -> None:
     assert collapse_id("x" * 128) == collapse_id("x" * 128), "a redelivered push collapses onto the first"
 
 
-def test_footage_window_in_the_residents_time_zone() -> None:
+NNBSP = "\u202f"  # CLDR puts a narrow no-break space before AM/PM
+DASH = "\u2009–\u2009"  # and thin spaces around the dash between the ends of an interval
+
+
+@pytest.mark.parametrize(("zone", "locale", "expected"), [
+    ("America/New_York", "en_US", f"Mar 3, 2026, 9:00{NNBSP}PM{DASH}Mar 4, 2026, 2:00{NNBSP}AM (EST)"),
+    ("America/New_York", "en_GB", f"3 Mar 2026, 21:00{DASH}4 Mar 2026, 02:00 (Eastern Standard Time)"),
+    ("America/New_York", "fr_CA", f"3 mars 2026, 21 h 00{DASH}4 mars 2026, 02 h 00 (HNE)"),
+    ("America/New_York", "es_US", f"3 mar 2026, 9:00{NNBSP}p.m.{DASH}4 mar 2026, 2:00{NNBSP}a.m. (EST)"),
+    ("Europe/Berlin", "en_GB", "4 Mar 2026, 03:00–08:00 (CET)"),
+    ("Europe/Berlin", "en_US", f"Mar 4, 2026, 3:00{DASH}8:00{NNBSP}AM (Central European Standard Time)"),
+    ("Not/AZone", "en_US", f"Mar 4, 2026, 2:00{DASH}7:00{NNBSP}AM (UTC)"),
+])
+def test_footage_window_in_the_residents_time_zone_as_their_locale_writes_it(zone: str, locale: str,
+                                                                              expected: str) -> None:
     start = datetime(2026, 3, 4, 2, 0, tzinfo=UTC)
     end = datetime(2026, 3, 4, 7, 0, tzinfo=UTC)
-    assert format_window(start, end, "America/New_York") == "Mar 3, 2026 21:00 – Mar 4, 2026 02:00 (EST)"
-    assert format_window(start, end, "Europe/Berlin") == "Mar 4, 2026 03:00 – 08:00 (CET)"
-    assert format_window(start, end, "Not/AZone").endswith("(UTC)")
+    assert format_window(start, end, zone, locale) == expected
 
 
 def test_push_content_urgency_and_actions() -> None:
@@ -75,5 +89,5 @@ def test_email_subject_is_one_line_and_html_is_escaped() -> None:
     content = email_content(request, has_camera=True, time_zone="UTC", settings=Settings())
     assert "\n" not in content.subject and "\r" not in content.subject
     assert "A &amp; B" in content.html and "<b onclick" not in content.html
-    assert "&lt;b onclick=&quot;x&quot;&gt;hi&lt;/b&gt;<br>second line" in content.html
+    assert "&lt;b onclick=&#34;x&#34;&gt;hi&lt;/b&gt;<br>second line" in content.html
     assert '<b onclick="x">hi</b>' in content.text, "the plain-text body shows the text as written"
