@@ -14,7 +14,9 @@ Catalogues are gettext ``.po`` files under ``locales/`` with their compiled ``.m
 from __future__ import annotations
 
 import gettext
+import logging
 import re
+import struct
 from dataclasses import dataclass
 from datetime import UTC, datetime, timezone
 from functools import lru_cache
@@ -24,7 +26,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from babel import Locale, UnknownLocaleError
 from babel.dates import format_date, format_datetime, format_interval, format_time
-from babel.support import Translations
+from babel.messages.mofile import read_mo
 
 #: Where the catalogues live: ``locales/<language>[_<REGION>]/LC_MESSAGES/messages.mo``.
 LOCALES_DIR = Path(str(resources.files("dispatcher.channels") / "locales"))
@@ -39,7 +41,10 @@ _MAX_TAG = 64
 _TAG = re.compile(r"^[A-Za-z]{2,3}(?:[-_][A-Za-z0-9]{1,8})*$")
 _QUOTED = re.compile(r"'[^']*'")
 
+logger = logging.getLogger(__name__)
 
+
+@lru_cache(maxsize=16)
 def catalogue_names(directory: Path = LOCALES_DIR) -> frozenset[str]:
     """The locales with a compiled catalogue in ``directory`` (``es``, ``fr``, ``fr_CA``...)."""
     if not directory.is_dir():
@@ -55,6 +60,8 @@ class ContentLocale:
     name: str
     #: Catalogues to try, most specific first (``("fr_CA", "fr")``); English from the templates after.
     catalogues: tuple[str, ...]
+    #: Where those catalogues are (the package's own, but for tests of broken or partial ones).
+    directory: Path = LOCALES_DIR
 
     @property
     def babel(self) -> Locale:
@@ -62,48 +69,104 @@ class ContentLocale:
 
 
 def _parse(tag: str) -> Locale | None:
-    try:
-        return Locale.parse(tag.replace("-", "_"))
-    except (UnknownLocaleError, ValueError, TypeError):
-        return None
+    """The longest prefix of ``tag`` Babel knows (``fr-CA-u-ca-gregory`` → ``fr_CA``), or None."""
+    parts = re.split(r"[-_]", tag)
+    for end in range(len(parts), 0, -1):
+        try:
+            return Locale.parse("_".join(parts[:end]))
+        except (UnknownLocaleError, ValueError, TypeError):
+            continue
+    return None
 
 
-@lru_cache(maxsize=4096)
 def resolve_locale(tag: object, directory: Path = LOCALES_DIR) -> ContentLocale:
     """The rendering of a resident's locale tag, with fallbacks: ``fr-CA`` → ``fr`` → English.
 
     Never fails: an unknown, malformed or missing tag renders in :data:`DEFAULT_LOCALE`.
     """
     if not isinstance(tag, str) or len(tag) > _MAX_TAG or not _TAG.match(tag):
-        return ContentLocale(DEFAULT_LOCALE, ())
+        return ContentLocale(DEFAULT_LOCALE, (), directory)
+    return _resolve(tag, directory)
+
+
+@lru_cache(maxsize=4096)
+def _resolve(tag: str, directory: Path) -> ContentLocale:
+    """:func:`resolve_locale` for a well-formed tag; cached, since millions of residents share a few tags."""
     locale = _parse(tag)
-    if locale is None:  # a region or script Babel does not know: the language alone
-        locale = _parse(tag.replace("_", "-").split("-")[0])
     available = catalogue_names(directory)
     if locale is None or (locale.language != SOURCE_LANGUAGE and locale.language not in available):
-        return ContentLocale(DEFAULT_LOCALE, ())
+        return ContentLocale(DEFAULT_LOCALE, (), directory)
     name = str(locale)
     chain = [name] if name != locale.language else []
     if locale.territory and f"{locale.language}_{locale.territory}" not in chain:
         chain.append(f"{locale.language}_{locale.territory}")
     chain.append(locale.language)
-    return ContentLocale(name, tuple(c for c in chain if c in available))
+    return ContentLocale(name, tuple(c for c in chain if c in available), directory)
+
+
+_PLACEHOLDER = re.compile(r"%\((\w+)\)s")
+
+
+def _usable(msgid: str, msgstr: str) -> bool:
+    """Whether a translation can stand in for its message: the same placeholders, and it formats.
+
+    Templates format every message (``%`` as in Python); a translation that names another placeholder
+    or holds a lone ``%`` would fail the send, so it is left out and the message falls back.
+    """
+    names = sorted(_PLACEHOLDER.findall(msgid))
+    if sorted(_PLACEHOLDER.findall(msgstr)) != names:
+        return False
+    try:
+        msgstr % dict.fromkeys(names, "")
+    except (KeyError, ValueError, TypeError):
+        return False
+    return True
+
+
+class Catalogue(gettext.NullTranslations):
+    """One compiled catalogue's usable translations, falling back to ``then`` for anything else."""
+
+    def __init__(self, messages: dict[str, str], then: gettext.NullTranslations) -> None:
+        super().__init__()
+        self.messages = messages
+        self.then = then
+
+    def gettext(self, message: str) -> str:
+        found = self.messages.get(message)
+        return found if found is not None else self.then.gettext(message)
+
+    def ngettext(self, msgid1: str, msgid2: str, n: int) -> str:
+        return self.then.ngettext(msgid1, msgid2, n)  # no plural messages yet: the next layer decides
+
+
+def _read_catalogue(path: Path) -> dict[str, str]:
+    """The translated, usable messages of one ``.mo`` file (none if it cannot be read)."""
+    try:
+        with path.open("rb") as handle:
+            catalog = read_mo(handle)
+    except (OSError, ValueError, struct.error, UnicodeDecodeError):
+        logger.error("translation catalogue %s cannot be read; its messages fall back", path)
+        return {}
+    messages: dict[str, str] = {}
+    for message in catalog:
+        if isinstance(message.id, str) and message.id and isinstance(message.string, str) and message.string:
+            if _usable(message.id, message.string):
+                messages[message.id] = message.string
+            else:
+                logger.error("translation of %r in %s does not fit its message; it falls back", message.id, path)
+    return messages
 
 
 @lru_cache(maxsize=256)
 def translations(catalogues: tuple[str, ...], directory: Path = LOCALES_DIR) -> gettext.NullTranslations:
     """The catalogues chained, each falling back to the next and the last to the English msgid.
 
-    A message missing from (or untranslated in) one catalogue comes from the next: a translator can
-    ship a partial ``fr_CA`` that overrides a few words of ``fr``.
+    A message missing from (or untranslated in, or broken in) one catalogue comes from the next: a
+    translator can ship a partial ``fr_CA`` that overrides a few words of ``fr``.
     """
     chain: gettext.NullTranslations = gettext.NullTranslations()
     for name in reversed(catalogues):
-        path = directory / name / "LC_MESSAGES" / f"{DOMAIN}.mo"
-        with path.open("rb") as handle:
-            layer = Translations(handle, domain=DOMAIN)
-        layer.add_fallback(chain)
-        chain = layer
+        chain = Catalogue(_read_catalogue(directory / name / "LC_MESSAGES" / f"{DOMAIN}.mo"), chain)
     return chain
 
 

@@ -11,6 +11,7 @@ kept: its compiled templates are reused by every message in that language.
 from __future__ import annotations
 
 from functools import lru_cache
+from pathlib import Path
 from typing import Any
 
 from jinja2 import Environment, PackageLoader, StrictUndefined, select_autoescape
@@ -21,7 +22,7 @@ _LOADER = PackageLoader("dispatcher.channels", "templates")
 
 
 @lru_cache(maxsize=64)
-def environment(catalogues: tuple[str, ...]) -> Environment:
+def environment(catalogues: tuple[str, ...], directory: Path) -> Environment:
     """The template environment whose ``{% trans %}`` and ``_()`` speak through these catalogues."""
     env = Environment(
         loader=_LOADER,
@@ -30,15 +31,15 @@ def environment(catalogues: tuple[str, ...]) -> Environment:
         undefined=StrictUndefined,
         auto_reload=False,
     )
-    env.install_gettext_translations(translations(catalogues), newstyle=True)  # type: ignore[attr-defined]
+    env.install_gettext_translations(translations(catalogues, directory), newstyle=True)  # type: ignore[attr-defined]
     return env
 
 
 def render(kind: str, name: str, locale: ContentLocale, values: dict[str, Any]) -> str:
     """Template ``<kind>/<name>`` rendered in ``locale``'s language with ``values``."""
-    return environment(locale.catalogues).get_template(f"{kind}/{name}").render(values)
+    return environment(locale.catalogues, locale.directory).get_template(f"{kind}/{name}").render(values)
 
 
 def gettext(locale: ContentLocale, message: str) -> str:
     """One message (a label marked with ``N_`` in Python) in ``locale``'s language."""
-    return translations(locale.catalogues).gettext(message)
+    return translations(locale.catalogues, locale.directory).gettext(message)
