@@ -91,3 +91,74 @@ def test_email_subject_is_one_line_and_html_is_escaped() -> None:
     assert "A &amp; B" in content.html and "<b onclick" not in content.html
     assert "&lt;b onclick=&#34;x&#34;&gt;hi&lt;/b&gt;<br>second line" in content.html
     assert '<b onclick="x">hi</b>' in content.text, "the plain-text body shows the text as written"
+
+
+# -- every locale ---------------------------------------------------------------------------------
+
+#: What each supported locale reads, written here (not read from the catalogues) so a lost translation
+#: fails: (label, camera action, other action, a word of the privacy line, the email field label).
+WORDS = {
+    "en-US": ("Community Request", "Choose Videos to Share", "View request", "voluntary", "Email:"),
+    "en-GB": ("Community Request", "Choose Videos to Share", "View request", "voluntary", "Email:"),
+    "es-US": ("Solicitud comunitaria", "Elegir videos para compartir", "Ver solicitud", "voluntario",
+              "Correo electrónico:"),
+    "fr-CA": ("Demande communautaire", "Choisir les vidéos à partager", "Voir la demande", "volontaire",
+              "Courriel\u00a0:"),
+    "fr-FR": ("Demande communautaire", "Choisir les vidéos à partager", "Voir la demande", "volontaire",
+              "E-mail\u00a0:"),
+    "es-MX": ("Solicitud comunitaria", "Elegir videos para compartir", "Ver solicitud", "voluntario",
+              "Correo electrónico:"),
+}
+#: Agency text with markup, quotes, template syntax and format placeholders.
+EVIL_AGENCY = 'Evil & <script>alert("x")</script> \'{{ 7*7 }}\' %(agency)s'
+EVIL_DETAILS = '<img src=x onerror="steal()"> & </p><a href="javascript:bad()">{% raw %}</a>\n{{ config }} %s'
+HOSTILE = {
+    "agency": {"id": "pd-x", "name": EVIL_AGENCY},
+    "details": EVIL_DETAILS,
+    "investigator": {"name": "Det. <b>Bold</b> \"Q\" {{ x }}", "phone": "+1 555 0100", "email": "j@pd.example"},
+}
+
+
+@pytest.mark.parametrize("tag", sorted(WORDS))
+@pytest.mark.parametrize("has_camera", [True, False])
+def test_every_locale_renders_for_camera_owners_and_others(tag: str, has_camera: bool) -> None:
+    label, camera_action, other_action, privacy, email_label = WORDS[tag]
+    action = camera_action if has_camera else other_action
+    request = parse_request(request_payload("req-l10n", details="Two cars\nbroken into"))
+    email = email_content(request, has_camera=has_camera, time_zone="America/Chicago", settings=Settings(),
+                          locale=tag)
+    window = format_window(request.footage_window.start, request.footage_window.end, "America/Chicago",
+                           tag.replace("-", "_"))
+    for body in (email.text, email.html):
+        for needle in (label, action, privacy, window, "Springfield Police", "Det. Jo Park", "SPD-2026-0042"):
+            assert needle in body, (tag, needle)
+    assert email_label in email.text and "Two cars\nbroken into" in email.text
+    assert "Two cars<br>broken into" in email.html and f'<html lang="{tag}">' in email.html
+    assert "Springfield Police" in email.subject and "\n" not in email.subject
+    if not tag.startswith("en"):
+        assert "Investigator" not in email.text and "Footage requested" not in email.html, "no English left"
+    push = push_content(request, has_camera=has_camera, settings=Settings(), respond_until=NOW + timedelta(days=1),
+                        now=NOW, locale=tag)
+    assert push.title == f"Springfield Police · {label}"
+    assert push.action == push.data["action_label"] == action
+    assert push.data["action"] == ("choose_videos" if has_camera else "view_request")
+    assert push.body.endswith("Two cars broken into") and len(push.body) <= PUSH_BODY_CHARS
+
+
+@pytest.mark.parametrize("tag", [*sorted(WORDS), "de-DE", "garbage"])
+def test_escaping_holds_in_every_locale(tag: str) -> None:
+    request = parse_request(request_payload("req-hostile", **HOSTILE))
+    email = email_content(request, has_camera=True, time_zone="UTC", settings=Settings(), locale=tag)
+    for raw in ("<script>", "<img", "<b>", "</p><a", 'href="javascript'):
+        assert raw not in email.html, (tag, raw)
+    for escaped in ("Evil &amp; &lt;script&gt;alert(&#34;x&#34;)&lt;/script&gt; &#39;{{ 7*7 }}&#39; %(agency)s",
+                    "&lt;img src=x onerror=&#34;steal()&#34;&gt; &amp; &lt;/p&gt;&lt;a href=&#34;javascript:bad()"
+                    "&#34;&gt;{% raw %}&lt;/a&gt;<br>{{ config }} %s",
+                    "Det. &lt;b&gt;Bold&lt;/b&gt; &#34;Q&#34; {{ x }}"):
+        assert escaped in email.html, (tag, escaped)
+    # The agency's text as written, never evaluated as a template or a format string.
+    assert EVIL_AGENCY in email.text and EVIL_DETAILS in email.text and EVIL_AGENCY in email.subject
+    push = push_content(request, has_camera=True, settings=Settings(), respond_until=NOW + timedelta(days=1),
+                        now=NOW, locale=tag)
+    assert push.title.startswith(EVIL_AGENCY + " · ")
+    assert "{{ config }} %s" in push.body
