@@ -108,13 +108,16 @@ _PLACEHOLDER = re.compile(r"%\((\w+)\)s")
 
 
 def _usable(msgid: str, msgstr: str) -> bool:
-    """Whether a translation can stand in for its message: the same placeholders, and it formats.
+    """Whether a translation can stand in for its message: the same placeholders, it formats, no markup.
 
     Templates format every message (``%`` as in Python); a translation that names another placeholder
-    or holds a lone ``%`` would fail the send, so it is left out and the message falls back.
+    or holds a lone ``%`` would fail the send, so it is left out and the message falls back. HTML
+    templates take a translation as markup, so one with tags its message has not is left out too.
     """
     names = sorted(_PLACEHOLDER.findall(msgid))
     if sorted(_PLACEHOLDER.findall(msgstr)) != names:
+        return False
+    if ("<" in msgstr or ">" in msgstr) and not ("<" in msgid or ">" in msgid):
         return False
     try:
         msgstr % dict.fromkeys(names, "")
