@@ -3,7 +3,9 @@ a missing or broken translation falls back instead of failing, and the channels 
 
 from __future__ import annotations
 
+import fnmatch
 import io
+import tomllib
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -226,3 +228,12 @@ def test_push_sends_each_device_its_residents_language(sandbox: SandboxServer) -
     assert sent["tok-en"]["data"]["action_label"] == "View request"
     for message in sent.values():
         assert message["data"]["action"] in {"choose_videos", "view_request"}, "machine fields stay untranslated"
+
+
+def test_every_template_and_catalogue_ships_in_the_package() -> None:
+    patterns = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["package-data"]["dispatcher"]
+    package = ROOT / "dispatcher"
+    files = [path.relative_to(package).as_posix() for folder in ("channels/templates", "channels/locales")
+             for path in (package / folder).rglob("*") if path.is_file()]
+    assert len(files) > 10
+    assert [name for name in files if not any(fnmatch.fnmatchcase(name, p) for p in patterns)] == []
