@@ -1,4 +1,5 @@
-"""The email channel's fast body builder writes exactly what orjson writes for the readable body."""
+"""The email channel's fast body builder writes exactly what orjson writes for the readable body, in every
+locale (translated bodies carry non-ASCII and no-break spaces)."""
 
 from __future__ import annotations
 
@@ -23,14 +24,15 @@ ADDRESSES = [
 ]
 
 
+@pytest.mark.parametrize("locale", ["en-US", "en-GB", "es-US", "fr-CA"])
 @pytest.mark.parametrize("unsubscribe_url", ["https://example.org/unsubscribe", 'https://ex.org/u"n\\sub'])
 @pytest.mark.parametrize("group_id", [0, 77])
-def test_json_body_matches_the_dict_body(unsubscribe_url: str, group_id: int) -> None:
+def test_json_body_matches_the_dict_body(unsubscribe_url: str, group_id: int, locale: str) -> None:
     settings = Settings().with_(sendgrid_api_key="SG.test", unsubscribe_url=unsubscribe_url,
                                 sendgrid_unsubscribe_group=group_id)
     channel = EmailChannel(settings)
     request = parse_request(request_payload("req-body.1:x"))
-    content = email_content(request, has_camera=True, time_zone="America/Denver", settings=settings)
+    content = email_content(request, has_camera=True, time_zone="America/Denver", settings=settings, locale=locale)
     for group in (
         [mailbox(i, f"resident{i}@example.org", "America/Denver", True) for i in range(50)],
         [mailbox(i - 3, address, "UTC", False) for i, address in enumerate(ADDRESSES)],

@@ -1,27 +1,55 @@
-"""What residents see: push notifications and emails built from a Community Request.
+"""What residents see: push notifications and emails built from a Community Request, in their language.
 
 Camera owners get the "Choose Videos to Share" action; everyone else "View request" with the details
-and the investigator's contact. Agency-provided text is data, never markup: every piece is escaped
-for HTML, and stripped of line breaks where it lands in a header (the subject).
+and the investigator's contact. The words come from templates (``templates/community_request/``)
+translated through the resident's catalogues (:mod:`.i18n`), the footage window is written the way the
+resident's locale writes dates, in their time zone. Agency-provided text is data, never markup and
+never translated: the HTML template escapes every piece, and it is stripped of line breaks where it
+lands in a header (the subject) or a title.
+
+Everything here is rendered once per group of residents who read the same message (request, camera
+or not, locale, and for email the time zone), never per resident.
 """
 
 from __future__ import annotations
 
 import base64
 import hashlib
-import html
 import re
 from dataclasses import dataclass
-from datetime import UTC, datetime, timezone
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+from datetime import UTC, datetime
 
+from dispatcher.channels.i18n import DEFAULT_LOCALE, ContentLocale, format_window, resolve_locale
+from dispatcher.channels.rendering import gettext, render
 from dispatcher.config import FCM_MAX_TTL_SECONDS, Settings
 from dispatcher.contract import CommunityRequest
 
+#: The kind of message these templates render (their folder under ``templates/``).
+KIND = "community_request"
+
+
+def N_(message: str) -> str:
+    """Marks ``message`` for the catalogues (Babel's extractor looks for ``N_``); translated where shown."""
+    return message
+
+
 #: The label every notification carries, so residents know what kind of message this is.
-LABEL = "Community Request"
-CHOOSE_VIDEOS = "Choose Videos to Share"
-VIEW_REQUEST = "View request"
+LABEL = N_("Community Request")
+CHOOSE_VIDEOS = N_("Choose Videos to Share")
+VIEW_REQUEST = N_("View request")
+#: Labels of the incident types agencies use most; any other type is shown as its words, untranslated.
+INCIDENT_LABELS = {
+    "missing_person": N_("Missing person"),
+    "threat_to_safety": N_("Threat to safety"),
+    "vehicle_break_in": N_("Vehicle break in"),
+    "burglary": N_("Burglary"),
+    "theft": N_("Theft"),
+    "package_theft": N_("Package theft"),
+    "vandalism": N_("Vandalism"),
+    "robbery": N_("Robbery"),
+    "assault": N_("Assault"),
+    "hit_and_run": N_("Hit and run"),
+}
 #: Push body length before it is cut with an ellipsis (notification shades show about this much).
 PUSH_BODY_CHARS = 178
 
@@ -33,10 +61,18 @@ def one_line(text: str) -> str:
     return _CONTROL.sub(" ", text).strip()
 
 
-def incident_label(incident_type: str) -> str:
-    """``missing_person`` → ``Missing person``."""
+def incident_label(incident_type: str, locale: ContentLocale | None = None) -> str:
+    """``missing_person`` → ``Missing person`` (``Personne disparue`` in French); an unlisted type as its words."""
+    known = INCIDENT_LABELS.get(incident_type)
+    if known is not None:
+        return gettext(locale or resolve_locale(DEFAULT_LOCALE), known)
     words = incident_type.replace("_", " ").strip()
     return words[:1].upper() + words[1:]
+
+
+def content_locale(locale: str | ContentLocale) -> ContentLocale:
+    """A resident's locale tag resolved for rendering (fallbacks included); a resolved one as it is."""
+    return locale if isinstance(locale, ContentLocale) else resolve_locale(locale)
 
 
 def shorten(text: str, limit: int) -> str:
@@ -103,13 +139,18 @@ class PushContent:
 
 
 def push_content(request: CommunityRequest, *, has_camera: bool, settings: Settings,
-                 respond_until: datetime, now: datetime | None = None) -> PushContent:
-    """The push for one request and one kind of resident (with or without a camera)."""
-    action = CHOOSE_VIDEOS if has_camera else VIEW_REQUEST
+                 respond_until: datetime, now: datetime | None = None,
+                 locale: str | ContentLocale = DEFAULT_LOCALE) -> PushContent:
+    """The push for one request, one kind of resident (with or without a camera) and one locale."""
+    loc = content_locale(locale)
+    action = gettext(loc, CHOOSE_VIDEOS if has_camera else VIEW_REQUEST)
     link = deep_link(settings, request.id, has_camera)
+    title = render(KIND, "push_title.txt", loc, {"agency": request.agency.name, "label": gettext(loc, LABEL)})
+    body = render(KIND, "push_body.txt", loc,
+                  {"incident": incident_label(request.incident_type, loc), "details": request.details})
     return PushContent(
-        title=one_line(f"{request.agency.name} · {LABEL}"),
-        body=shorten(f"{incident_label(request.incident_type)}: {request.details}", PUSH_BODY_CHARS),
+        title=one_line(title),
+        body=shorten(body, PUSH_BODY_CHARS),
         data={
             "type": "community_request",
             "request_id": request.id,
@@ -133,72 +174,28 @@ class EmailContent:
     html: str
 
 
-def _zone(name: str) -> ZoneInfo | timezone:
-    try:
-        return ZoneInfo(name)
-    except (ZoneInfoNotFoundError, ValueError):
-        return UTC
+#: Longest subject, in characters (mail clients cut long ones anyway; SendGrid refuses none this short).
+SUBJECT_CHARS = 200
 
 
-def format_window(start: datetime, end: datetime, time_zone: str) -> str:
-    """The footage window in the resident's time zone, e.g. ``Mar 3, 2026 21:00 – Mar 4, 2026 02:00 (EST)``."""
-    zone = _zone(time_zone)
-    a, b = start.astimezone(zone), end.astimezone(zone)
-    fmt = "%b %-d, %Y %H:%M"
-    tail = b.strftime("%H:%M") if a.date() == b.date() else b.strftime(fmt)
-    return f"{a.strftime(fmt)} – {tail} ({b.tzname() or time_zone})"
-
-
-def email_content(request: CommunityRequest, *, has_camera: bool, time_zone: str,
-                  settings: Settings) -> EmailContent:
-    """The email for one request and one group of residents (camera or not, time zone)."""
-    agency = request.agency.name
-    incident = incident_label(request.incident_type)
-    window = format_window(request.footage_window.start, request.footage_window.end, time_zone)
-    inv = request.investigator
-    link = deep_link(settings, request.id, has_camera)
-    action = CHOOSE_VIDEOS if has_camera else VIEW_REQUEST
-    subject = one_line(f"{LABEL} from {agency}: {incident}")[:200]
-    text = "\n".join(
-        [
-            f"{LABEL} from {agency}",
-            "",
-            f"Incident: {incident}",
-            f"Footage requested: {window}",
-            "",
-            request.details,
-            "",
-            f"Investigator: {inv.name}",
-            f"Phone: {inv.phone}",
-            f"Email: {inv.email}",
-            f"Investigation code: {request.investigation_code}",
-            "",
-            f"{action}: {link}",
-            "",
-            "Sharing is voluntary and private: the agency never learns who received this request.",
-        ]
-    )
-    e = html.escape
-    button = (
-        f'<p><a href="{e(link)}" style="display:inline-block;padding:12px 20px;background:#1a73e8;'
-        f'color:#ffffff;text-decoration:none;border-radius:6px">{e(action)}</a></p>'
-    )
-    details_html = "<br>".join(e(line) for line in request.details.splitlines())
-    body = f"""<!doctype html>
-<html><body style="font-family:Arial,Helvetica,sans-serif;color:#202124">
-<p style="font-size:12px;text-transform:uppercase;letter-spacing:1px;color:#5f6368">{e(LABEL)}</p>
-<h1 style="font-size:20px">{e(agency)}: {e(incident)}</h1>
-<p><strong>Footage requested:</strong> {e(window)}</p>
-<p>{details_html}</p>
-<table role="presentation">
-<tr><td>Investigator</td><td>{e(inv.name)}</td></tr>
-<tr><td>Phone</td><td>{e(inv.phone)}</td></tr>
-<tr><td>Email</td><td>{e(inv.email)}</td></tr>
-<tr><td>Investigation code</td><td>{e(request.investigation_code)}</td></tr>
-</table>
-{button}
-<p style="font-size:12px;color:#5f6368">Sharing is voluntary and private: the agency never learns who
-received this request.</p>
-</body></html>"""
-    return EmailContent(subject=subject, text=text, html=body)
-
+def email_content(request: CommunityRequest, *, has_camera: bool, time_zone: str, settings: Settings,
+                  locale: str | ContentLocale = DEFAULT_LOCALE) -> EmailContent:
+    """The email for one request and one group of residents (camera or not, time zone, locale)."""
+    loc = content_locale(locale)
+    window = format_window(request.footage_window.start, request.footage_window.end, time_zone, loc.babel)
+    values = {
+        "lang": loc.name.replace("_", "-"),
+        "label": gettext(loc, LABEL),
+        "agency": request.agency.name,
+        "incident": incident_label(request.incident_type, loc),
+        "window": window,
+        "details": request.details,
+        "details_lines": request.details.splitlines(),
+        "investigator": request.investigator,
+        "investigation_code": request.investigation_code,
+        "link": deep_link(settings, request.id, has_camera),
+        "action": gettext(loc, CHOOSE_VIDEOS if has_camera else VIEW_REQUEST),
+    }
+    subject = one_line(render(KIND, "email_subject.txt", loc, values))[:SUBJECT_CHARS]
+    return EmailContent(subject=subject, text=render(KIND, "email.txt", loc, values),
+                        html=render(KIND, "email.html", loc, values))

@@ -1,7 +1,8 @@
 """Email through SendGrid v3 mail send: the sendgrid library's helpers, a shared keep-alive httpx client.
 
-Residents of one request are grouped by what makes their email differ (camera or not, time zone);
-each group is sent with one API call per at most 1,000 personalizations. A personalization carries
+Residents of one request are grouped by what makes their email differ (camera or not, time zone,
+and the locale their tag resolves to, so ``fr-CA`` and ``fr_ca`` share a group); each group's email
+is rendered once and sent with one API call per at most 1,000 personalizations. A personalization carries
 the address, a one-click unsubscribe header and custom args with ids only (request and resident), so
 webhook events can be traced back to ledger rows without any personal data.
 
@@ -36,7 +37,8 @@ from sendgrid import SendGridAPIClient
 
 from dispatcher import ledger
 from dispatcher.channels.base import Eligible
-from dispatcher.channels.content import EmailContent, email_content, one_line
+from dispatcher.channels.content import EmailContent, content_locale, email_content, one_line
+from dispatcher.channels.i18n import ContentLocale
 from dispatcher.channels.result import SendResult
 from dispatcher.channels.retry_after import retry_after_seconds, seconds_until
 from dispatcher.config import SENDGRID_MAX_PERSONALIZATIONS, Settings
@@ -52,6 +54,9 @@ class Mailbox(Protocol):
 
     @property
     def email(self) -> str: ...
+
+    @property
+    def locale(self) -> str: ...
 
     @property
     def time_zone(self) -> str: ...
@@ -244,13 +249,14 @@ class EmailChannel:
 
         Nothing is sent once ``respond_until`` has passed: those residents' rows expire.
         """
-        groups: dict[tuple[bool, str], list[Addressee]] = defaultdict(list)
+        groups: dict[tuple[bool, str, ContentLocale], list[Addressee]] = defaultdict(list)
         for rid, mailbox in recipients.items():
-            groups[(mailbox.has_camera, mailbox.time_zone)].append((rid, mailbox))
+            groups[(mailbox.has_camera, mailbox.time_zone, content_locale(mailbox.locale))].append((rid, mailbox))
         result = EmailResult()
         size = min(self.settings.email_batch_size, SENDGRID_MAX_PERSONALIZATIONS)
-        for (camera, zone), members in groups.items():
-            content = email_content(request, has_camera=camera, time_zone=zone, settings=self.settings)
+        for (camera, zone, locale), members in groups.items():
+            content = email_content(request, has_camera=camera, time_zone=zone, settings=self.settings,
+                                    locale=locale)
             for start in range(0, len(members), size):
                 chunk = members[start:start + size]
                 self._send_chunk(request, respond_until, content, chunk, result)

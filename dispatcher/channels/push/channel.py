@@ -27,7 +27,8 @@ from firebase_admin import credentials, exceptions
 
 from dispatcher import ledger
 from dispatcher.channels.base import Eligible
-from dispatcher.channels.content import push_content
+from dispatcher.channels.content import content_locale, push_content
+from dispatcher.channels.i18n import DEFAULT_LOCALE, ContentLocale
 from dispatcher.channels.push.access_token import AccessToken
 from dispatcher.channels.push.fcm_http import FcmConnectionPool
 from dispatcher.channels.push.firebase_private import fcm_error
@@ -55,10 +56,13 @@ _app_counter = itertools.count()
 
 
 class Devices(Protocol):
-    """What a push needs about one resident: their live device tokens and whether they have a camera."""
+    """What a push needs about one resident: their live device tokens, their locale and whether they have a camera."""
 
     @property
     def tokens(self) -> Sequence[str]: ...
+
+    @property
+    def locale(self) -> str: ...
 
     @property
     def has_camera(self) -> bool: ...
@@ -102,7 +106,7 @@ class PushChannel:
         self._url = ""
         self._loop: LoopThread | None = None
         self._engine: LaneEngine | None = None
-        self._templates: dict[tuple[str, bool, int, str], MessageTemplate] = {}
+        self._templates: dict[tuple[str, bool, ContentLocale, int, str], MessageTemplate] = {}
         atexit.register(_close_at_exit, weakref.ref(self))
 
     def _firebase(self) -> firebase_admin.App:
@@ -170,18 +174,20 @@ class PushChannel:
         return Eligible(dict(reachable),
                         {rid: ledger.Outcome(ledger.Status.SKIPPED, reason) for rid, reason in skipped.items()})
 
-    def template(self, request: CommunityRequest, has_camera: bool, respond_until: datetime) -> MessageTemplate:
-        """The encoded message for one request and kind of resident, reused for :data:`TEMPLATE_SECONDS`.
+    def template(self, request: CommunityRequest, has_camera: bool, respond_until: datetime,
+                 locale: ContentLocale | str = DEFAULT_LOCALE) -> MessageTemplate:
+        """The encoded message for one request, kind of resident and locale, reused for :data:`TEMPLATE_SECONDS`.
 
         Its time to live counts from the end of that period, so no copy outlives the response window.
         """
         period = int(datetime.now(UTC).timestamp()) // TEMPLATE_SECONDS
-        key = (request.id, has_camera, period, respond_until.isoformat())
+        loc = content_locale(locale)
+        key = (request.id, has_camera, loc, period, respond_until.isoformat())
         found = self._templates.get(key)
         if found is None:
             period_end = datetime.fromtimestamp((period + 1) * TEMPLATE_SECONDS, UTC)
             content = push_content(request, has_camera=has_camera, settings=self.settings,
-                                   respond_until=respond_until, now=period_end)
+                                   respond_until=respond_until, now=period_end, locale=loc)
             found = MessageTemplate(content)
             with self._lock:
                 if len(self._templates) > 256:
@@ -202,17 +208,19 @@ class PushChannel:
         messages = sum(len(devices.tokens) for devices in recipients.values())
         if messages > FCM_MAX_BATCH * 4:
             raise ConfigurationError(f"a push batch holds {messages} messages; lease at most {FCM_MAX_BATCH}")
-        templates = {camera: self.template(request, camera, respond_until)
-                     for camera in {devices.has_camera for devices in recipients.values()}}
-        return self._loop_thread().run(self._send_batch(templates, recipients, left))
+        # One message per (camera, locale) the batch holds: what makes the pushes differ.
+        kinds = {rid: (devices.has_camera, content_locale(devices.locale)) for rid, devices in recipients.items()}
+        templates = {kind: self.template(request, kind[0], respond_until, kind[1]) for kind in set(kinds.values())}
+        by_resident = {rid: templates[kind] for rid, kind in kinds.items()}
+        return self._loop_thread().run(self._send_batch(by_resident, recipients, left))
 
-    async def _send_batch(self, templates: dict[bool, MessageTemplate], recipients: Mapping[int, Devices],
+    async def _send_batch(self, templates: Mapping[int, MessageTemplate], recipients: Mapping[int, Devices],
                           left: float) -> PushResult:
         """The whole batch on the loop thread: with several worker threads, the Python work of one batch
         does not hold the GIL against the loop serving the others."""
         cutoff = asyncio.get_running_loop().time() + left
         pairs = [(rid, token) for rid, devices in recipients.items() for token in devices.tokens]
-        bodies = [templates[recipients[rid].has_camera].body(token) for rid, token in pairs]
+        bodies = [templates[rid].body(token) for rid, token in pairs]
         state = BatchState()
         answers = await self._lanes().send_all(bodies, state, cutoff)
         return judge(list(recipients), pairs, answers, state)
