@@ -120,7 +120,8 @@ def target(request_id: str, on_first_rows: FirstRows | None = None) -> Distribut
         try:
             return _stream_ledger(conn, request.id, area, on_first_rows, started)
         finally:
-            conn.autocommit = False  # the pool hands the connection on as it got it
+            if not conn.closed:
+                conn.autocommit = False  # the pool hands the connection on as it got it
 
 
 def _stream_ledger(conn: Conn, request_id: str, area: Area, on_first_rows: FirstRows | None,
