@@ -367,11 +367,12 @@ def plot(path: Path, t0: float, pushes: list[tuple[float, str, str]], emails: li
     bins = np.arange(0, end + 1, 1.0)
     for name, records in (("push accepted / s", pushes), ("emails accepted / s", emails)):
         ax.hist([t - t0 for t, _, _ in records], bins=bins, histtype="step", label=name)
-    if len(rows) > 1:
+    if len(rows) > 1:  # the statistics are flushed about once a second: rates over one-second bins
         times = np.array([t - t0 for t, _ in rows])
         counts = np.array([n for _, n in rows], dtype=float)
-        rate = np.diff(counts) / np.maximum(np.diff(times), 1e-3)
-        ax.plot(times[1:], rate, lw=0.8, alpha=0.7, label="ledger rows written / s")
+        edges = np.arange(np.floor(times[0]), times[-1] + 1, 1.0)
+        at_edges = np.interp(edges, times, counts)
+        ax.step(edges[1:], np.diff(at_edges), lw=0.8, alpha=0.7, label="ledger rows written / s")
     ax.axhline(QUOTA_PER_SECOND, color="grey", ls=":", lw=1, label="FCM quota (10,000 / s)")
     for label, at in marks.items():
         ax.axvline(at - t0, color="black", ls="--", lw=0.6)

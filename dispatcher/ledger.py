@@ -102,6 +102,8 @@ _STAGE_PAGES = sql.SQL("SELECT pg_relation_size({}::regclass) / current_setting(
 # in order, and never updated, so its pages are the chunks, without an index or a sort.
 _STAGED_CHUNK = sql.SQL("SELECT resident_id FROM {} WHERE ctid >= %s::tid AND ctid < %s::tid").format(
     sql.Identifier(_STAGE_TABLE))
+#: The last chunk has no upper bound: whatever the page count said, no staged id is left behind.
+_STAGED_REST = sql.SQL("SELECT resident_id FROM {} WHERE ctid >= %s::tid").format(sql.Identifier(_STAGE_TABLE))
 
 
 @dataclass
@@ -139,8 +141,12 @@ class DeliverySink:
         while page < pages:
             self._chunk = min(self.max_chunk, self._chunk * 2) if self._chunk else self.first_chunk
             step = max(1, self._chunk // per_page)
+            if page + step >= pages:
+                chunk, bounds = _STAGED_REST, [f"({page},0)"]
+            else:
+                chunk, bounds = _STAGED_CHUNK, [f"({page},0)", f"({page + step},0)"]
             with conn.transaction():
-                rows = insert_deliveries(conn, self.request_id, _STAGED_CHUNK, [f"({page},0)", f"({page + step},0)"])
+                rows = insert_deliveries(conn, self.request_id, chunk, bounds)
                 mark_activity(conn, self.request_id, "target")
             page += step
             count += rows

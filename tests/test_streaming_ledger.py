@@ -215,3 +215,20 @@ def test_a_request_expired_while_its_rows_were_written_keeps_nothing_pending(
     outcome = target("late-1")
     assert outcome.state == State.EXPIRED.value and not outcome.start_fanout
     assert set(_rows(db, "late-1")) == {("push", "expired"), ("email", "expired")}
+
+
+def test_the_sink_commits_growing_chunks_and_leaves_no_staged_id_behind(db: Conn, engine: Settings) -> None:
+    _town(db)
+    _accept(db, "chunks-1")
+    from psycopg import sql
+
+    ids = "{" + ",".join(str(i) for i in range(1, TOWN + 1)) + "}"
+    seen: list[int] = []
+    sink = ledger.delivery_sink("chunks-1", on_commit=seen.append, first_chunk=100, max_chunk=800)
+    written = sink(db, sql.SQL("SELECT unnest(%s::bigint[])"), [ids])
+    assert written == sink.written == 2 * TOWN and seen[-1] == 2 * TOWN
+    assert len(seen) >= 5 and seen == sorted(seen) and seen[0] < 2 * 800  # small first, growing, each committed
+    again = ledger.delivery_sink("chunks-1")
+    assert again(db, sql.SQL("SELECT unnest(%s::bigint[])"), [ids]) == 0  # re-running writes nothing
+    sink.close(db)
+    assert _rows(db, "chunks-1") == Counter({("push", "pending"): TOWN, ("email", "pending"): TOWN})
