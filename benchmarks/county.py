@@ -33,6 +33,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shlex
 import subprocess
 import sys
 import tempfile
@@ -544,7 +545,7 @@ def main() -> None:
     parser.add_argument("--suffix", default="", help="appended to the PNG's name (county<suffix>.png)")
     args = parser.parse_args()
     results = run(args)
-    command = "python benchmarks/county.py " + " ".join(sys.argv[1:])
+    command = shlex.join(["python", "benchmarks/county.py", *sys.argv[1:]])
     text = report(results, command, args.label)
     print(text)
     RESULTS.mkdir(exist_ok=True)

@@ -85,7 +85,7 @@ def insert_deliveries(conn: Conn, request_id: str, ids_sql: sql.Composable, para
 
 
 def delivery_sink(request_id: str, *, on_commit: Callable[[int], None] | None = None,
-                  first_chunk: int = 1_000, max_chunk: int = 25_000) -> DeliverySink:
+                  first_chunk: int = 1_000, max_chunk: int = 10_000) -> DeliverySink:
     """A targeting sink bound to one request, committing its rows in growing chunks (see :class:`DeliverySink`)."""
     return DeliverySink(request_id, on_commit=on_commit, first_chunk=first_chunk, max_chunk=max_chunk)
 
@@ -124,7 +124,7 @@ class DeliverySink:
     request_id: str
     on_commit: Callable[[int], None] | None = None
     first_chunk: int = 1_000
-    max_chunk: int = 25_000
+    max_chunk: int = 10_000
     written: int = field(default=0)
     _chunk: int = field(default=0, repr=False)
 
