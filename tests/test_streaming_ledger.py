@@ -4,6 +4,8 @@ request before its last row is in."""
 
 from __future__ import annotations
 
+import threading
+import time
 from collections import Counter
 from collections.abc import Callable
 from typing import Any
@@ -232,3 +234,46 @@ def test_the_sink_commits_growing_chunks_and_leaves_no_staged_id_behind(db: Conn
     assert again(db, sql.SQL("SELECT unnest(%s::bigint[])"), [ids]) == 0  # re-running writes nothing
     sink.close(db)
     assert _rows(db, "chunks-1") == Counter({("push", "pending"): TOWN, ("email", "pending"): TOWN})
+
+
+def _position(i: int) -> tuple[float, float]:
+    """Where :func:`_town` puts resident ``i`` (lat, lng)."""
+    return 40.011 + (i % 97) * 8e-5, -105.279 + (i // 97) * 3.5e-4
+
+
+def test_with_real_workers_an_urgent_request_goes_out_while_a_large_one_is_still_being_targeted(
+    db: Conn, engine: Settings, sandbox: Any, worker: Any, commits: list[Callable[[int], None]]
+) -> None:
+    from dispatcher.publishing import publish
+    from tests.test_end_to_end import wait_for_state
+
+    _town(db)
+    release = threading.Event()
+    paused = threading.Event()
+
+    def hold_targeting(written: int) -> None:  # the large request's targeting stalls after its first chunk
+        paused.set()
+        release.wait(60)
+
+    commits.append(hold_targeting)
+    publish(request_payload("large-1"))
+    assert paused.wait(30)
+    box = [[-105.2791, 40.0109], [-105.2775, 40.0109], [-105.2775, 40.0125], [-105.2791, 40.0125],
+           [-105.2791, 40.0109]]
+    publish(request_payload("urgent-2", incident_type="missing_person", area={"type": "Polygon", "coordinates": [box]}))
+    try:
+        assert wait_for_state(db, "urgent-2", {"completed"}, timeout=30) == "completed"
+        assert _state(db, "large-1") == "targeting"
+        deadline = time.monotonic() + 30  # the large request's first chunk goes out meanwhile too
+        while _rows(db, "large-1")[("push", "sent")] == 0 and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert _rows(db, "large-1")[("push", "sent")] > 0 and _state(db, "large-1") == "targeting"
+    finally:
+        release.set()
+    assert wait_for_state(db, "large-1", {"completed"}, timeout=120) == "completed"
+    sandbox.flush()
+    by_request = Counter((r["message"]["data"]["request_id"], r["token"]) for r in sandbox.records("fcm"))
+    in_box = {i for i in range(1, TOWN + 1)
+              if -105.2791 <= _position(i)[1] <= -105.2775 and 40.0109 <= _position(i)[0] <= 40.0125}
+    assert in_box and by_request == Counter(
+        {**{("large-1", f"tok-{i}"): 1 for i in range(1, TOWN + 1)}, **{("urgent-2", f"tok-{i}"): 1 for i in in_box}})
