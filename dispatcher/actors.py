@@ -42,15 +42,18 @@ broker = get_engine_broker()
 def _distribute(payload: dict[str, Any]) -> None:
     from dispatcher.pipeline import distribute
 
-    outcome = distribute(payload)
+    urgent = _is_urgent(payload)
+    request_id = payload.get("id") if isinstance(payload, dict) else None
+    # The fan-out starts as soon as the first ledger rows are committed, while the rest are written.
+    outcome = distribute(payload, on_first_rows=lambda: start_fanout(str(request_id), urgent=urgent))
     if outcome.start_fanout and outcome.request_id:
-        start_fanout(outcome.request_id, urgent=_is_urgent(payload))
+        start_fanout(outcome.request_id, urgent=urgent)
 
 
 def _target(request_id: str, urgent: bool) -> None:
     from dispatcher.pipeline import target
 
-    outcome = target(request_id)
+    outcome = target(request_id, on_first_rows=lambda: start_fanout(request_id, urgent=urgent))
     if outcome.start_fanout:
         start_fanout(request_id, urgent=urgent)
 

@@ -19,6 +19,7 @@ from dispatcher.deadletters import DeadLetterReasons
 from dispatcher.errors import ConfigurationError
 from dispatcher.ledger import Channel
 from dispatcher.ops.middleware import install_ops_middleware
+from dispatcher.pickup import PromptPickup
 from dispatcher.queues import (
     ALL_QUEUES,
     EMAIL_QUEUE,
@@ -67,6 +68,7 @@ def build_broker(settings: Settings, nudges: Nudges) -> RedisBroker:
     # Before Retries in the list, so it runs after Retries has decided a message's fate.
     broker.add_middleware(DeadLetterReasons(), before=Retries)
     broker.add_middleware(ReconcilerMiddleware(nudges))
+    broker.add_middleware(PromptPickup())  # an idle queue is looked at every 100 ms, not every second
     return broker
 
 

@@ -36,6 +36,8 @@ log = logging.getLogger(__name__)
 #: How long one message may drain a request before passing the rest on to the back of the queue
 #: (the longest a small request waits for a worker thread behind a county-wide one).
 DRAIN_SECONDS = 10.0
+#: How often a drain that caught up with a request still being targeted looks for new rows.
+TARGETING_POLL_SECONDS = 0.5
 #: Wait before retrying residents a provider could not take, when it gives no Retry-After.
 DEFAULT_RETRY_SECONDS = 5.0
 #: Rows held by quiet hours that may go within this many seconds are followed by a delayed drain (the
@@ -147,7 +149,7 @@ def drain(request_id: str, channel: Channel, *, budget_seconds: float | None = N
         log.warning("fan-out for an unknown request", extra={"request_id": request_id})
         return report
     stored, request = loaded
-    if stored.state is not State.SENDING:
+    if stored.state not in (State.TARGETING, State.SENDING):  # targeting commits its rows as it goes
         return report
     size = settings.push_batch_size if channel is Channel.PUSH else settings.email_batch_size
     deadline = time.monotonic() + (DRAIN_SECONDS if budget_seconds is None else budget_seconds)
@@ -191,7 +193,11 @@ def drain(request_id: str, channel: Channel, *, budget_seconds: float | None = N
         if work.claimable == 0 and work.leased == 0 and not hold_ends_soon:
             if lifecycle.complete_if_done(conn, request_id):
                 log.info("request completed", extra={"request_id": request_id})
-            report.finished = True
+            if lifecycle.current_state(conn, request_id) is not State.TARGETING:
+                report.finished = True
+                return report
+            # Caught up with targeting, which is still writing rows: look again shortly.
+            report.more_work, report.retry_in = True, TARGETING_POLL_SECONDS
             return report
     report.more_work = True
     if work.claimable > 0 and not report.quota_exceeded:

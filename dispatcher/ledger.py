@@ -14,7 +14,8 @@ row is skipped, is decided by :mod:`dispatcher.preferences.eligibility`.
 from __future__ import annotations
 
 import enum
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
@@ -88,22 +89,117 @@ def insert_deliveries(conn: Conn, request_id: str, ids_sql: sql.Composable, para
     return cur.rowcount
 
 
-def delivery_sink(request_id: str) -> DeliverySink:
-    """A targeting sink bound to one request."""
-    return DeliverySink(request_id)
+def delivery_sink(request_id: str, *, on_commit: Callable[[int], None] | None = None,
+                  first_chunk: int = 1_000, max_chunk: int = 10_000) -> DeliverySink:
+    """A targeting sink bound to one request, committing its rows in growing chunks (see :class:`DeliverySink`)."""
+    return DeliverySink(request_id, on_commit=on_commit, first_chunk=first_chunk, max_chunk=max_chunk)
+
+
+#: Each sink call's ids land here first (one column, no index), then go to the ledger chunk by chunk.
+_STAGE_TABLE = "dispatcher_targeted"
+_CREATE_STAGE = sql.SQL(
+    "CREATE TEMPORARY TABLE IF NOT EXISTS {} (resident_id bigint) ON COMMIT PRESERVE ROWS"
+).format(sql.Identifier(_STAGE_TABLE))
+_STAGE_IDS = sql.SQL("INSERT INTO {} (resident_id) SELECT t.resident_id FROM ({}) AS t(resident_id)")
+_STAGE_PAGES = sql.SQL("SELECT pg_relation_size({}::regclass) / current_setting('block_size')::bigint").format(
+    sql.Literal(f"pg_temp.{_STAGE_TABLE}"))
+# A TID range scan (PostgreSQL 14+) reads only the pages of one chunk: the staged table is written once,
+# in order, and never updated, so its pages are the chunks, without an index or a sort.
+_STAGED_CHUNK = sql.SQL("SELECT resident_id FROM {} WHERE ctid >= %s::tid AND ctid < %s::tid").format(
+    sql.Identifier(_STAGE_TABLE))
+#: The last chunk has no upper bound: whatever the page count said, no staged id is left behind.
+_STAGED_REST = sql.SQL("SELECT resident_id FROM {} WHERE ctid >= %s::tid").format(sql.Identifier(_STAGE_TABLE))
 
 
 @dataclass
 class DeliverySink:
-    """Callable sink for :func:`dispatcher.targeting.match.match_area`: writes ledger rows."""
+    """Callable sink for :func:`dispatcher.targeting.match.match_area` that writes ledger rows as a stream.
+
+    Why: a county-wide request writes millions of rows; in one transaction nothing could be sent until
+    the last one was written. Each call's ids are staged in a temporary table (one statement, the ids
+    stay in the database), then moved into the ledger in chunks that grow from ``first_chunk`` to
+    ``max_chunk`` residents, each chunk its own transaction, so the first rows are claimable within a
+    fraction of a second and ``on_commit`` (given the rows written so far) can start the fan-out.
+    Streaming needs ``conn`` in autocommit mode; inside a caller's transaction each chunk is a savepoint
+    and nothing is visible before the caller commits. Re-running a request is harmless: rows are unique
+    per (request, resident, channel) and conflicts are skipped. One connection, one thread: the staged
+    table is the connection's own.
+    """
 
     request_id: str
+    on_commit: Callable[[int], None] | None = None
+    first_chunk: int = 1_000
+    max_chunk: int = 10_000
     written: int = field(default=0)
+    _chunk: int = field(default=0, repr=False)
 
     def __call__(self, conn: Conn, ids_sql: sql.Composable, params: Sequence[object]) -> int:
-        count = insert_deliveries(conn, self.request_id, ids_sql, params)
-        self.written += count
+        conn.execute(_CREATE_STAGE)
+        conn.execute(sql.SQL("TRUNCATE {}").format(sql.Identifier(_STAGE_TABLE)))
+        staged = conn.execute(_STAGE_IDS.format(sql.Identifier(_STAGE_TABLE), ids_sql), list(params)).rowcount
+        if staged <= 0:
+            return 0
+        row = conn.execute(_STAGE_PAGES).fetchone()
+        pages = max(int(row[0]) if row else 1, 1)
+        per_page = -(-staged // pages)
+        count, page = 0, 0
+        while page < pages:
+            self._chunk = min(self.max_chunk, self._chunk * 2) if self._chunk else self.first_chunk
+            step = max(1, self._chunk // per_page)
+            if page + step >= pages:
+                chunk, bounds = _STAGED_REST, [f"({page},0)"]
+            else:
+                chunk, bounds = _STAGED_CHUNK, [f"({page},0)", f"({page + step},0)"]
+            with conn.transaction():
+                rows = insert_deliveries(conn, self.request_id, chunk, bounds)
+                mark_activity(conn, self.request_id, "target")
+            page += step
+            count += rows
+            self.written += rows
+            if self.on_commit is not None:
+                self.on_commit(self.written)
         return count
+
+    def close(self, conn: Conn) -> None:
+        """Drop the staged table (the connection goes back to a pool)."""
+        conn.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(sql.Identifier(_STAGE_TABLE)))
+
+
+#: First key of the advisory lock "this request's ledger rows are being written" (the second key is
+#: ``hashtext(request_id)``); the two-key space never meets the reconciler's one-key lock.
+_WRITER_LOCK_CLASS = 0x6C6467  # "ldg"
+
+
+@contextmanager
+def writing_rows(conn: Conn, request_id: str) -> Iterator[bool]:
+    """Hold the request's writer lock for the block if nobody else does; yield whether we hold it.
+
+    Why a session-level advisory lock: targeting now commits as it goes, so no transaction stays open
+    to show that a worker is still on it. The lock lives as long as the connection: a worker that dies
+    loses it at once, and the reconciler (:func:`rows_being_written`) can tell a request being targeted
+    from one a crash left behind. ``conn`` must stay checked out for the whole block.
+    """
+    row = conn.execute("SELECT pg_try_advisory_lock(%s, hashtext(%s))", (_WRITER_LOCK_CLASS, request_id)).fetchone()
+    held = bool(row and row[0])
+    try:
+        yield held
+    finally:
+        if held and not conn.closed:
+            conn.execute("SELECT pg_advisory_unlock(%s, hashtext(%s))", (_WRITER_LOCK_CLASS, request_id))
+
+
+def rows_being_written(conn: Conn, request_id: str) -> bool:
+    """Whether a live worker holds the request's writer lock (without taking it)."""
+    row = conn.execute(
+        """
+        SELECT EXISTS (SELECT 1 FROM pg_locks
+                       WHERE locktype = 'advisory' AND objsubid = 2 AND granted
+                         AND database = (SELECT oid FROM pg_database WHERE datname = current_database())
+                         AND classid = (%s)::int4::oid AND objid = hashtext(%s)::oid)
+        """,
+        (_WRITER_LOCK_CLASS, request_id),
+    ).fetchone()
+    return bool(row and row[0])
 
 
 _CLAIM = """

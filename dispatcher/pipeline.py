@@ -2,15 +2,17 @@
 
 Runs inside the ``distribute_request`` actor (and ``target_request``, which the reconciler sends for a
 request a crash left behind) and can run any number of times for the same message:
-acceptance is idempotent, targeting happens in one transaction that also moves the request to
-``sending`` (so a crash mid-way leaves nothing behind), and a request already sending is only
-nudged to continue its fan-out.
+acceptance is idempotent, targeting streams the ledger in committed chunks (the fan-out starts after
+the first) and moves the request to ``sending`` only after the last, and a request already sending is
+only nudged to continue its fan-out. A crash mid-way leaves the request ``targeting`` with some rows
+written; the re-run writes the rest (rows are unique per request, resident and channel).
 """
 
 from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -18,16 +20,20 @@ from dispatcher import ledger, lifecycle
 from dispatcher.config import get_settings
 from dispatcher.contract import is_request_id, receive_request
 from dispatcher.db import get_pool
+from dispatcher.db.types import Conn
 from dispatcher.errors import InvalidArea, InvalidRequest, RequestConflict
 from dispatcher.lifecycle import State
 from dispatcher.ops import metrics
-from dispatcher.targeting.area import parse_area
+from dispatcher.targeting.area import Area, parse_area
 from dispatcher.targeting.match import match_area
 
 log = logging.getLogger(__name__)
 
 #: A request that writes at least this many ledger rows refreshes the ledger's planner statistics.
 ANALYZE_AFTER_ROWS = 10_000
+
+#: Called once the first ledger rows of a request are committed (the actor starts the fan-out).
+FirstRows = Callable[[], None]
 
 
 @dataclass(frozen=True)
@@ -42,7 +48,7 @@ class DistributeOutcome:
     targeting_seconds: float = 0.0
 
 
-def distribute(payload: Any) -> DistributeOutcome:
+def distribute(payload: Any, on_first_rows: FirstRows | None = None) -> DistributeOutcome:
     """Accept and target one request message; never raises for bad input (it is recorded instead)."""
     pool = get_pool()
     # An id is recorded or announced only if it follows the contract (a 5 MB id must not reach the stream).
@@ -68,11 +74,15 @@ def distribute(payload: Any) -> DistributeOutcome:
         return DistributeOutcome(request.id, stored.state.value, False, stored.reason)
     if stored.state is State.SENDING:
         return DistributeOutcome(request.id, stored.state.value, True)
-    return target(request.id)
+    return target(request.id, on_first_rows)
 
 
-def target(request_id: str) -> DistributeOutcome:
-    """Target a stored request: write its ledger and move it to ``sending``, in one transaction.
+def target(request_id: str, on_first_rows: FirstRows | None = None) -> DistributeOutcome:
+    """Target a stored request: stream its ledger rows, then move it to ``sending``.
+
+    ``on_first_rows`` is called once, right after the first ledger rows are committed (the actor starts
+    the fan-out there, while the rest is still being written); the outcome's ``start_fanout`` is then
+    false.
 
     Called right after acceptance and, for a request left ``accepted`` by a crash, by the reconciler's
     ``target_request`` message (which carries the id only: the payload is read back from the database).
@@ -105,21 +115,65 @@ def target(request_id: str) -> DistributeOutcome:
         return DistributeOutcome(request.id, State.REJECTED.value, False, str(error))
 
     started = time.perf_counter()
-    with pool.connection() as conn, conn.transaction():
-        # The row lock taken here is held until commit: the reconciler skips requests being targeted.
-        if not lifecycle.transition(conn, request.id, State.TARGETING, from_={State.ACCEPTED, State.TARGETING}):
-            current = lifecycle.load(conn, request.id)
-            state = current[0].state.value if current else "unknown"
-            return DistributeOutcome(request.id, state, state == State.SENDING.value)
-        sink = ledger.delivery_sink(request.id)
-        match_area(conn, area, sink=sink)
-        lifecycle.transition(conn, request.id, State.SENDING, from_={State.TARGETING})
+    with pool.connection() as conn:
+        conn.autocommit = True  # each ledger chunk commits on its own: the fan-out starts on the first
+        try:
+            return _stream_ledger(conn, request.id, area, on_first_rows, started)
+        finally:
+            if not conn.closed:
+                conn.autocommit = False  # the pool hands the connection on as it got it
+
+
+def _stream_ledger(conn: Conn, request_id: str, area: Area, on_first_rows: FirstRows | None,
+                   started: float) -> DistributeOutcome:
+    """Write the ledger in committed chunks under the request's writer lock, then move it to ``sending``.
+
+    The request stays ``targeting`` while rows are written: fan-out already drains what is committed,
+    but nothing completes it before the last chunk is in. A crash leaves it ``targeting`` with its
+    writer lock gone; the reconciler sends it here again and the unique rows make the re-run harmless.
+    """
+    with ledger.writing_rows(conn, request_id) as holding:
+        if not holding:  # another worker is writing this request's rows and starts its fan-out
+            return DistributeOutcome(request_id, State.TARGETING.value, False)
+        if not lifecycle.transition(conn, request_id, State.TARGETING, from_={State.ACCEPTED, State.TARGETING}):
+            state = lifecycle.current_state(conn, request_id)
+            value = state.value if state else "unknown"
+            return DistributeOutcome(request_id, value, state is State.SENDING)
+        stream = _FanoutOnFirstRows(conn, on_first_rows)
+        sink = ledger.delivery_sink(request_id, on_commit=stream)
+        try:
+            match_area(conn, area, sink=sink)
+        finally:
+            sink.close(conn)
+        if not lifecycle.transition(conn, request_id, State.SENDING, from_={State.TARGETING}):
+            # Expired (or rejected) while the rows were written: nothing written now may stay pending.
+            ledger.expire_pending(conn, request_id)
+            state = lifecycle.current_state(conn, request_id)
+            return DistributeOutcome(request_id, state.value if state else "unknown", False)
     elapsed = time.perf_counter() - started
     if sink.written >= ANALYZE_AFTER_ROWS:
-        # Fresh statistics before the fan-out claims from these rows: with the table's statistics from
-        # before the insert, the planner expects one row per request and claims became full scans.
-        with pool.connection() as conn:
-            conn.execute("ANALYZE deliveries")
-    log.info("request targeted", extra={"request_id": request.id, "targeting_seconds": round(elapsed, 4)})
+        conn.execute("ANALYZE deliveries")
+    log.info("request targeted", extra={"request_id": request_id, "targeting_seconds": round(elapsed, 4)})
     metrics.record_targeting(elapsed, sink.written)
-    return DistributeOutcome(request.id, State.SENDING.value, True, None, sink.written, elapsed)
+    return DistributeOutcome(request_id, State.SENDING.value, not stream.started, None, sink.written, elapsed)
+
+
+class _FanoutOnFirstRows:
+    """The sink's commit hook: starts the fan-out once rows are claimable, and refreshes the ledger's
+    planner statistics once the request is big enough for stale ones to matter."""
+
+    def __init__(self, conn: Conn, on_first_rows: FirstRows | None) -> None:
+        self.conn = conn
+        self.on_first_rows = on_first_rows
+        self.started = False
+        self.analyzed = False
+
+    def __call__(self, written: int) -> None:
+        if written > 0 and not self.started and self.on_first_rows is not None:
+            self.on_first_rows()
+            self.started = True
+        if written >= ANALYZE_AFTER_ROWS and not self.analyzed:
+            # With the statistics from before the insert, the planner expects one row per request and
+            # claims became full scans; the fan-out claims while the rest is still being written.
+            self.conn.execute("ANALYZE deliveries")
+            self.analyzed = True

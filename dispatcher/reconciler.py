@@ -5,7 +5,8 @@ only as durable as its messages: a worker killed with messages prefetched, or a 
 persistence, loses them. Every few seconds one worker process (whichever takes a PostgreSQL advisory
 lock) sweeps the requests still in flight, using the database alone:
 
-* ``accepted`` and not being targeted (its row is not locked) for a while → target it again;
+* ``accepted`` or ``targeting``, with no live worker writing its rows (the writer's advisory lock is
+  free) and no activity for a while → target it again (rows already written are kept);
 * ``sending`` with claimable rows on a channel nobody claimed from for a while → enqueue a drain; rows
   held by quiet hours are not claimable until their ``not_before``, so the first sweep after a hold
   ends wakes the fan-out (no delayed message has to survive the night);
@@ -121,6 +122,8 @@ def sweep(conn: Conn, *, nudges: Nudges, stale_seconds: float | None = None) -> 
                 report.completed.append(str(request_id))
         params = {**_STATES, "stale": stale}
         for request_id, urgent in conn.execute(_STUCK_ACCEPTED, params).fetchall():
+            if ledger.rows_being_written(conn, str(request_id)):
+                continue  # a live worker is streaming its ledger rows
             nudges.target(str(request_id), bool(urgent))
             ledger.mark_activity(conn, str(request_id), "target")
             report.retargeted.append(str(request_id))

@@ -31,6 +31,7 @@ __all__ = [
     "StoredRequest",
     "accept",
     "complete_if_done",
+    "current_state",
     "expire",
     "load",
     "record_rejection",
@@ -111,6 +112,12 @@ def load(conn: Conn, request_id: str) -> tuple[StoredRequest, CommunityRequest] 
     return stored, CommunityRequest.model_validate(payload)
 
 
+def current_state(conn: Conn, request_id: str) -> State | None:
+    """The stored state of a request without its payload (cheap enough to poll)."""
+    row = conn.execute("SELECT state FROM community_requests WHERE id = %s", (request_id,)).fetchone()
+    return None if row is None else State(str(row[0]))
+
+
 def transition(conn: Conn, request_id: str, to: State, *, from_: set[State], reason: str | None = None) -> bool:
     """Move a request to ``to`` if it is in one of ``from_``; return whether it moved."""
     stamp = {State.SENDING: ", targeted_at = now()", State.COMPLETED: ", completed_at = now()"}.get(to, "")
@@ -142,6 +149,9 @@ def complete_if_done(conn: Conn, request_id: str) -> bool:
     Rows held by quiet hours are pending: a request is complete only when nothing is pending or held.
     """
     with conn.transaction():
+        # Lock the request first: its rows are written in chunks that commit before it turns ``sending``,
+        # so once ``sending`` is seen under the lock, the pending check below sees every row.
+        conn.execute("SELECT 1 FROM community_requests WHERE id = %s FOR UPDATE", (request_id,))
         if ledger.any_pending(conn, request_id):
             return False
         return transition(conn, request_id, State.COMPLETED, from_={State.SENDING})
