@@ -131,6 +131,11 @@ class Settings:
     #: Seconds between two samples of the queue and request gauges in each worker process (0: never).
     ops_sample_seconds: float = 15.0
 
+    #: Bearer token the main application presents to ``dispatcher api``; the API refuses to start without it.
+    api_token: str | None = None
+    #: Let ``dispatcher api`` start without a token, every caller accepted (a developer's machine only).
+    api_insecure_dev: bool = False
+
     def with_(self, **changes: Any) -> Settings:
         """A copy with some settings changed (settings are immutable)."""
         return replace(self, **changes)
@@ -173,12 +178,14 @@ class Settings:
             reconcile_seconds=_env_float("DISPATCHER_RECONCILE_SECONDS", defaults.reconcile_seconds),
             stale_seconds=_env_float("DISPATCHER_STALE_SECONDS", defaults.stale_seconds),
             ops_sample_seconds=_env_float("DISPATCHER_OPS_SAMPLE_SECONDS", defaults.ops_sample_seconds),
+            api_token=_env("API_TOKEN"),
+            api_insecure_dev=_env_bool("API_INSECURE_DEV", defaults.api_insecure_dev),
         )
 
     def describe(self) -> dict[str, str]:
         """Settings safe to print: secrets and credentials are masked."""
         secret = {"sendgrid_api_key", "fcm_credentials", "database_url", "redis_url",
-                  "unsubscribe_secret", "unsubscribe_previous_secret"}
+                  "unsubscribe_secret", "unsubscribe_previous_secret", "api_token"}
         shown: dict[str, str] = {}
         for f in fields(self):
             value = getattr(self, f.name)
