@@ -14,6 +14,7 @@ from dispatcher.api.app import create_app, openapi_text
 from dispatcher.config import Settings, set_settings
 from dispatcher.db.pool import close_pool
 from dispatcher.errors import ConfigurationError
+from dispatcher.feed.cards import FeedResponse
 from tests.api_client import AUTH, TOKEN, assert_error, client
 from tests.factories import add_resident
 from tests.feed_helpers import publish, square
@@ -32,6 +33,7 @@ def test_point_feed_answers_the_published_request(client: TestClient, db: Any) -
     assert response.status_code == 200, response.text
     body = response.json()
     assert set(body) == {"requests", "next_cursor"} and body["next_cursor"] is None
+    FeedResponse.model_validate_json(response.content)  # the documented shape, exactly
     [card] = body["requests"]
     assert set(card) == CARD_FIELDS
     assert card["id"] == "req-1" and card["open"] is True

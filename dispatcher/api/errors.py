@@ -13,6 +13,7 @@ from http import HTTPStatus
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from psycopg_pool import PoolTimeout
 from pydantic import BaseModel
 from starlette.exceptions import HTTPException
 
@@ -49,6 +50,7 @@ ERROR_RESPONSES: dict[int | str, dict[str, object]] = {
     401: {"model": ErrorResponse, "description": "Missing or wrong bearer token."},
     422: {"model": ErrorResponse, "description": "A parameter is malformed or out of range."},
     500: {"model": ErrorResponse, "description": "The service failed; nothing was changed."},
+    503: {"model": ErrorResponse, "description": "Busy (no database connection free in time); retry."},
 }
 
 _CODES = {401: "unauthorized", 403: "forbidden", 404: "not_found", 405: "method_not_allowed",
@@ -91,6 +93,11 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(UnknownResident)
     async def unknown_resident(request: Request, error: UnknownResident) -> JSONResponse:
         return error_response(404, "no such resident")
+
+    @app.exception_handler(PoolTimeout)
+    async def busy(request: Request, error: PoolTimeout) -> JSONResponse:
+        log.warning("API busy: no database connection free", extra={"error": type(error).__name__})
+        return error_response(503, "the service is busy; try again", headers={"Retry-After": "1"})
 
     @app.exception_handler(Exception)
     async def internal_error(request: Request, error: Exception) -> JSONResponse:

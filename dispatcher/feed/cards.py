@@ -3,6 +3,10 @@
 Only the published fields travel (agency, incident type, details, footage window, investigator
 contact, area, publication and response window), never the investigation code, counts, or anything
 about other residents. The area is returned as the GeoJSON the agency sent.
+
+:class:`PublishedRequest` is the documented shape; :func:`feed_json` builds the same JSON without
+parsing the areas (a county's coastline is megabytes of coordinates): each area's JSON text is
+copied from the database into the answer as it is. A test holds the two to the same shape.
 """
 
 from __future__ import annotations
@@ -10,17 +14,26 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
+import orjson
 from pydantic import BaseModel, ConfigDict, Field
 
-from dispatcher.contract import Agency, CommunityRequest, FootageWindow, Investigator
+from dispatcher.contract import Agency, FootageWindow, Investigator
 from dispatcher.db.types import Conn
-from dispatcher.feed.lookup import FeedItem
+from dispatcher.feed.lookup import FeedPage
+
+#: The fields of a stored request's payload a resident sees, besides the area.
+PUBLISHED_FIELDS = ("id", "agency", "incident_type", "details", "footage_window", "investigator", "published_at")
+
+_CARDS_SQL = """
+SELECT id, jsonb_build_object({fields})::text, (payload -> 'area')::text
+FROM community_requests WHERE id = ANY(%s)
+""".format(fields=", ".join(f"'{name}', payload -> '{name}'" for name in PUBLISHED_FIELDS))
 
 
 class PublishedRequest(BaseModel):
     """A request on a resident's feed."""
 
-    model_config = ConfigDict(frozen=True)
+    model_config = ConfigDict(frozen=True, extra="forbid")
 
     id: str
     agency: Agency
@@ -35,20 +48,26 @@ class PublishedRequest(BaseModel):
     open: bool = Field(description="Whether residents can still respond (the window has not ended).")
 
 
-def load_cards(conn: Conn, items: list[FeedItem]) -> list[PublishedRequest]:
-    """The published form of each item, in the items' order."""
-    if not items:
-        return []
-    rows = conn.execute("SELECT id, payload FROM community_requests WHERE id = ANY(%s)",
-                        ([item.request_id for item in items],)).fetchall()
-    payloads = {str(request_id): payload for request_id, payload in rows}
-    return [_card(CommunityRequest.model_validate(payloads[item.request_id]), item) for item in items]
+class FeedResponse(BaseModel):
+    """One page of a feed."""
+
+    requests: list[PublishedRequest]
+    next_cursor: str | None = Field(description="Pass as `cursor` for the next page; null on the last page.")
 
 
-def _card(request: CommunityRequest, item: FeedItem) -> PublishedRequest:
-    return PublishedRequest(
-        id=request.id, agency=request.agency, incident_type=request.incident_type, details=request.details,
-        footage_window=request.footage_window, investigator=request.investigator,
-        area=request.area.model_dump(mode="json"), published_at=request.published_at,
-        respond_until=item.respond_until, open=item.open,
-    )
+def feed_json(conn: Conn, page: FeedPage) -> bytes:
+    """The page as :class:`FeedResponse` JSON, cards in the page's order."""
+    cards: dict[str, dict[str, Any]] = {}
+    if page.items:
+        rows = conn.execute(_CARDS_SQL, ([item.request_id for item in page.items],)).fetchall()
+        for request_id, fields, area in rows:
+            card = orjson.loads(fields)
+            card["area"] = orjson.Fragment(area)
+            cards[str(request_id)] = card
+    ordered = []
+    for item in page.items:
+        card = cards[item.request_id]
+        card["respond_until"] = item.respond_until
+        card["open"] = item.open
+        ordered.append(card)
+    return orjson.dumps({"requests": ordered, "next_cursor": page.next_cursor})

@@ -51,16 +51,19 @@ def index_request(conn: Conn, request: CommunityRequest) -> bool:
         inserted = conn.execute(
             "INSERT INTO feed_requests (request_id, published_at, respond_until, area_wkb)"
             " SELECT id, published_at, respond_until, %s FROM community_requests WHERE id = %s"
-            " ON CONFLICT (request_id) DO NOTHING RETURNING request_id",
+            " ON CONFLICT (request_id) DO NOTHING RETURNING published_at, respond_until",
             (shapely.to_wkb(area), request.id),
         ).fetchone()
         if inserted is None:
             return False
-        with conn.cursor().copy("COPY feed_cover (cell, request_id, band) FROM STDIN") as copy:
+        published_at, respond_until = inserted
+        with conn.cursor().copy(
+            "COPY feed_cover (cell, request_id, band, published_at, respond_until) FROM STDIN"
+        ) as copy:
             for cell in cover.interior:
-                copy.write_row((cell, request.id, False))
+                copy.write_row((cell, request.id, False, published_at, respond_until))
             for cell in cover.boundary:
-                copy.write_row((cell, request.id, True))
+                copy.write_row((cell, request.id, True, published_at, respond_until))
     return True
 
 

@@ -36,15 +36,14 @@ MAX_PAGE_SIZE = 100
 _AREAS = PreparedAreas()
 
 _CANDIDATES_SQL = """
-SELECT f.request_id, c.band, f.published_at, f.respond_until, f.respond_until > %(as_of)s AS open
+SELECT c.request_id, c.band, c.published_at, c.respond_until, c.respond_until > %(as_of)s AS open
 FROM feed_cover c
-JOIN feed_requests f ON f.request_id = c.request_id
-JOIN community_requests r ON r.id = c.request_id AND r.state <> ALL(%(unpublished)s)
 WHERE c.cell = ANY(%(cells)s)
+  AND NOT EXISTS (SELECT 1 FROM community_requests r WHERE r.id = c.request_id AND r.state = ANY(%(unpublished)s))
   AND (%(after_id)s::text IS NULL
-       OR (f.respond_until > %(as_of)s, f.published_at, f.request_id)
+       OR (c.respond_until > %(as_of)s, c.published_at, c.request_id)
           < (%(after_open)s::boolean, %(after_published)s::timestamptz, %(after_id)s::text))
-ORDER BY open DESC, f.published_at DESC, f.request_id DESC
+ORDER BY open DESC, c.published_at DESC, c.request_id DESC
 LIMIT %(batch)s
 """
 

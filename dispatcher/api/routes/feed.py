@@ -9,11 +9,12 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Path, Query
-from pydantic import BaseModel, Field
+from fastapi.responses import Response
 
 from dispatcher.api.database import connection
+from dispatcher.api.errors import ErrorResponse
 from dispatcher.db.types import Conn
-from dispatcher.feed.cards import PublishedRequest, load_cards
+from dispatcher.feed.cards import FeedResponse, feed_json
 from dispatcher.feed.cursor import MAX_CURSOR_LENGTH
 from dispatcher.feed.lookup import (
     DEFAULT_PAGE_SIZE,
@@ -27,31 +28,24 @@ from dispatcher.preferences.validation import MAX_RESIDENT_ID
 router = APIRouter(prefix="/v1", tags=["feed"])
 
 
-class FeedResponse(BaseModel):
-    """One page of a feed."""
-
-    requests: list[PublishedRequest]
-    next_cursor: str | None = Field(description="Pass as `cursor` for the next page; null on the last page.")
-
-
 Limit = Annotated[int, Query(ge=1, le=MAX_PAGE_SIZE, description="Requests per page.")]
 Cursor = Annotated[str | None, Query(min_length=1, max_length=MAX_CURSOR_LENGTH,
                                      description="`next_cursor` of the previous page.")]
 Connection = Annotated[Conn, Depends(connection)]
 
 
-def _response(conn: Conn, page: FeedPage) -> FeedResponse:
-    return FeedResponse(requests=load_cards(conn, page.items), next_cursor=page.next_cursor)
+def _response(conn: Conn, page: FeedPage) -> Response:
+    return Response(feed_json(conn, page), media_type="application/json")
 
 
 @router.get("/residents/{resident_id}/requests", response_model=FeedResponse,
-            responses={404: {"description": "The resident is not in the index."}})
+            responses={404: {"model": ErrorResponse, "description": "The resident is not in the index."}})
 def resident_feed(
     conn: Connection,
     resident_id: Annotated[int, Path(ge=1, le=MAX_RESIDENT_ID, description="The resident's id.")],
     limit: Limit = DEFAULT_PAGE_SIZE,
     cursor: Cursor = None,
-) -> FeedResponse:
+) -> Response:
     """The requests covering the resident's current location."""
     return _response(conn, requests_for_resident(conn, resident_id, limit=limit, cursor=cursor))
 
@@ -63,6 +57,6 @@ def point_feed(
     lng: Annotated[float, Query(ge=-180, le=180, allow_inf_nan=False, description="Longitude, WGS84.")],
     limit: Limit = DEFAULT_PAGE_SIZE,
     cursor: Cursor = None,
-) -> FeedResponse:
+) -> Response:
     """The requests covering a point."""
     return _response(conn, requests_at_point(conn, lat, lng, limit=limit, cursor=cursor))

@@ -15,12 +15,15 @@ CREATE TABLE feed_requests (
     indexed_at      TIMESTAMPTZ NOT NULL DEFAULT now()
 );
 
--- One row per cell of a request's cover. The primary key leads with the cell, so the probes of one
--- lookup are index scans that return the request ids and whether a test is needed from the index alone.
+-- One row per cell of a request's cover. The primary key leads with the cell and carries the ordering
+-- keys (a published request never changes), so the probes of one lookup are index-only scans that
+-- return every candidate, whether it needs a test, and where it sorts, without touching another table.
 CREATE TABLE feed_cover (
-    cell        BIGINT NOT NULL,
-    request_id  TEXT NOT NULL REFERENCES feed_requests (request_id) ON DELETE CASCADE,
-    band        BOOLEAN NOT NULL,
-    PRIMARY KEY (cell, request_id) INCLUDE (band)
+    cell            BIGINT NOT NULL,
+    request_id      TEXT NOT NULL REFERENCES feed_requests (request_id) ON DELETE CASCADE,
+    band            BOOLEAN NOT NULL,
+    published_at    TIMESTAMPTZ NOT NULL,
+    respond_until   TIMESTAMPTZ NOT NULL,
+    PRIMARY KEY (cell, request_id) INCLUDE (band, published_at, respond_until)
 );
 CREATE INDEX feed_cover_request_idx ON feed_cover (request_id);
