@@ -236,3 +236,16 @@ def test_prepared_areas_stay_within_their_vertex_budget() -> None:
     tiny = PreparedAreas(max_vertices=3)
     assert tiny.get("r0", load).equals(shapely.from_wkb(wkb["r0"]))  # larger than the budget: served, not kept
     assert len(tiny) == 0
+
+
+def test_a_resident_who_moves_in_after_targeting_sees_the_request_but_is_not_notified(db: Conn) -> None:
+    from dispatcher import pipeline
+
+    add_resident(db, 1, 40.005, -105.295, email="inside@example.org", tokens=["tok-inside"])
+    add_resident(db, 2, 41.0, -105.295, email="later@example.org", tokens=["tok-later"])
+    publish(db, "req", square(-105.30, 40.00, 0.01))
+    assert pipeline.target("req").state == State.SENDING.value
+    upsert_resident(db, 2, version=1, lat=40.006, lng=-105.294, email="later@example.org")
+    assert [item.request_id for item in requests_for_resident(db, 2).items] == ["req"]
+    rows = db.execute("SELECT resident_id, count(*) FROM deliveries GROUP BY resident_id").fetchall()
+    assert rows == [(1, 2)]  # push and email for the resident inside at targeting; none for the newcomer
