@@ -158,3 +158,10 @@ def test_openapi_document_is_in_sync() -> None:
     assert set(document["paths"]) >= {"/v1/requests", "/v1/residents/{resident_id}/requests", "/healthz",
                                       "/readyz", "/metrics"}
     assert document["paths"]["/v1/requests"]["get"]["security"] == [{"HTTPBearer": []}]
+
+
+@pytest.mark.parametrize(("lat", "lng"), [(90, 180), (-90, -180), (0, 0), (-16.79, 180), (-16.79, -180)])
+def test_the_edges_of_the_map_are_valid_points(client: TestClient, lat: float, lng: float) -> None:
+    response = client.get("/v1/requests", params={"lat": lat, "lng": lng}, headers=AUTH)
+    assert response.status_code == 200, response.text
+    assert response.json() == {"requests": [], "next_cursor": None}
