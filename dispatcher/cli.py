@@ -223,6 +223,28 @@ def webhooks(
 
 
 @app.command()
+def api(
+    host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port.")] = 8900,
+    workers: Annotated[int, typer.Option(min=1, help="uvicorn worker processes.")] = 1,
+    write_openapi: Annotated[Path | None, typer.Option(
+        help="Write the OpenAPI document to this file and exit (docs/openapi.json).")] = None,
+) -> None:
+    """Serve the feed to the main application (bearer token API_TOKEN)."""
+    if write_openapi is not None:
+        from dispatcher.api.app import openapi_text
+
+        write_openapi.write_text(openapi_text(), encoding="utf-8")
+        return
+    from dispatcher.bootstrap import bootstrap
+
+    bootstrap()
+    from dispatcher.api.serve import run_api
+
+    run_api(host=host, port=port, workers=workers)
+
+
+@app.command()
 def status(
     as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
     watch: Annotated[bool, typer.Option("--watch", help="Refresh until interrupted (JSON: one line each).")] = False,

@@ -135,6 +135,11 @@ class Settings:
     #: Whether quiet hours hold email too (an email wakes no one, so by default it goes out at once).
     quiet_hours_email: bool = False
 
+    #: Bearer token the main application presents to ``dispatcher api``; the API refuses to start without it.
+    api_token: str | None = None
+    #: Let ``dispatcher api`` start without a token, every caller accepted (a developer's machine only).
+    api_insecure_dev: bool = False
+
     def with_(self, **changes: Any) -> Settings:
         """A copy with some settings changed (settings are immutable)."""
         return replace(self, **changes)
@@ -179,12 +184,14 @@ class Settings:
             ops_sample_seconds=_env_float("DISPATCHER_OPS_SAMPLE_SECONDS", defaults.ops_sample_seconds),
             quiet_hours=_env_bool("QUIET_HOURS", defaults.quiet_hours),
             quiet_hours_email=_env_bool("QUIET_HOURS_EMAIL", defaults.quiet_hours_email),
+            api_token=_env("API_TOKEN"),
+            api_insecure_dev=_env_bool("API_INSECURE_DEV", defaults.api_insecure_dev),
         )
 
     def describe(self) -> dict[str, str]:
         """Settings safe to print: secrets and credentials are masked."""
         secret = {"sendgrid_api_key", "fcm_credentials", "database_url", "redis_url",
-                  "unsubscribe_secret", "unsubscribe_previous_secret"}
+                  "unsubscribe_secret", "unsubscribe_previous_secret", "api_token"}
         shown: dict[str, str] = {}
         for f in fields(self):
             value = getattr(self, f.name)

@@ -81,6 +81,9 @@ def accept(conn: Conn, request: CommunityRequest) -> StoredRequest:
              until, until, request.published_at, until),
         ).fetchone()
         if row is not None:
+            from dispatcher.feed.index import index_request  # the feed shows a request once it is stored
+
+            index_request(conn, request)
             stored = StoredRequest(request.id, State(str(row[0])), request.urgent, until,
                                    None if row[1] is None else str(row[1]))
             request_transitioned(request.id, stored.state)  # an expired arrival is final at once
