@@ -15,10 +15,11 @@ from dataclasses import dataclass
 from typing import Any
 
 from dispatcher import ledger, lifecycle
+from dispatcher.agencies.jurisdiction import check_area_in_jurisdiction
 from dispatcher.config import get_settings
 from dispatcher.contract import is_request_id, receive_request
 from dispatcher.db import get_pool
-from dispatcher.errors import InvalidArea, InvalidRequest, RequestConflict
+from dispatcher.errors import InvalidRequest, RequestConflict
 from dispatcher.lifecycle import State
 from dispatcher.ops import metrics
 from dispatcher.targeting.area import parse_area
@@ -98,7 +99,9 @@ def target(request_id: str) -> DistributeOutcome:
     try:
         area = parse_area(request.area.model_dump(), max_vertices=settings.max_area_vertices,
                           max_area_km2=settings.max_area_km2, max_bytes=settings.max_area_bytes)
-    except InvalidArea as error:
+        with pool.connection() as conn:  # an unknown agency, or an area outside its jurisdiction
+            check_area_in_jurisdiction(conn, request.agency.id, area, settings)
+    except InvalidRequest as error:
         with pool.connection() as conn:
             lifecycle.reject(conn, request.id, str(error))
         log.warning("request rejected", extra={"request_id": request.id, "reason": str(error)})
