@@ -63,10 +63,12 @@ db_app = typer.Typer(help="Database schema.", no_args_is_help=True)
 residents_app = typer.Typer(help="The resident index.", no_args_is_help=True)
 contract_app = typer.Typer(help="The job contract.", no_args_is_help=True)
 embedded_app = typer.Typer(help="The embedded PostgreSQL and Redis.", no_args_is_help=True)
+agencies_app = typer.Typer(help="The agency registry.", no_args_is_help=True)
 app.add_typer(db_app, name="db")
 app.add_typer(residents_app, name="residents")
 app.add_typer(contract_app, name="contract")
 app.add_typer(embedded_app, name="embedded")
+app.add_typer(agencies_app, name="agencies")
 
 console = Console()
 
@@ -183,6 +185,23 @@ def residents_import(
         run_import(path, console)
     except DispatcherError as error:
         _fail(error)
+
+
+@agencies_app.command("import")
+def agencies_import(
+    path: Annotated[Path, typer.Argument(help="GeoJSON FeatureCollection: one Feature per agency.")],
+) -> None:
+    """Load or update agencies and their jurisdictions (one transaction: a bad feature loads nothing)."""
+    from dispatcher.bootstrap import bootstrap
+
+    bootstrap()
+    from dispatcher.agencies.registry import read_feature_collection, upsert_agencies
+    from dispatcher.db import connect
+
+    records = read_feature_collection(path)
+    with connect() as conn:
+        new = upsert_agencies(conn, records)
+    console.print(f"{len(records)} agencies loaded, {len(new)} new", markup=False, highlight=False)
 
 
 @app.command()

@@ -90,8 +90,11 @@ class InvalidAgency(DispatcherError):
     """An agency record (from an import file or an update message) is malformed; names the problem."""
 
 
-class InvalidResponse(DispatcherError):
-    """A resident's response is malformed or answers something it cannot (``status`` is the HTTP answer)."""
+class InvalidResponse(InvalidResidentUpdate):
+    """A resident's response is malformed or answers something it cannot (``status`` is the HTTP answer).
+
+    A kind of :class:`InvalidResidentUpdate`: a message from the main application that is never retried.
+    """
 
     def __init__(self, message: str, status: int = 422) -> None:
         super().__init__(message)
