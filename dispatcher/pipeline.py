@@ -17,7 +17,7 @@ from typing import Any
 from dispatcher import ledger, lifecycle
 from dispatcher.agencies.jurisdiction import check_area_in_jurisdiction
 from dispatcher.config import get_settings
-from dispatcher.contract import is_request_id, receive_request
+from dispatcher.contract import is_request_id, max_area_km2_for, receive_request
 from dispatcher.db import get_pool
 from dispatcher.errors import InvalidRequest, RequestConflict
 from dispatcher.lifecycle import State
@@ -98,7 +98,9 @@ def target(request_id: str) -> DistributeOutcome:
 
     try:
         area = parse_area(request.area.model_dump(), max_vertices=settings.max_area_vertices,
-                          max_area_km2=settings.max_area_km2, max_bytes=settings.max_area_bytes)
+                          max_area_km2=max_area_km2_for(request, max_area_km2=settings.max_area_km2,
+                                                        video_max_area_km2=settings.video_max_area_km2),
+                          max_bytes=settings.max_area_bytes)
         with pool.connection() as conn:  # an unknown agency, or an area outside its jurisdiction
             check_area_in_jurisdiction(conn, request.agency.id, area, settings)
     except InvalidRequest as error:

@@ -9,10 +9,10 @@ from __future__ import annotations
 from typing import Any
 
 from dispatcher.actors import enqueue_request
-from dispatcher.contract import CommunityRequest, validate_request
+from dispatcher.contract import PublishedRequest, validate_request
 
 
-def check_request_agency(request: CommunityRequest) -> None:
+def check_request_agency(request: PublishedRequest) -> None:
     """Refuse a request from an unknown agency, or reaching outside its agency's jurisdiction."""
     from dispatcher.agencies.jurisdiction import check_area_in_jurisdiction
     from dispatcher.config import get_settings

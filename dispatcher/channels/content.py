@@ -16,7 +16,7 @@ from datetime import UTC, datetime, timezone
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from dispatcher.config import FCM_MAX_TTL_SECONDS, Settings
-from dispatcher.contract import CommunityRequest
+from dispatcher.contract import CommunityRequest, PublishedRequest
 
 #: The label every notification carries, so residents know what kind of message this is.
 LABEL = "Community Request"
@@ -102,9 +102,13 @@ class PushContent:
     ttl_seconds: int
 
 
-def push_content(request: CommunityRequest, *, has_camera: bool, settings: Settings,
+def push_content(request: PublishedRequest, *, has_camera: bool, settings: Settings,
                  respond_until: datetime, now: datetime | None = None) -> PushContent:
     """The push for one request and one kind of resident (with or without a camera)."""
+    if not isinstance(request, CommunityRequest):  # a safety alert: its own words (dispatcher.agencies)
+        from dispatcher.agencies.content import safety_alert_push
+
+        return safety_alert_push(request, settings=settings, respond_until=respond_until, now=now)
     action = CHOOSE_VIDEOS if has_camera else VIEW_REQUEST
     link = deep_link(settings, request.id, has_camera)
     return PushContent(
@@ -149,9 +153,13 @@ def format_window(start: datetime, end: datetime, time_zone: str) -> str:
     return f"{a.strftime(fmt)} – {tail} ({b.tzname() or time_zone})"
 
 
-def email_content(request: CommunityRequest, *, has_camera: bool, time_zone: str,
+def email_content(request: PublishedRequest, *, has_camera: bool, time_zone: str,
                   settings: Settings) -> EmailContent:
     """The email for one request and one group of residents (camera or not, time zone)."""
+    if not isinstance(request, CommunityRequest):  # a safety alert: its own words (dispatcher.agencies)
+        from dispatcher.agencies.content import safety_alert_email
+
+        return safety_alert_email(request, settings=settings)
     agency = request.agency.name
     incident = incident_label(request.incident_type)
     window = format_window(request.footage_window.start, request.footage_window.end, time_zone)

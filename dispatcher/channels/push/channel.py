@@ -38,7 +38,7 @@ from dispatcher.channels.push.message import MessageTemplate
 from dispatcher.channels.push.transport import HttpAnswer, PushTransport, TransportFactory
 from dispatcher.channels.result import SendResult
 from dispatcher.config import FCM_MAX_BATCH, Settings
-from dispatcher.contract import CommunityRequest
+from dispatcher.contract import PublishedRequest
 from dispatcher.db import get_pool
 from dispatcher.errors import ConfigurationError
 from dispatcher.ops import metrics
@@ -170,7 +170,7 @@ class PushChannel:
         return Eligible(dict(reachable),
                         {rid: ledger.Outcome(ledger.Status.SKIPPED, reason) for rid, reason in skipped.items()})
 
-    def template(self, request: CommunityRequest, has_camera: bool, respond_until: datetime) -> MessageTemplate:
+    def template(self, request: PublishedRequest, has_camera: bool, respond_until: datetime) -> MessageTemplate:
         """The encoded message for one request and kind of resident, reused for :data:`TEMPLATE_SECONDS`.
 
         Its time to live counts from the end of that period, so no copy outlives the response window.
@@ -189,7 +189,7 @@ class PushChannel:
                 self._templates[key] = found
         return found
 
-    def send(self, request: CommunityRequest, respond_until: datetime,
+    def send(self, request: PublishedRequest, respond_until: datetime,
              recipients: Mapping[int, Devices]) -> PushResult:
         """Send to every token of ``recipients`` (at most 500 messages are expected per batch).
 
