@@ -205,6 +205,31 @@ def agencies_import(
 
 
 @app.command()
+def moderate(
+    path: Annotated[Path, typer.Argument(help="A request as JSON (any kind).")],
+    as_json: Annotated[bool, typer.Option("--json", help="Print the flags as JSON.")] = False,
+) -> None:
+    """Advise a moderator: flag what breaks the posting guidelines, with the span and the guideline.
+
+    Advisory only: exit code 0 whatever it finds (1 would read as "blocked"); nothing is published.
+    """
+    from dispatcher.agencies.moderation import moderate_request
+
+    data = _read_json(path)
+    if not isinstance(data, dict):
+        raise InvalidRequest([f"{path}: expected a JSON object, got {type(data).__name__}"])
+    flags = moderate_request(data)
+    if as_json:
+        print(json.dumps({"flags": [f.to_dict() for f in flags]}, indent=2))
+        return
+    if not flags:
+        console.print("no flags: nothing in this request breaks a guideline the assistant checks", markup=False)
+    for flag in flags:
+        console.print(f"{flag.rule} in {flag.field} [{flag.start}:{flag.end}] {flag.text!r}\n  {flag.guideline}",
+                      markup=False, highlight=False)
+
+
+@app.command()
 def sandbox(
     host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Port.")] = 8700,
