@@ -88,7 +88,7 @@ _SUFFIXES = frozenset({
     "ct", "court", "way", "pl", "place", "ter", "terrace", "pkwy", "parkway", "cir", "circle", "hwy",
     "highway", "trl", "trail", "sq", "square", "loop", "row", "aly", "alley", "pike", "run", "crescent",
 })
-_HOUSE_NUMBER = re.compile(r"\b\d{1,6}[A-Za-z]?\b(?!\s*(?:block|blk|hundred|am|pm|a\.m|p\.m|years|yrs|mph|"
+_HOUSE_NUMBER = re.compile(r"(?<![\w.-])\d{1,6}[A-Za-z]?(?=\s)(?!\s*(?:block|blk|hundred|am|pm|a\.m|p\.m|years|yrs|mph|"
                            r"minutes|hours|feet|ft|lbs|cars|vehicles|people|times|%))", re.I)
 _WORD = re.compile(r"\S+")
 
@@ -118,7 +118,8 @@ def _address_end(details: str, window: list[re.Match[str]]) -> int | None:
             tagged, kind = usaddress.tag(candidate)
         except usaddress.RepeatedLabelError:
             return None
-        if kind == "Street Address" and "AddressNumber" in tagged and "StreetName" in tagged:
+        if (kind == "Street Address" and tagged.get("AddressNumber") == window[0].group()
+                and "StreetName" in tagged):
             return window[0].start() + len(candidate)
         return None
     return None
@@ -151,9 +152,22 @@ _CAP = r"[A-Z][a-z]+(?:[-'][A-Z][a-z]+)?"
 _NAME = re.compile(rf"\b(?:{_HONORIFIC}\s+{_CAP}(?:\s+{_CAP})?|{_CAP}(?:\s+[A-Z]\.)?\s+{_CAP})")
 
 
+def _name_candidates(details: str) -> Iterator[re.Match[str]]:
+    """Capitalised runs that may be names; a run whose first word is no given name ("Victim Nancy Baker")
+    is tried again from its second word."""
+    position = 0
+    while (match := _NAME.search(details, position)) is not None:
+        yield match
+        first = match.group().split()[0].strip(".").lower()
+        if first in FIRST_NAMES or re.match(_HONORIFIC, match.group()):
+            position = match.end()
+        else:
+            position = match.start() + len(match.group().split()[0])
+
+
 def _names(details: str, investigator_name: str | None) -> Iterator[Flag]:
     allowed = {part.lower() for part in re.findall(r"[A-Za-z]+", investigator_name or "") if len(part) > 1}
-    for match in _NAME.finditer(details):
+    for match in _name_candidates(details):
         text = match.group()
         if _STAFF_TITLE.search(details[max(0, match.start() - 16):match.start()]):
             continue
