@@ -138,3 +138,20 @@ def test_safety_alert_goes_out_with_its_own_content(db: Conn, engine: Settings, 
     assert data["deep_link"].endswith("/alerts/a-2")
     emails = sandbox.records("sendgrid")
     assert emails and all(r["subject"].startswith("Safety Alert from Springfield Police") for r in emails)
+
+
+def test_settings_per_kind_follow_their_versions(db: Conn, settings: Settings) -> None:
+    from dispatcher.preferences.actors import kind_settings_changed
+
+    add_resident(db, 1, *INSIDE, email="k@example.test", tokens=["t-1"], has_camera=True)
+    kind_settings_changed.fn(1, 5, safety_alerts=False, video_requests=False)
+    kind_settings_changed.fn(1, 3, safety_alerts=True)          # older: ignored
+    kind_settings_changed.fn(1, 6, video_requests="no")         # malformed: dropped, logged by id
+    kind_settings_changed.fn(1, 7, announcements=False)
+    row = db.execute("SELECT safety_alerts, video_requests, announcements, community_requests"
+                     " FROM resident_settings WHERE resident_id = 1").fetchone()
+    assert row == (False, False, False, True)
+    distribute(alert_payload("a-3"))
+    distribute(video_payload("v-3"))
+    distribute(request_payload("c-3"))
+    assert (_audience(db, "a-3"), _audience(db, "v-3"), _audience(db, "c-3")) == ([], [], [1])

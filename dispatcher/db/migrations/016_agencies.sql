@@ -39,8 +39,12 @@ CREATE TABLE request_opt_outs (
     opted_out_at   TIMESTAMPTZ NOT NULL DEFAULT now()
 );
 
--- Settings per request kind (no row in resident_settings still means every default on).
+-- Settings per request kind (no row in resident_settings still means every default on), each with the
+-- version of its last change like the other settings.
 ALTER TABLE resident_settings
-    ADD COLUMN video_requests  BOOLEAN NOT NULL DEFAULT TRUE,
-    ADD COLUMN safety_alerts   BOOLEAN NOT NULL DEFAULT TRUE,
-    ADD COLUMN announcements   BOOLEAN NOT NULL DEFAULT TRUE;
+    ADD COLUMN video_requests          BOOLEAN NOT NULL DEFAULT TRUE,
+    ADD COLUMN safety_alerts           BOOLEAN NOT NULL DEFAULT TRUE,
+    ADD COLUMN announcements           BOOLEAN NOT NULL DEFAULT TRUE,
+    ADD COLUMN video_requests_version  BIGINT NOT NULL DEFAULT 0,
+    ADD COLUMN safety_alerts_version   BIGINT NOT NULL DEFAULT 0,
+    ADD COLUMN announcements_version   BIGINT NOT NULL DEFAULT 0;
