@@ -200,8 +200,13 @@ def agencies_import(
 
     records = read_feature_collection(path)
     with connect() as conn:
-        new = upsert_agencies(conn, records)
-    console.print(f"{len(records)} agencies loaded, {len(new)} new", markup=False, highlight=False)
+        joined = upsert_agencies(conn, records)
+    if joined:
+        from dispatcher.agencies.actors import announce_agency
+
+        for agency_id in joined:  # residents inside each joining agency's jurisdiction are told
+            announce_agency.send(agency_id)
+    console.print(f"{len(records)} agencies loaded, {len(joined)} joined", markup=False, highlight=False)
 
 
 @app.command()

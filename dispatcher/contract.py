@@ -129,7 +129,8 @@ class PublishedRequest(_Strict):
     agency: Agency
     incident_type: Annotated[str, Field(min_length=2, max_length=64, pattern=r"^[a-z][a-z0-9_]*$")]
     details: Annotated[str, Field(min_length=1, max_length=5000)]
-    investigator: Investigator
+    #: Who residents contact; every kind a publisher sends requires one (an announcement has none).
+    investigator: Investigator | None = None
     area: GeoJSONArea
     approved_at: AwareDatetime
     published_at: AwareDatetime
@@ -174,6 +175,7 @@ class CommunityRequest(PublishedRequest):
     """
 
     kind: Literal["community_request"] = "community_request"
+    investigator: Investigator
     footage_window: FootageWindow
     investigation_code: Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9][A-Za-z0-9._/:-]*$")]
 
@@ -194,10 +196,26 @@ class SafetyAlert(PublishedRequest):
     window, nothing to answer."""
 
     kind: Literal["safety_alert"]
+    investigator: Investigator
 
     @property
     def takes_responses(self) -> bool:
         """A safety alert asks nothing of residents."""
+        return False
+
+
+class AgencyAnnouncement(PublishedRequest):
+    """An agency started using the service: residents inside its jurisdiction are told (push only).
+
+    Made by the engine (:mod:`dispatcher.agencies.announcements`), never by a publisher: it is no branch
+    of the published contract, only of what is stored.
+    """
+
+    kind: Literal["agency_announcement"]
+
+    @property
+    def takes_responses(self) -> bool:
+        """An announcement asks nothing of residents."""
         return False
 
 
@@ -226,11 +244,13 @@ AnyRequest = Annotated[
     ),
 ]
 _ADAPTER: TypeAdapter[PublishedRequest] = TypeAdapter(AnyRequest)
+_STORED_KINDS: dict[str, type[PublishedRequest]] = {**REQUEST_KINDS, "agency_announcement": AgencyAnnouncement}
 
 
 def load_stored(payload: Any) -> PublishedRequest:
-    """A stored payload (already checked on its way in) as its request model."""
-    return _ADAPTER.validate_python(payload)
+    """A stored payload (already checked on its way in) as its request model, announcements included."""
+    kind = payload.get("kind", DEFAULT_KIND) if isinstance(payload, Mapping) else DEFAULT_KIND
+    return _STORED_KINDS.get(kind, CommunityRequest).model_validate(payload)
 
 
 def is_request_id(value: object) -> bool:

@@ -58,9 +58,9 @@ def test_import_file_registers_agencies_and_the_map_shows_them(registry_db: Conn
 
     result = CliRunner().invoke(app, ["agencies", "import", str(path)])
     assert result.exit_code == 0, result.output
-    assert "2 agencies loaded, 2 new" in result.output
+    assert "2 agencies loaded, 2 joined" in result.output
     again = CliRunner().invoke(app, ["agencies", "import", str(path)])
-    assert "2 agencies loaded, 0 new" in again.output
+    assert "2 agencies loaded, 0 joined" in again.output
 
     shown = active_agencies_geojson(registry_db)
     assert [f["properties"] for f in shown["features"]] == [

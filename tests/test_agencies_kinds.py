@@ -155,3 +155,35 @@ def test_settings_per_kind_follow_their_versions(db: Conn, settings: Settings) -
     distribute(video_payload("v-3"))
     distribute(request_payload("c-3"))
     assert (_audience(db, "a-3"), _audience(db, "v-3"), _audience(db, "c-3")) == ([], [], [1])
+
+
+def test_a_joining_agency_is_announced_once_by_push_to_residents_inside(
+    db: Conn, engine: Settings, sandbox: Any
+) -> None:
+    from dispatcher.agencies.actors import agency_updated, announce_agency
+    from tests.agency_helpers import ELSEWHERE, JURISDICTION, feature
+
+    _town(db)
+    add_resident(db, 6, 39.05, -103.95, email="far@example.test", tokens=["t-6"])  # inside ELSEWHERE
+    db.execute("INSERT INTO resident_settings (resident_id, announcements) VALUES (2, FALSE)"
+               " ON CONFLICT (resident_id) DO UPDATE SET announcements = FALSE")
+    try:
+        agency_updated.fn(feature("new-pd", JURISDICTION, name="New Town Police"))
+        agency_updated.fn(feature("far-so", ELSEWHERE, name="Far Sheriff", kind="sheriff"))
+        for agency_id in ("new-pd", "far-so", "new-pd"):  # what agency_updated enqueued, and a redelivery
+            announce_agency.fn(agency_id)
+        ids = sorted(str(r[0]) for r in db.execute(
+            "SELECT id FROM community_requests WHERE payload->>'kind' = 'agency_announcement'"))
+        assert len(ids) == 2 and all(i.startswith("agency-joined.") for i in ids)
+        for request_id in ids:
+            for channel in Channel:
+                fanout.drain(request_id, channel, budget_seconds=10)
+        sandbox.flush()
+        pushes = {r["token"]: r["message"]["data"] for r in sandbox.records("fcm")}
+        assert sorted(pushes) == ["t-1", "t-3", "t-4", "t-5", "t-6"]  # announcements off: resident 2
+        assert pushes["t-1"]["type"] == "agency_announcement" and pushes["t-1"]["action"] == "view_agencies"
+        assert sandbox.records("sendgrid") == []  # push only
+        emails = db.execute("SELECT DISTINCT status, reason FROM deliveries WHERE channel = 'email'").fetchall()
+        assert emails == [("skipped", "push_only")]
+    finally:
+        db.execute("DELETE FROM agencies WHERE id IN ('new-pd', 'far-so')")

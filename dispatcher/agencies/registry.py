@@ -27,7 +27,8 @@ from dispatcher.targeting.area import parse_area
 JURISDICTION_MAX_KM2 = 600_000_000.0
 #: Largest import file read, bytes.
 MAX_IMPORT_BYTES = 256 * 1024 * 1024
-_AGENCY_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,63}$")
+#: An agency id: what the registry, requests and pseudonyms key on.
+AGENCY_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,63}$")
 _KIND = re.compile(r"^[a-z][a-z0-9_]{0,31}$")
 _MAX_NAME = 200
 
@@ -51,7 +52,7 @@ def parse_agency(feature: object, where: str = "agency") -> AgencyRecord:
     if not isinstance(props, Mapping):
         raise InvalidAgency(f"{where}: properties must be an object with id, name and kind")
     agency_id, name, kind = props.get("id"), props.get("name"), props.get("kind")
-    if not isinstance(agency_id, str) or not _AGENCY_ID.match(agency_id):
+    if not isinstance(agency_id, str) or not AGENCY_ID.fullmatch(agency_id):
         raise InvalidAgency(f"{where}: properties.id must be 1-64 letters, digits or . _ : -")
     if not isinstance(name, str) or not name.strip() or len(name) > _MAX_NAME:
         raise InvalidAgency(f"{where}: properties.name must be a non-empty string of at most {_MAX_NAME} characters")
@@ -112,14 +113,14 @@ SET name = excluded.name, kind = excluded.kind, jurisdiction = excluded.jurisdic
     active = excluded.active, updated_at = now(),
     joined_at = CASE WHEN excluded.active AND NOT a.active THEN now() ELSE a.joined_at END,
     announced_at = CASE WHEN excluded.active AND NOT a.active THEN NULL ELSE a.announced_at END
-RETURNING id, (xmax = 0) AS inserted
+RETURNING id, a.active AND a.joined_at = now() AS joined
 """
 
 
 def upsert_agencies(conn: Conn, records: Iterable[AgencyRecord]) -> list[str]:
-    """Insert or update agencies in one transaction; return the ids that are new.
+    """Insert or update agencies in one transaction; return the ids that joined (their announcement is due).
 
-    An agency that becomes active again counts as joining again (its announcement is due once more).
+    An agency that becomes active again joins again; an agency imported as inactive has not joined.
     """
     new: list[str] = []
     with conn.transaction():

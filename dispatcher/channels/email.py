@@ -183,9 +183,10 @@ class EmailChannel:
 
     def _envelope(self, request: PublishedRequest, content: EmailContent) -> dict[str, Any]:
         """Everything in a mail send body but the personalizations."""
+        inv = request.investigator  # None only for an agency announcement (which goes by push only)
         body: dict[str, Any] = {
             "from": {"email": self.settings.email_from, "name": one_line(self.settings.email_from_name)},
-            "reply_to": {"email": request.investigator.email, "name": one_line(request.investigator.name)},
+            "reply_to": {"email": inv.email, "name": one_line(inv.name)} if inv else None,
             "subject": content.subject,
             "content": [
                 {"type": "text/plain", "value": content.text},
@@ -194,6 +195,8 @@ class EmailChannel:
             "categories": ["community_request"],
             "tracking_settings": {"click_tracking": {"enable": False}, "open_tracking": {"enable": False}},
         }
+        if inv is None:
+            del body["reply_to"]
         if self.settings.sendgrid_unsubscribe_group:
             body["asm"] = {"group_id": self.settings.sendgrid_unsubscribe_group}
         return body

@@ -41,6 +41,9 @@ OPTED_OUT_ALL_FUTURE = "opted_out_all_future"
 VIDEO_REQUESTS_OFF = "video_requests_off"
 NO_CAMERA = "no_camera"
 SAFETY_ALERTS_OFF = "safety_alerts_off"
+ANNOUNCEMENTS_OFF = "announcements_off"
+#: An agency's announcement goes by push (and the app's feed), never by email.
+PUSH_ONLY = "push_only"
 
 # The rules as SQL over a resident ``r`` (``residents``) and their settings ``s`` (``resident_settings``,
 # left-joined: a resident without a settings row has every default on).
@@ -54,6 +57,7 @@ _OPTED_OUT_SQL = "EXISTS (SELECT 1 FROM request_opt_outs o WHERE o.resident_id =
 #: residents with cameras; a safety alert everyone with safety alerts on (it is not a request).
 AUDIENCE_REASON_SQL = f"""CASE {REQUEST_KIND_SQL}
     WHEN 'safety_alert' THEN CASE WHEN NOT coalesce(s.safety_alerts, TRUE) THEN '{SAFETY_ALERTS_OFF}' END
+    WHEN 'agency_announcement' THEN CASE WHEN NOT coalesce(s.announcements, TRUE) THEN '{ANNOUNCEMENTS_OFF}' END
     WHEN 'video_request' THEN CASE WHEN {_OPTED_OUT_SQL} THEN '{OPTED_OUT_ALL_FUTURE}'
                                    WHEN NOT coalesce(s.video_requests, TRUE) THEN '{VIDEO_REQUESTS_OFF}'
                                    WHEN NOT r.has_camera THEN '{NO_CAMERA}' END
@@ -68,7 +72,8 @@ PUSH_REASON_SQL = f"""CASE WHEN NOT coalesce(s.push_enabled, TRUE) THEN '{PUSH_O
           THEN '{NO_ACTIVE_TOKEN}'
 END"""
 #: Why email cannot reach the resident, or NULL when it can.
-EMAIL_REASON_SQL = f"""CASE WHEN NOT coalesce(s.email_enabled, TRUE) THEN '{EMAIL_OFF}'
+EMAIL_REASON_SQL = f"""CASE WHEN {REQUEST_KIND_SQL} = 'agency_announcement' THEN '{PUSH_ONLY}'
+     WHEN NOT coalesce(s.email_enabled, TRUE) THEN '{EMAIL_OFF}'
      WHEN r.email IS NULL OR r.email = '' THEN '{NO_EMAIL}'
      WHEN EXISTS (SELECT 1 FROM email_suppressions x WHERE x.email = lower(r.email)) THEN '{EMAIL_SUPPRESSED}'
 END"""

@@ -239,3 +239,12 @@ def test_hostile_kind_is_named(kind: Any, problem: str) -> None:
         parse_request({**request_payload(), "kind": kind})
     assert any(problem in p for p in raised.value.problems)
     assert all(len(p) < 300 for p in raised.value.problems)
+
+
+@pytest.mark.parametrize("message", [["pd-1"], {"id": "pd-1"}, 7, None, "[x]", "p" * 5000, "unknown-agency"],
+                         ids=["a list", "a dict", "a number", "null", "markup", "5,000 characters", "unknown"])
+def test_hostile_announcement_message_is_dropped(message: Any, db: Conn, settings: Settings) -> None:
+    from dispatcher.agencies.actors import announce_agency
+
+    announce_agency.fn(message)
+    assert db.execute("SELECT count(*) FROM community_requests").fetchone() == (0,)
