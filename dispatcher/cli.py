@@ -63,10 +63,12 @@ db_app = typer.Typer(help="Database schema.", no_args_is_help=True)
 residents_app = typer.Typer(help="The resident index.", no_args_is_help=True)
 contract_app = typer.Typer(help="The job contract.", no_args_is_help=True)
 embedded_app = typer.Typer(help="The embedded PostgreSQL and Redis.", no_args_is_help=True)
+agencies_app = typer.Typer(help="The agency registry.", no_args_is_help=True)
 app.add_typer(db_app, name="db")
 app.add_typer(residents_app, name="residents")
 app.add_typer(contract_app, name="contract")
 app.add_typer(embedded_app, name="embedded")
+app.add_typer(agencies_app, name="agencies")
 
 console = Console()
 
@@ -183,6 +185,53 @@ def residents_import(
         run_import(path, console)
     except DispatcherError as error:
         _fail(error)
+
+
+@agencies_app.command("import")
+def agencies_import(
+    path: Annotated[Path, typer.Argument(help="GeoJSON FeatureCollection: one Feature per agency.")],
+) -> None:
+    """Load or update agencies and their jurisdictions (one transaction: a bad feature loads nothing)."""
+    from dispatcher.bootstrap import bootstrap
+
+    bootstrap()
+    from dispatcher.agencies.registry import read_feature_collection, upsert_agencies
+    from dispatcher.db import connect
+
+    records = read_feature_collection(path)
+    with connect() as conn:
+        joined = upsert_agencies(conn, records)
+    if joined:
+        from dispatcher.agencies.actors import announce_agency
+
+        for agency_id in joined:  # residents inside each joining agency's jurisdiction are told
+            announce_agency.send(agency_id)
+    console.print(f"{len(records)} agencies loaded, {len(joined)} joined", markup=False, highlight=False)
+
+
+@app.command()
+def moderate(
+    path: Annotated[Path, typer.Argument(help="A request as JSON (any kind).")],
+    as_json: Annotated[bool, typer.Option("--json", help="Print the flags as JSON.")] = False,
+) -> None:
+    """Advise a moderator: flag what breaks the posting guidelines, with the span and the guideline.
+
+    Advisory only: exit code 0 whatever it finds (1 would read as "blocked"); nothing is published.
+    """
+    from dispatcher.agencies.moderation import moderate_request
+
+    data = _read_json(path)
+    if not isinstance(data, dict):
+        raise InvalidRequest([f"{path}: expected a JSON object, got {type(data).__name__}"])
+    flags = moderate_request(data)
+    if as_json:
+        print(json.dumps({"flags": [f.to_dict() for f in flags]}, indent=2))
+        return
+    if not flags:
+        console.print("no flags: nothing in this request breaks a guideline the assistant checks", markup=False)
+    for flag in flags:
+        console.print(f"{flag.rule} in {flag.field} [{flag.start}:{flag.end}] {flag.text!r}\n  {flag.guideline}",
+                      markup=False, highlight=False)
 
 
 @app.command()

@@ -122,6 +122,16 @@ class Settings:
     #: Days an unsubscribe link stays valid.
     unsubscribe_link_days: int = 90
 
+    #: How far (metres) a request's area may reach past its agency's jurisdiction: drawn areas wobble.
+    jurisdiction_tolerance_m: float = 25.0
+    #: Keys of the "Neighbor #" pseudonyms, ``id:secret`` separated by commas, current first; unset: a
+    #: random key kept in ``home`` (one machine only: production sets it, see dispatcher/agencies/pseudonyms.py).
+    pseudonym_keys: str | None = None
+    #: Longest footage window a video request may ask for, in hours.
+    video_max_window_hours: float = 12.0
+    #: Largest area a video request may cover, in km².
+    video_max_area_km2: float = 5.0
+
     #: Whether ``dispatcher worker`` applies pending migrations before it starts consuming.
     migrate_on_worker_start: bool = True
     #: Seconds between two reconciler sweeps in each worker process (0 switches the reconciler off).
@@ -178,6 +188,10 @@ class Settings:
             unsubscribe_secret=_env("UNSUBSCRIBE_SECRET"),
             unsubscribe_previous_secret=_env("UNSUBSCRIBE_PREVIOUS_SECRET"),
             unsubscribe_link_days=_env_int("UNSUBSCRIBE_LINK_DAYS", defaults.unsubscribe_link_days),
+            jurisdiction_tolerance_m=_env_float("JURISDICTION_TOLERANCE_M", defaults.jurisdiction_tolerance_m),
+            pseudonym_keys=_env("PSEUDONYM_KEYS"),
+            video_max_window_hours=_env_float("VIDEO_MAX_WINDOW_HOURS", defaults.video_max_window_hours),
+            video_max_area_km2=_env_float("VIDEO_MAX_AREA_KM2", defaults.video_max_area_km2),
             migrate_on_worker_start=_env_bool("MIGRATE_ON_WORKER_START", defaults.migrate_on_worker_start),
             reconcile_seconds=_env_float("DISPATCHER_RECONCILE_SECONDS", defaults.reconcile_seconds),
             stale_seconds=_env_float("DISPATCHER_STALE_SECONDS", defaults.stale_seconds),
@@ -191,7 +205,7 @@ class Settings:
     def describe(self) -> dict[str, str]:
         """Settings safe to print: secrets and credentials are masked."""
         secret = {"sendgrid_api_key", "fcm_credentials", "database_url", "redis_url",
-                  "unsubscribe_secret", "unsubscribe_previous_secret", "api_token"}
+                  "unsubscribe_secret", "unsubscribe_previous_secret", "api_token", "pseudonym_keys"}
         shown: dict[str, str] = {}
         for f in fields(self):
             value = getattr(self, f.name)

@@ -1,6 +1,12 @@
-"""The job contract: one approved Community Request, as the publishing pipeline sends it.
+"""The job contract: one approved request, as the publishing pipeline sends it.
 
-The pydantic model is the single source of truth; ``schemas/community_request.schema.json`` is
+Three kinds, a union discriminated by ``kind`` (absent: ``community_request``, so publishers from before
+kinds existed keep working): :class:`CommunityRequest` (footage of a time window, asked of everyone in the
+area who takes them), :class:`VideoRequest` (a case number, a short window, a small area, residents with
+cameras only) and :class:`SafetyAlert` (information for everyone with safety alerts on; no window, no
+response). Who each kind reaches lives in :mod:`dispatcher.preferences.eligibility`.
+
+The pydantic models are the single source of truth; ``schemas/community_request.schema.json`` is
 generated from it (``dispatcher contract schema``) and a test keeps the two identical.
 :func:`validate_request` runs on the pipeline's side (:func:`dispatcher.publishing.publish`) so a bad
 request never reaches the queue, and the worker validates again because a queue can carry anything.
@@ -8,8 +14,9 @@ This module is the model only: importing it builds no broker and opens no connec
 
 Some checks depend on when and where a request is checked, so they live beside the model, not in it
 (a stored request must stay loadable whatever the clock says or a setting becomes): the area's size in
-bytes (``MAX_AREA_BYTES``), and whether ``published_at`` is plausible for an approval that just happened
-(:func:`timestamp_problems`). :func:`validate_request` (publishing) and :func:`receive_request` (the
+bytes (``MAX_AREA_BYTES``), whether ``published_at`` is plausible for an approval that just happened
+(:func:`timestamp_problems`), and a video request's window and area (:func:`kind_problems`,
+:func:`max_area_km2_for`). :func:`validate_request` (publishing) and :func:`receive_request` (the
 worker) apply them.
 """
 
@@ -21,13 +28,16 @@ import re
 from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
 from importlib import resources
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, Self
 
 from pydantic import (
     AwareDatetime,
     BaseModel,
     ConfigDict,
+    Discriminator,
     Field,
+    Tag,
+    TypeAdapter,
     ValidationError,
     ValidationInfo,
     model_validator,
@@ -110,25 +120,31 @@ class GeoJSONArea(BaseModel):
         return data
 
 
-class CommunityRequest(_Strict):
-    """An approved Community Request, immutable once published."""
+class PublishedRequest(_Strict):
+    """What every kind of published request has: who, what, where and when; immutable once published."""
 
+    #: The request kind; each subclass fixes it (see :data:`REQUEST_KINDS`).
+    kind: str
     id: Annotated[str, Field(min_length=1, max_length=REQUEST_ID_MAX_LENGTH, pattern=REQUEST_ID_PATTERN)]
     agency: Agency
     incident_type: Annotated[str, Field(min_length=2, max_length=64, pattern=r"^[a-z][a-z0-9_]*$")]
     details: Annotated[str, Field(min_length=1, max_length=5000)]
-    footage_window: FootageWindow
-    investigator: Investigator
+    #: Who residents contact; every kind a publisher sends requires one (an announcement has none).
+    investigator: Investigator | None = None
     area: GeoJSONArea
-    investigation_code: Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9][A-Za-z0-9._/:-]*$")]
     approved_at: AwareDatetime
     published_at: AwareDatetime
 
     @model_validator(mode="after")
-    def _published_after_approval(self) -> CommunityRequest:
+    def _published_after_approval(self) -> Self:
         if self.published_at < self.approved_at:
             raise ValueError("published_at must not be before approved_at")
         return self
+
+    @property
+    def takes_responses(self) -> bool:
+        """Whether residents answer it (share, decline, opt out): requests do, safety alerts do not."""
+        return True
 
     @property
     def urgent(self) -> bool:
@@ -136,13 +152,105 @@ class CommunityRequest(_Strict):
         return self.incident_type in URGENT_INCIDENT_TYPES
 
     def to_json_dict(self) -> dict[str, Any]:
-        """The request as plain JSON types, the form that travels in the queue."""
-        return self.model_dump(mode="json")
+        """The request as plain JSON types, the form that travels in the queue and is stored.
+
+        A Community Request leaves out its ``kind`` (the default), so it is stored, fingerprinted and
+        sent exactly as before kinds existed.
+        """
+        data = self.model_dump(mode="json")
+        if data.get("kind") == DEFAULT_KIND:
+            del data["kind"]
+        return data
 
     def fingerprint(self) -> str:
         """SHA-256 of the canonical JSON: equal payloads give equal fingerprints."""
         canonical = json.dumps(self.to_json_dict(), sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+class CommunityRequest(PublishedRequest):
+    """An approved Community Request: footage of a time window, asked of everyone in the area who takes them.
+
+    ``kind`` may be left out (publishers from before kinds existed).
+    """
+
+    kind: Literal["community_request"] = "community_request"
+    investigator: Investigator
+    footage_window: FootageWindow
+    investigation_code: Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9][A-Za-z0-9._/:-]*$")]
+
+
+class VideoRequest(CommunityRequest):
+    """A video request: recordings of an active investigation, asked only of residents with cameras.
+
+    It must name its case; its footage window and area are bounded by settings
+    (``VIDEO_MAX_WINDOW_HOURS``, ``VIDEO_MAX_AREA_KM2``), checked by :func:`kind_problems`.
+    """
+
+    kind: Literal["video_request"]  # type: ignore[assignment]  # a video request is a kind of community request
+    case_number: Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9][A-Za-z0-9._/:-]*$")]
+
+
+class SafetyAlert(PublishedRequest):
+    """A crime or safety alert: information for everyone in the area with safety alerts on; no footage
+    window, nothing to answer."""
+
+    kind: Literal["safety_alert"]
+    investigator: Investigator
+
+    @property
+    def takes_responses(self) -> bool:
+        """A safety alert asks nothing of residents."""
+        return False
+
+
+class AgencyAnnouncement(PublishedRequest):
+    """An agency started using the service: residents inside its jurisdiction are told (push only).
+
+    Made by the engine (:mod:`dispatcher.agencies.announcements`), never by a publisher: it is no branch
+    of the published contract, only of what is stored.
+    """
+
+    kind: Literal["agency_announcement"]
+
+    @property
+    def takes_responses(self) -> bool:
+        """An announcement asks nothing of residents."""
+        return False
+
+
+#: What a request without ``kind`` is.
+DEFAULT_KIND = "community_request"
+#: Every kind of request, by its ``kind``.
+REQUEST_KINDS: dict[str, type[PublishedRequest]] = {
+    "community_request": CommunityRequest, "video_request": VideoRequest, "safety_alert": SafetyAlert,
+}
+
+
+def _kind_of(data: Any) -> str:
+    kind = data.get("kind", DEFAULT_KIND) if isinstance(data, Mapping) else getattr(data, "kind", DEFAULT_KIND)
+    return kind if isinstance(kind, str) and kind in REQUEST_KINDS else "unknown"
+
+
+#: A published request of any kind: a union discriminated by ``kind`` (absent: a Community Request).
+AnyRequest = Annotated[
+    Annotated[CommunityRequest, Tag("community_request")]
+    | Annotated[VideoRequest, Tag("video_request")]
+    | Annotated[SafetyAlert, Tag("safety_alert")],
+    Discriminator(
+        _kind_of,
+        custom_error_type="unknown_kind",
+        custom_error_message="kind must be one of " + ", ".join(REQUEST_KINDS),
+    ),
+]
+_ADAPTER: TypeAdapter[PublishedRequest] = TypeAdapter(AnyRequest)
+_STORED_KINDS: dict[str, type[PublishedRequest]] = {**REQUEST_KINDS, "agency_announcement": AgencyAnnouncement}
+
+
+def load_stored(payload: Any) -> PublishedRequest:
+    """A stored payload (already checked on its way in) as its request model, announcements included."""
+    kind = payload.get("kind", DEFAULT_KIND) if isinstance(payload, Mapping) else DEFAULT_KIND
+    return _STORED_KINDS.get(kind, CommunityRequest).model_validate(payload)
 
 
 def is_request_id(value: object) -> bool:
@@ -159,17 +267,20 @@ def _name(part: str | int) -> str:
 def _describe(error: ValidationError) -> list[str]:
     problems = []
     for item in error.errors():
-        where = ".".join(_name(part) for part in item["loc"]) or "request"
+        loc = item["loc"]
+        if loc and loc[0] in REQUEST_KINDS:  # the union's branch: named by the request's kind already
+            loc = loc[1:]
+        where = ".".join(_name(part) for part in loc) or "request"
         problems.append(f"{where}: {item['msg']}")
     return problems
 
 
-def parse_request(data: Any, *, max_area_bytes: int | None = None) -> CommunityRequest:
-    """Validate a request (a model, a mapping or a JSON string), naming every bad field on failure.
+def parse_request(data: Any, *, max_area_bytes: int | None = None) -> PublishedRequest:
+    """Validate a request of any kind (a model, a mapping or a JSON string), naming every bad field.
 
     ``max_area_bytes`` bounds the area's JSON (default: the ``MAX_AREA_BYTES`` setting).
     """
-    if isinstance(data, CommunityRequest):
+    if isinstance(data, PublishedRequest):
         return data
     if max_area_bytes is None:
         from dispatcher.config import get_settings
@@ -178,15 +289,34 @@ def parse_request(data: Any, *, max_area_bytes: int | None = None) -> CommunityR
     context = {"max_area_bytes": max_area_bytes}
     try:
         if isinstance(data, str | bytes):
-            return CommunityRequest.model_validate_json(data, context=context)
+            return _ADAPTER.validate_json(data, context=context)
         if not isinstance(data, Mapping):
             raise InvalidRequest([f"request: expected a JSON object, got {type(data).__name__}"])
-        return CommunityRequest.model_validate(dict(data), context=context)
+        return _ADAPTER.validate_python(dict(data), context=context)
     except ValidationError as error:
         raise InvalidRequest(_describe(error)) from None
 
 
-def timestamp_problems(request: CommunityRequest, *, max_skew: timedelta, max_age: timedelta | None,
+def kind_problems(request: PublishedRequest, *, max_window: timedelta) -> list[str]:
+    """Why a request breaks its kind's limits that depend on settings (empty if it does not).
+
+    Only a video request has such limits: its footage window at most ``max_window``; its area's size
+    is bounded through :func:`max_area_km2_for` where the area is measured.
+    """
+    if isinstance(request, VideoRequest):
+        span = request.footage_window.end - request.footage_window.start
+        if span > max_window:
+            return [f"footage_window: spans {span.total_seconds() / 3600:g} hours, more than the "
+                    f"{max_window.total_seconds() / 3600:g} hours a video request may ask for"]
+    return []
+
+
+def max_area_km2_for(request: PublishedRequest, *, max_area_km2: float, video_max_area_km2: float) -> float:
+    """The largest area the request's kind may cover: a video request's limit is smaller."""
+    return min(max_area_km2, video_max_area_km2) if isinstance(request, VideoRequest) else max_area_km2
+
+
+def timestamp_problems(request: PublishedRequest, *, max_skew: timedelta, max_age: timedelta | None,
                        now: datetime | None = None) -> list[str]:
     """Why ``published_at`` is not plausible for an approval that just happened (empty if it is).
 
@@ -205,19 +335,21 @@ def timestamp_problems(request: CommunityRequest, *, max_skew: timedelta, max_ag
     return problems
 
 
-def receive_request(payload: Any, *, now: datetime | None = None) -> CommunityRequest:
-    """The worker's check of a request message: the contract and a plausible ``published_at``."""
+def receive_request(payload: Any, *, now: datetime | None = None) -> PublishedRequest:
+    """The worker's check of a request message: the contract, a plausible ``published_at``, the kind's limits."""
     from dispatcher.config import get_settings
 
+    settings = get_settings()
     request = parse_request(payload)
-    skew = timedelta(seconds=get_settings().max_clock_skew_seconds)
+    skew = timedelta(seconds=settings.max_clock_skew_seconds)
     problems = timestamp_problems(request, max_skew=skew, max_age=None, now=now)
+    problems += kind_problems(request, max_window=timedelta(hours=settings.video_max_window_hours))
     if problems:
         raise InvalidRequest(problems)
     return request
 
 
-def validate_request(data: Any, *, now: datetime | None = None) -> CommunityRequest:
+def validate_request(data: Any, *, now: datetime | None = None) -> PublishedRequest:
     """Full validation before publishing: the contract, a plausible ``published_at`` (not ahead of the
     clock by more than ``MAX_CLOCK_SKEW_SECONDS``, not older than the response window) and the area's
     geometry (the checks the worker applies).
@@ -229,12 +361,14 @@ def validate_request(data: Any, *, now: datetime | None = None) -> CommunityRequ
     request = parse_request(data, max_area_bytes=settings.max_area_bytes)
     problems = timestamp_problems(request, max_skew=timedelta(seconds=settings.max_clock_skew_seconds),
                                   max_age=timedelta(days=RESPONSE_WINDOW_DAYS), now=now)
+    problems += kind_problems(request, max_window=timedelta(hours=settings.video_max_window_hours))
     if problems:
         raise InvalidRequest(problems)
     parse_area(
         request.area.model_dump(),
         max_vertices=settings.max_area_vertices,
-        max_area_km2=settings.max_area_km2,
+        max_area_km2=max_area_km2_for(request, max_area_km2=settings.max_area_km2,
+                                      video_max_area_km2=settings.video_max_area_km2),
         max_bytes=settings.max_area_bytes,
     )
     return request
@@ -242,7 +376,7 @@ def validate_request(data: Any, *, now: datetime | None = None) -> CommunityRequ
 
 def json_schema() -> dict[str, Any]:
     """The JSON Schema of the contract, as published in the repository."""
-    schema = CommunityRequest.model_json_schema()
+    schema = _ADAPTER.json_schema()
     schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
     schema["$id"] = "https://dispatcher.invalid/schemas/community_request.schema.json"
     return schema

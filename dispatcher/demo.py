@@ -23,6 +23,7 @@ from psycopg.conninfo import make_conninfo
 from rich.console import Console
 from rich.table import Table
 
+from dispatcher.agencies.registry import AgencyRecord, upsert_agencies
 from dispatcher.config import RESIDENT_CELL_RESOLUTION, Settings, get_settings, set_settings
 from dispatcher.db.types import Conn
 from dispatcher.lifecycle.states import FINAL_STATES, State
@@ -124,6 +125,16 @@ def demo_area() -> dict[str, Any]:
             "geometry": {"type": "Polygon", "coordinates": [ring, park]}}
 
 
+def demo_agency() -> AgencyRecord:
+    """The demo's police department, whose jurisdiction is the whole town."""
+    lat0, lng0 = TOWN_CENTER
+    box = [[lng0 - 0.1, lat0 - 0.08], [lng0 + 0.1, lat0 - 0.08], [lng0 + 0.1, lat0 + 0.08],
+           [lng0 - 0.1, lat0 + 0.08], [lng0 - 0.1, lat0 - 0.08]]
+    ring = [[round(x, 6), round(y, 6)] for x, y in box]
+    return AgencyRecord("bpd", "Boulder Valley Police Department", "police",
+                        {"type": "Polygon", "coordinates": [ring]})
+
+
 def demo_request(now: datetime) -> dict[str, Any]:
     """A sample approved Community Request over :func:`demo_area`."""
     return {
@@ -191,6 +202,7 @@ def run_demo(residents: int, seed: int, console: Console) -> bool:
         with psycopg.connect(settings.database_url or "") as conn:
             started = time.perf_counter()
             seed_town(conn, town, seed)
+            upsert_agencies(conn, [demo_agency()])
             console.print(f"seeded a town of {residents:,} residents in {time.perf_counter() - started:.1f} s")
 
         import dramatiq

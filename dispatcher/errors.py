@@ -70,3 +70,32 @@ class InvalidUnsubscribeLink(DispatcherError):
     def __init__(self, message: str, status: int = 403) -> None:
         super().__init__(message)
         self.status = status
+
+
+class UnknownAgency(InvalidRequest):
+    """A request names an agency the registry does not hold (or holds as inactive)."""
+
+    def __init__(self, agency_id: str) -> None:
+        super().__init__([f"agency.id: unknown or inactive agency {agency_id[:64]!r}"])
+
+
+class OutsideJurisdiction(InvalidRequest):
+    """A request's area reaches outside its agency's jurisdiction (beyond the configured tolerance)."""
+
+    def __init__(self, problem: str) -> None:
+        super().__init__([f"area: {problem}"])
+
+
+class InvalidAgency(DispatcherError):
+    """An agency record (from an import file or an update message) is malformed; names the problem."""
+
+
+class InvalidResponse(InvalidResidentUpdate):
+    """A resident's response is malformed or answers something it cannot (``status`` is the HTTP answer).
+
+    A kind of :class:`InvalidResidentUpdate`: a message from the main application that is never retried.
+    """
+
+    def __init__(self, message: str, status: int = 422) -> None:
+        super().__init__(message)
+        self.status = status

@@ -25,7 +25,7 @@ from dispatcher.channels.email import EmailChannel
 from dispatcher.channels.push import PushChannel
 from dispatcher.channels.result import SendResult
 from dispatcher.config import Settings, get_settings
-from dispatcher.contract import CommunityRequest
+from dispatcher.contract import PublishedRequest
 from dispatcher.db import get_pool
 from dispatcher.ledger import Channel, Outcome
 from dispatcher.lifecycle import State
@@ -89,7 +89,7 @@ def _wait(result: SendResult) -> float:
     return result.retry_after or DEFAULT_RETRY_SECONDS
 
 
-def _send_batch(channel: Channel, request: CommunityRequest, respond_until: datetime,
+def _send_batch(channel: Channel, request: PublishedRequest, respond_until: datetime,
                 resident_ids: list[int]) -> SendResult:
     """Check eligibility at the last moment and send; touches nothing but the provider after the send.
 

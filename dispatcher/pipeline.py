@@ -17,11 +17,12 @@ from dataclasses import dataclass
 from typing import Any
 
 from dispatcher import ledger, lifecycle
+from dispatcher.agencies.jurisdiction import check_area_in_jurisdiction
 from dispatcher.config import get_settings
-from dispatcher.contract import is_request_id, receive_request
+from dispatcher.contract import is_request_id, max_area_km2_for, receive_request
 from dispatcher.db import get_pool
 from dispatcher.db.types import Conn
-from dispatcher.errors import InvalidArea, InvalidRequest, RequestConflict
+from dispatcher.errors import InvalidRequest, RequestConflict
 from dispatcher.lifecycle import State
 from dispatcher.ops import metrics
 from dispatcher.targeting.area import Area, parse_area
@@ -107,8 +108,12 @@ def target(request_id: str, on_first_rows: FirstRows | None = None) -> Distribut
 
     try:
         area = parse_area(request.area.model_dump(), max_vertices=settings.max_area_vertices,
-                          max_area_km2=settings.max_area_km2, max_bytes=settings.max_area_bytes)
-    except InvalidArea as error:
+                          max_area_km2=max_area_km2_for(request, max_area_km2=settings.max_area_km2,
+                                                        video_max_area_km2=settings.video_max_area_km2),
+                          max_bytes=settings.max_area_bytes)
+        with pool.connection() as conn:  # an unknown agency, or an area outside its jurisdiction
+            check_area_in_jurisdiction(conn, request.agency.id, area, settings)
+    except InvalidRequest as error:
         with pool.connection() as conn:
             lifecycle.reject(conn, request.id, str(error))
         log.warning("request rejected", extra={"request_id": request.id, "reason": str(error)})

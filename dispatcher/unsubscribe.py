@@ -25,9 +25,7 @@ import base64
 import hmac
 import html
 import logging
-import os
 import re
-import secrets
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -39,6 +37,7 @@ from dispatcher.config import Settings, get_settings
 from dispatcher.contract import is_request_id
 from dispatcher.db.types import Conn
 from dispatcher.errors import ConfigurationError, InvalidUnsubscribeLink
+from dispatcher.keyfile import secret_in_file
 
 logger = logging.getLogger(__name__)
 
@@ -72,20 +71,7 @@ def _checked(secret: str, name: str) -> bytes:
 def _current_key(settings: Settings) -> bytes:
     if settings.unsubscribe_secret:
         return _checked(settings.unsubscribe_secret, "UNSUBSCRIBE_SECRET")
-    path = Path(settings.home) / KEY_FILE
-    try:
-        return path.read_bytes().strip()
-    except FileNotFoundError:
-        pass
-    path.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    except FileExistsError:  # another process created it first: use theirs
-        return path.read_bytes().strip()
-    key = secrets.token_urlsafe(48).encode()
-    with os.fdopen(fd, "wb") as out:
-        out.write(key)
-    return key
+    return secret_in_file(Path(settings.home) / KEY_FILE)
 
 
 def sign(key: bytes, resident_id: int, request_id: str, expires: int) -> str:

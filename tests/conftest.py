@@ -24,6 +24,7 @@ from dispatcher.config import Settings, set_settings
 from dispatcher.db import migrate
 from dispatcher.db.pool import close_pool
 from dispatcher.embedded import embedded_redis_url, ensure_services
+from tests.factories import register_agency
 
 ROOT = Path(__file__).resolve().parent.parent
 _HOME = Path(os.environ.get("DISPATCHER_TEST_HOME", ROOT / ".dispatcher" / "test"))
@@ -51,6 +52,8 @@ TABLES = (
     "webhook_events",
     "webhook_quarantine",
     "device_token_claims",
+    "request_responses",
+    "request_opt_outs",
 )
 
 
@@ -78,6 +81,7 @@ def settings(services: Settings, tmp_path_factory: pytest.TempPathFactory) -> It
     test_settings = base.with_(database_url=database_url, home=tmp_path_factory.mktemp("home"))
     with psycopg.connect(database_url) as conn:
         migrate(conn)
+        register_agency(conn)  # the factories' agency, whose jurisdiction is the world
     set_settings(test_settings)
     os.environ["DATABASE_URL"] = test_settings.database_url or ""
     os.environ["REDIS_URL"] = test_settings.redis_url or ""

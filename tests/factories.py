@@ -37,6 +37,19 @@ def request_payload(request_id: str = "req-1", *, area: dict[str, Any] | None = 
     return payload
 
 
+#: The whole world: the jurisdiction of the tests' agency, so every test area is inside it.
+WORLD = {"type": "Polygon", "coordinates": [[[-180, -90], [180, -90], [180, 90], [-180, 90], [-180, -90]]]}
+
+
+def register_agency(conn: psycopg.Connection[Any], agency_id: str = "pd-1", *,
+                    jurisdiction: dict[str, Any] | None = None, name: str = "Springfield Police",
+                    kind: str = "police", active: bool = True) -> None:
+    """Register (or update) an agency, as `dispatcher agencies import` does."""
+    from dispatcher.agencies.registry import AgencyRecord, upsert_agencies
+
+    upsert_agencies(conn, [AgencyRecord(agency_id, name, kind, jurisdiction or WORLD, active)])
+
+
 def add_resident(conn: psycopg.Connection[Any], resident_id: int, lat: float, lng: float, *,
                  email: str | None = None, tokens: Iterable[str] = (), has_camera: bool = False,
                  time_zone: str = "America/Denver", community_requests: bool = True, push: bool = True,

@@ -122,7 +122,7 @@ def test_the_request_id_format_is_defined_once() -> None:
     assert is_request_id("req-1") and is_request_id("A" * REQUEST_ID_MAX_LENGTH)
     for bad in ["", "A" * (REQUEST_ID_MAX_LENGTH + 1), "has space", "-dash", "a/b", "é", None, 7]:
         assert not is_request_id(bad), bad
-    schema_id = published_schema()["properties"]["id"]
+    schema_id = published_schema()["$defs"]["CommunityRequest"]["properties"]["id"]
     assert schema_id["maxLength"] == REQUEST_ID_MAX_LENGTH and schema_id["pattern"] == REQUEST_ID_PATTERN
 
 

@@ -17,7 +17,7 @@ import psycopg
 
 from dispatcher import ledger
 from dispatcher.channels.result import SendResult
-from dispatcher.contract import CommunityRequest
+from dispatcher.contract import PublishedRequest
 
 R = TypeVar("R")
 
@@ -43,7 +43,7 @@ class Channel(Protocol[R]):
                  resident_ids: Sequence[int]) -> Eligible[R]:
         """Residents' choices read again right before sending."""
 
-    def send(self, request: CommunityRequest, respond_until: datetime,
+    def send(self, request: PublishedRequest, respond_until: datetime,
              recipients: Mapping[int, R]) -> SendResult:
         """Send to every recipient; nothing goes out once ``respond_until`` has passed (those rows expire)."""
 

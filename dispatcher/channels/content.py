@@ -22,7 +22,7 @@ from datetime import UTC, datetime
 from dispatcher.channels.i18n import DEFAULT_LOCALE, ContentLocale, format_window, resolve_locale
 from dispatcher.channels.rendering import gettext, render
 from dispatcher.config import FCM_MAX_TTL_SECONDS, Settings
-from dispatcher.contract import CommunityRequest
+from dispatcher.contract import CommunityRequest, PublishedRequest
 
 #: The kind of message these templates render (their folder under ``templates/``).
 KIND = "community_request"
@@ -138,10 +138,14 @@ class PushContent:
     ttl_seconds: int
 
 
-def push_content(request: CommunityRequest, *, has_camera: bool, settings: Settings,
+def push_content(request: PublishedRequest, *, has_camera: bool, settings: Settings,
                  respond_until: datetime, now: datetime | None = None,
                  locale: str | ContentLocale = DEFAULT_LOCALE) -> PushContent:
     """The push for one request, one kind of resident (with or without a camera) and one locale."""
+    if not isinstance(request, CommunityRequest):  # a safety alert: its own words (dispatcher.agencies)
+        from dispatcher.agencies.content import safety_alert_push
+
+        return safety_alert_push(request, settings=settings, respond_until=respond_until, now=now)
     loc = content_locale(locale)
     action = gettext(loc, CHOOSE_VIDEOS if has_camera else VIEW_REQUEST)
     link = deep_link(settings, request.id, has_camera)
@@ -178,9 +182,13 @@ class EmailContent:
 SUBJECT_CHARS = 200
 
 
-def email_content(request: CommunityRequest, *, has_camera: bool, time_zone: str, settings: Settings,
+def email_content(request: PublishedRequest, *, has_camera: bool, time_zone: str, settings: Settings,
                   locale: str | ContentLocale = DEFAULT_LOCALE) -> EmailContent:
     """The email for one request and one group of residents (camera or not, time zone, locale)."""
+    if not isinstance(request, CommunityRequest):  # a safety alert: its own words (dispatcher.agencies)
+        from dispatcher.agencies.content import safety_alert_email
+
+        return safety_alert_email(request, settings=settings)
     loc = content_locale(locale)
     window = format_window(request.footage_window.start, request.footage_window.end, time_zone, loc.babel)
     values = {

@@ -42,7 +42,7 @@ from dispatcher.channels.i18n import ContentLocale
 from dispatcher.channels.result import SendResult
 from dispatcher.channels.retry_after import retry_after_seconds, seconds_until
 from dispatcher.config import SENDGRID_MAX_PERSONALIZATIONS, Settings
-from dispatcher.contract import CommunityRequest
+from dispatcher.contract import PublishedRequest
 from dispatcher.errors import ConfigurationError
 from dispatcher.ledger import WINDOW_ENDED, Outcome, Status
 from dispatcher.preferences import eligibility
@@ -186,11 +186,12 @@ class EmailChannel:
         """The signed one-click unsubscribe URL for one resident (ids only)."""
         return unsubscribe_link(self.settings, resident_id, request_id)
 
-    def _envelope(self, request: CommunityRequest, content: EmailContent) -> dict[str, Any]:
+    def _envelope(self, request: PublishedRequest, content: EmailContent) -> dict[str, Any]:
         """Everything in a mail send body but the personalizations."""
+        inv = request.investigator  # None only for an agency announcement (which goes by push only)
         body: dict[str, Any] = {
             "from": {"email": self.settings.email_from, "name": one_line(self.settings.email_from_name)},
-            "reply_to": {"email": request.investigator.email, "name": one_line(request.investigator.name)},
+            "reply_to": {"email": inv.email, "name": one_line(inv.name)} if inv else None,
             "subject": content.subject,
             "content": [
                 {"type": "text/plain", "value": content.text},
@@ -199,11 +200,13 @@ class EmailChannel:
             "categories": ["community_request"],
             "tracking_settings": {"click_tracking": {"enable": False}, "open_tracking": {"enable": False}},
         }
+        if inv is None:
+            del body["reply_to"]
         if self.settings.sendgrid_unsubscribe_group:
             body["asm"] = {"group_id": self.settings.sendgrid_unsubscribe_group}
         return body
 
-    def mail_body(self, request: CommunityRequest, content: EmailContent,
+    def mail_body(self, request: PublishedRequest, content: EmailContent,
                   group: Sequence[Addressee]) -> dict[str, Any]:
         """The mail send body for one group, as a dict (the readable reference for :meth:`mail_body_json`)."""
         links = unsubscribe_links(self.settings, request.id)
@@ -218,7 +221,7 @@ class EmailChannel:
         ]
         return {"personalizations": personalizations, **self._envelope(request, content)}
 
-    def mail_body_json(self, request: CommunityRequest, content: EmailContent,
+    def mail_body_json(self, request: PublishedRequest, content: EmailContent,
                        group: Sequence[Addressee]) -> str:
         """``orjson.dumps(mail_body(...))``, character for character, built for a thousand recipients a call.
 
@@ -243,7 +246,7 @@ class EmailChannel:
         envelope = orjson.dumps(self._envelope(request, content)).decode()
         return f'{{"personalizations":[{personalizations}],{envelope[1:]}'
 
-    def send(self, request: CommunityRequest, respond_until: datetime,
+    def send(self, request: PublishedRequest, respond_until: datetime,
              recipients: Mapping[int, Mailbox]) -> EmailResult:
         """Send to every recipient; one API call per group and at most 1,000 recipients.
 
@@ -269,7 +272,7 @@ class EmailChannel:
         if response.status_code >= 300:
             raise Rejected(response.status_code, response.headers, response.content)
 
-    def _send_chunk(self, request: CommunityRequest, respond_until: datetime, content: EmailContent,
+    def _send_chunk(self, request: PublishedRequest, respond_until: datetime, content: EmailContent,
                     chunk: Sequence[Addressee], result: EmailResult) -> None:
         ids = [rid for rid, _ in chunk]
         if result.quota_exceeded:

@@ -4,7 +4,7 @@ Only the published fields travel (agency, incident type, details, footage window
 contact, area, publication and response window), never the investigation code, counts, or anything
 about other residents. The area is returned as the GeoJSON the agency sent.
 
-:class:`PublishedRequest` is the documented shape; :func:`feed_json` builds the same JSON without
+:class:`FeedRequest` is the documented shape; :func:`feed_json` builds the same JSON without
 parsing the areas (a county's coastline is megabytes of coordinates): each area's JSON text is
 copied from the database into the answer as it is. A test holds the two to the same shape.
 """
@@ -17,7 +17,7 @@ from typing import Any
 import orjson
 from pydantic import BaseModel, ConfigDict, Field
 
-from dispatcher.contract import Agency, FootageWindow, Investigator
+from dispatcher.contract import DEFAULT_KIND, Agency, FootageWindow, Investigator
 from dispatcher.db.types import Conn
 from dispatcher.feed.lookup import FeedPage
 
@@ -25,22 +25,27 @@ from dispatcher.feed.lookup import FeedPage
 PUBLISHED_FIELDS = ("id", "agency", "incident_type", "details", "footage_window", "investigator", "published_at")
 
 _CARDS_SQL = """
-SELECT id, jsonb_build_object({fields})::text, (payload -> 'area')::text
+SELECT id,
+       jsonb_strip_nulls(jsonb_build_object('kind', coalesce(payload -> 'kind', '"{default}"'::jsonb), {fields}))::text,
+       (payload -> 'area')::text
 FROM community_requests WHERE id = ANY(%s)
-""".format(fields=", ".join(f"'{name}', payload -> '{name}'" for name in PUBLISHED_FIELDS))
+""".format(default=DEFAULT_KIND, fields=", ".join(f"'{name}', payload -> '{name}'" for name in PUBLISHED_FIELDS))
 
 
-class PublishedRequest(BaseModel):
-    """A request on a resident's feed."""
+class FeedRequest(BaseModel):
+    """A request on a resident's feed, of any kind (fields a kind does not have are left out)."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
+    kind: str = Field(default=DEFAULT_KIND, description="community_request, video_request, safety_alert or "
+                                                        "agency_announcement.")
     id: str
     agency: Agency
     incident_type: str
     details: str
-    footage_window: FootageWindow
-    investigator: Investigator
+    footage_window: FootageWindow | None = Field(default=None, description="Absent for safety alerts and "
+                                                                          "announcements.")
+    investigator: Investigator | None = Field(default=None, description="Absent for announcements.")
     area: dict[str, Any] = Field(description="The area as published: a GeoJSON (RFC 7946) Polygon, "
                                              "MultiPolygon or Feature holding one.")
     published_at: datetime
@@ -51,7 +56,7 @@ class PublishedRequest(BaseModel):
 class FeedResponse(BaseModel):
     """One page of a feed."""
 
-    requests: list[PublishedRequest]
+    requests: list[FeedRequest]
     next_cursor: str | None = Field(description="Pass as `cursor` for the next page; null on the last page.")
 
 

@@ -13,7 +13,7 @@ import logging
 import shapely
 
 from dispatcher.config import get_settings
-from dispatcher.contract import CommunityRequest
+from dispatcher.contract import PublishedRequest
 from dispatcher.db.types import Conn
 from dispatcher.errors import InvalidArea
 from dispatcher.lifecycle.states import State
@@ -33,7 +33,7 @@ def area_cover(area: Area) -> AreaCover:
     return area_to_cells(area, band_resolution=FEED_BAND_RESOLUTION)
 
 
-def index_request(conn: Conn, request: CommunityRequest) -> bool:
+def index_request(conn: Conn, request: PublishedRequest) -> bool:
     """Store ``request``'s cover for the feed; return whether it was indexed.
 
     Idempotent (a request already indexed is left as it is). An area targeting would refuse is not

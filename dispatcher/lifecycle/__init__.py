@@ -18,7 +18,7 @@ from psycopg.types.json import Jsonb
 
 from dispatcher import ledger
 from dispatcher.config import RESPONSE_WINDOW_DAYS
-from dispatcher.contract import CommunityRequest
+from dispatcher.contract import PublishedRequest, load_stored
 from dispatcher.db.types import Conn
 from dispatcher.errors import RequestConflict
 from dispatcher.lifecycle.events import request_transitioned
@@ -53,12 +53,12 @@ class StoredRequest:
     reason: str | None = None
 
 
-def respond_until(request: CommunityRequest) -> datetime:
+def respond_until(request: PublishedRequest) -> datetime:
     """The end of the response window: publication plus 60 days."""
     return request.published_at + timedelta(days=RESPONSE_WINDOW_DAYS)
 
 
-def accept(conn: Conn, request: CommunityRequest) -> StoredRequest:
+def accept(conn: Conn, request: PublishedRequest) -> StoredRequest:
     """Store a request once; return its stored state (new or existing).
 
     Raises :class:`RequestConflict` when the id is known with a different payload.
@@ -100,7 +100,7 @@ def accept(conn: Conn, request: CommunityRequest) -> StoredRequest:
                          None if existing[2] is None else str(existing[2]))
 
 
-def load(conn: Conn, request_id: str) -> tuple[StoredRequest, CommunityRequest] | None:
+def load(conn: Conn, request_id: str) -> tuple[StoredRequest, PublishedRequest] | None:
     """The stored state and payload of a request, or ``None`` if it was never accepted."""
     row = conn.execute(
         "SELECT state, urgent, respond_until, reason, payload FROM community_requests WHERE id = %s",
@@ -112,7 +112,7 @@ def load(conn: Conn, request_id: str) -> tuple[StoredRequest, CommunityRequest] 
     assert isinstance(until, datetime)
     stored = StoredRequest(request_id, State(str(state)), bool(urgent), until,
                            None if reason is None else str(reason))
-    return stored, CommunityRequest.model_validate(payload)
+    return stored, load_stored(payload)
 
 
 def current_state(conn: Conn, request_id: str) -> State | None:

@@ -245,3 +245,17 @@ def sendgrid_events(batch_id: str) -> None:
     with get_pool().connection() as conn:
         suppressed = feedback.apply_webhook_events(conn, batch_id)
     logger.info("sendgrid event batch %s applied: %d addresses newly suppressed", batch_id, suppressed)
+
+
+@resident_actor
+def kind_settings_changed(
+    resident_id: int,
+    version: int,
+    video_requests: bool | None = None,
+    safety_alerts: bool | None = None,
+    announcements: bool | None = None,
+) -> None:
+    """A resident switched video requests, safety alerts or agency announcements on or off (``None``: unchanged)."""
+    _apply("kind_settings_changed", resident_id, version, lambda conn: updates.change_kind_settings(
+        conn, resident_id, version=version, video_requests=video_requests, safety_alerts=safety_alerts,
+        announcements=announcements))

@@ -36,18 +36,44 @@ EMAIL_OFF = "email_off"
 NO_ACTIVE_TOKEN = "no_active_token"
 NO_EMAIL = "no_email"
 EMAIL_SUPPRESSED = "email_suppressed"
+#: Per request kind (see :data:`AUDIENCE_REASON_SQL`).
+OPTED_OUT_ALL_FUTURE = "opted_out_all_future"
+VIDEO_REQUESTS_OFF = "video_requests_off"
+NO_CAMERA = "no_camera"
+SAFETY_ALERTS_OFF = "safety_alerts_off"
+ANNOUNCEMENTS_OFF = "announcements_off"
+#: An agency's announcement goes by push (and the app's feed), never by email.
+PUSH_ONLY = "push_only"
 
 # The rules as SQL over a resident ``r`` (``residents``) and their settings ``s`` (``resident_settings``,
 # left-joined: a resident without a settings row has every default on).
-#: Whether the resident takes Community Requests at all (those who do not get no ledger row).
-TAKES_REQUESTS_SQL = "coalesce(s.community_requests, TRUE)"
+#: The kind of the request ``{request_id}`` (a placeholder filled by the caller); stored requests from
+#: before kinds existed are Community Requests.
+REQUEST_KIND_SQL = ("(SELECT coalesce(c.payload->>'kind', 'community_request') FROM community_requests c"
+                    " WHERE c.id = {request_id})")
+_OPTED_OUT_SQL = "EXISTS (SELECT 1 FROM request_opt_outs o WHERE o.resident_id = r.id)"
+#: Why the resident is not in the audience of the request's kind, or NULL when they are: a request
+#: (community or video) never reaches who opted out of all future requests; a video request only
+#: residents with cameras; a safety alert everyone with safety alerts on (it is not a request).
+AUDIENCE_REASON_SQL = f"""CASE {REQUEST_KIND_SQL}
+    WHEN 'safety_alert' THEN CASE WHEN NOT coalesce(s.safety_alerts, TRUE) THEN '{SAFETY_ALERTS_OFF}' END
+    WHEN 'agency_announcement' THEN CASE WHEN NOT coalesce(s.announcements, TRUE) THEN '{ANNOUNCEMENTS_OFF}' END
+    WHEN 'video_request' THEN CASE WHEN {_OPTED_OUT_SQL} THEN '{OPTED_OUT_ALL_FUTURE}'
+                                   WHEN NOT coalesce(s.video_requests, TRUE) THEN '{VIDEO_REQUESTS_OFF}'
+                                   WHEN NOT r.has_camera THEN '{NO_CAMERA}' END
+    ELSE CASE WHEN {_OPTED_OUT_SQL} THEN '{OPTED_OUT_ALL_FUTURE}'
+              WHEN NOT coalesce(s.community_requests, TRUE) THEN '{COMMUNITY_REQUESTS_OFF}' END
+END"""
+#: Whether the resident is in the request's audience at all (those who are not get no ledger row).
+TAKES_REQUESTS_SQL = f"({AUDIENCE_REASON_SQL}) IS NULL"
 #: Why push cannot reach the resident, or NULL when it can.
 PUSH_REASON_SQL = f"""CASE WHEN NOT coalesce(s.push_enabled, TRUE) THEN '{PUSH_OFF}'
      WHEN NOT EXISTS (SELECT 1 FROM device_tokens d WHERE d.resident_id = r.id AND d.retired_at IS NULL)
           THEN '{NO_ACTIVE_TOKEN}'
 END"""
 #: Why email cannot reach the resident, or NULL when it can.
-EMAIL_REASON_SQL = f"""CASE WHEN NOT coalesce(s.email_enabled, TRUE) THEN '{EMAIL_OFF}'
+EMAIL_REASON_SQL = f"""CASE WHEN {REQUEST_KIND_SQL} = 'agency_announcement' THEN '{PUSH_ONLY}'
+     WHEN NOT coalesce(s.email_enabled, TRUE) THEN '{EMAIL_OFF}'
      WHEN r.email IS NULL OR r.email = '' THEN '{NO_EMAIL}'
      WHEN EXISTS (SELECT 1 FROM email_suppressions x WHERE x.email = lower(r.email)) THEN '{EMAIL_SUPPRESSED}'
 END"""
@@ -74,11 +100,10 @@ class EmailTarget(NamedTuple):
 _PUSH_SQL = f"""
 SELECT q.id,
        CASE WHEN r.id IS NULL THEN '{RESIDENT_DELETED}'
-            WHEN NOT {TAKES_REQUESTS_SQL} THEN '{COMMUNITY_REQUESTS_OFF}'
-            ELSE {PUSH_REASON_SQL}
+            ELSE coalesce({AUDIENCE_REASON_SQL}, {PUSH_REASON_SQL})
        END AS reason,
        t.tokens, r.locale, r.time_zone, r.has_camera
-FROM (SELECT DISTINCT unnest(%s::bigint[]) AS id) AS q
+FROM (SELECT DISTINCT unnest(%(ids)s::bigint[]) AS id) AS q
 LEFT JOIN residents AS r ON r.id = q.id
 LEFT JOIN resident_settings AS s ON s.resident_id = q.id
 LEFT JOIN LATERAL (
@@ -86,19 +111,18 @@ LEFT JOIN LATERAL (
     FROM device_tokens AS d
     WHERE d.resident_id = q.id AND d.retired_at IS NULL
 ) AS t ON r.id IS NOT NULL
-"""
+""".replace("{request_id}", "%(request_id)s")
 
 _EMAIL_SQL = f"""
 SELECT q.id,
        CASE WHEN r.id IS NULL THEN '{RESIDENT_DELETED}'
-            WHEN NOT {TAKES_REQUESTS_SQL} THEN '{COMMUNITY_REQUESTS_OFF}'
-            ELSE {EMAIL_REASON_SQL}
+            ELSE coalesce({AUDIENCE_REASON_SQL}, {EMAIL_REASON_SQL})
        END AS reason,
        r.email, r.locale, r.time_zone, r.has_camera
-FROM (SELECT DISTINCT unnest(%s::bigint[]) AS id) AS q
+FROM (SELECT DISTINCT unnest(%(ids)s::bigint[]) AS id) AS q
 LEFT JOIN residents AS r ON r.id = q.id
 LEFT JOIN resident_settings AS s ON s.resident_id = q.id
-"""
+""".replace("{request_id}", "%(request_id)s")
 
 
 def eligible_push_targets(
@@ -108,7 +132,7 @@ def eligible_push_targets(
     targets: dict[int, PushRecipient] = {}
     skipped: dict[int, str] = {}
     for resident_id, reason, tokens, locale, time_zone, has_camera in conn.execute(
-        _PUSH_SQL, (list(resident_ids),)
+        _PUSH_SQL, {"ids": list(resident_ids), "request_id": request_id}
     ):
         if reason is None:
             targets[int(resident_id)] = PushRecipient(list(tokens), str(locale), str(time_zone), bool(has_camera))
@@ -126,7 +150,7 @@ def eligible_email_targets(
     targets: dict[int, EmailTarget] = {}
     skipped: dict[int, str] = {}
     for resident_id, reason, email, locale, time_zone, has_camera in conn.execute(
-        _EMAIL_SQL, (list(resident_ids),)
+        _EMAIL_SQL, {"ids": list(resident_ids), "request_id": request_id}
     ):
         if reason is None:
             targets[int(resident_id)] = EmailTarget(str(email), str(locale), str(time_zone), bool(has_camera))

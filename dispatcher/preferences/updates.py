@@ -15,6 +15,7 @@ deleted at a newer version, in which case the change is dropped.
 from __future__ import annotations
 
 import h3
+from psycopg import sql
 
 from dispatcher import ledger
 from dispatcher.config import RESIDENT_CELL_RESOLUTION
@@ -330,3 +331,44 @@ def change_email(conn: Conn, resident_id: int, *, version: int, email: str | Non
             {"email": email, "v": version, "id": resident_id},
         )
         return cur.rowcount > 0
+
+
+#: Settings per request kind, each a column of ``resident_settings`` versioned on its own.
+KIND_SETTINGS = ("video_requests", "safety_alerts", "announcements")
+
+
+def change_kind_settings(conn: Conn, resident_id: int, *, version: int, **switches: bool | None) -> bool:
+    """A resident switched video requests, safety alerts or agency announcements on or off (``None``: unchanged).
+
+    Each switch is ordered by its own version, like the other settings, so a late older message never
+    undoes a newer choice.
+    """
+    unknown = sorted(set(switches) - set(KIND_SETTINGS))
+    if unknown:
+        raise InvalidResidentUpdate(f"unknown settings: {', '.join(unknown)}")
+    _check(
+        validation.resident_id_problem(resident_id),
+        validation.version_problem(version),
+        *(validation.flag_problem(name, value, optional=True) for name, value in switches.items()),
+    )
+    changed = {name: value for name, value in switches.items() if value is not None}
+    if not changed:
+        return False
+    applied = False
+    with conn.transaction():
+        _lock_resident(conn, resident_id)
+        if not _require_resident(conn, resident_id, version):
+            return False
+        for name, value in changed.items():
+            column, column_version = sql.Identifier(name), sql.Identifier(f"{name}_version")
+            cur = conn.execute(sql.SQL(
+                """
+                INSERT INTO resident_settings AS s (resident_id, {col}, {ver}, version)
+                VALUES (%(id)s, %(value)s, %(v)s, %(v)s)
+                ON CONFLICT (resident_id) DO UPDATE SET
+                    {col} = EXCLUDED.{col}, {ver} = EXCLUDED.{ver},
+                    version = GREATEST(s.version, EXCLUDED.version), updated_at = now()
+                WHERE EXCLUDED.{ver} > s.{ver}
+                """).format(col=column, ver=column_version), {"id": resident_id, "value": value, "v": version})
+            applied = applied or cur.rowcount > 0
+    return applied

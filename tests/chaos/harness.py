@@ -35,7 +35,7 @@ from dispatcher.db import migrate
 from dispatcher.embedded import _redis_server_binary
 from dispatcher.sandbox.faults import BENCHMARK_LATENCY
 from dispatcher.sandbox.server import SandboxServer
-from tests.factories import request_payload
+from tests.factories import register_agency, request_payload
 
 #: The request's area (the factories' square) and a box around it where out-of-area residents live.
 WEST, EAST, SOUTH, NORTH = -105.28, -105.267, 40.01, 40.02
@@ -264,6 +264,7 @@ def private_database(base_url: str) -> Iterator[str]:
     try:
         with psycopg.connect(url) as conn:
             migrate(conn)
+            register_agency(conn)
         yield url
     finally:
         with psycopg.connect(base_url, autocommit=True) as admin:

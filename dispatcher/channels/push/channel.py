@@ -39,7 +39,7 @@ from dispatcher.channels.push.message import MessageTemplate
 from dispatcher.channels.push.transport import HttpAnswer, PushTransport, TransportFactory
 from dispatcher.channels.result import SendResult
 from dispatcher.config import FCM_MAX_BATCH, Settings
-from dispatcher.contract import CommunityRequest
+from dispatcher.contract import PublishedRequest
 from dispatcher.db import get_pool
 from dispatcher.errors import ConfigurationError
 from dispatcher.ops import metrics
@@ -174,7 +174,7 @@ class PushChannel:
         return Eligible(dict(reachable),
                         {rid: ledger.Outcome(ledger.Status.SKIPPED, reason) for rid, reason in skipped.items()})
 
-    def template(self, request: CommunityRequest, has_camera: bool, respond_until: datetime,
+    def template(self, request: PublishedRequest, has_camera: bool, respond_until: datetime,
                  locale: ContentLocale | str = DEFAULT_LOCALE) -> MessageTemplate:
         """The encoded message for one request, kind of resident and locale, reused for :data:`TEMPLATE_SECONDS`.
 
@@ -195,7 +195,7 @@ class PushChannel:
                 self._templates[key] = found
         return found
 
-    def send(self, request: CommunityRequest, respond_until: datetime,
+    def send(self, request: PublishedRequest, respond_until: datetime,
              recipients: Mapping[int, Devices]) -> PushResult:
         """Send to every token of ``recipients`` (at most 500 messages are expected per batch).
 
