@@ -15,18 +15,28 @@ from fastapi import APIRouter, Depends, FastAPI
 from fastapi.responses import Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from dispatcher.agencies import api as agencies_api
 from dispatcher.api.auth import bearer_token_check, check_token_setting
 from dispatcher.api.errors import ERROR_RESPONSES, install_error_handlers
 from dispatcher.api.metrics import MetricsMiddleware, api_metrics
 from dispatcher.api.routes import feed, health
 from dispatcher.config import Settings, get_settings
 
+
+def _under_v1(router: APIRouter) -> APIRouter:
+    """``router`` served under ``/v1`` (routers written without a prefix, such as the agencies' one)."""
+    versioned = APIRouter(prefix="/v1")
+    versioned.include_router(router)
+    return versioned
+
+
 #: Routers behind the bearer token.
-V1_ROUTERS: tuple[APIRouter, ...] = (feed.router,)
+V1_ROUTERS: tuple[APIRouter, ...] = (feed.router, _under_v1(agencies_api.router))
 
 TITLE = "dispatcher API"
-DESCRIPTION = ("What residents may see of published Community Requests: the requests whose area covers "
-               "a resident or a point. For the main application only (bearer token).")
+DESCRIPTION = ("What residents may see of published requests (the requests whose area covers a resident or "
+               "a point), residents' responses, agencies' shares under pseudonyms and the map of active "
+               "agencies. For the main application only (bearer token).")
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
