@@ -159,6 +159,12 @@ class PushChannel:
                 batch_deadline_seconds=self.batch_deadline_seconds)
         return self._engine
 
+    @property
+    def calls_in_flight(self) -> AdaptiveLimit | None:
+        """The process's limit on calls in flight (its size, use and peak), once the first batch made it."""
+        engine = self._engine
+        return engine.limit if engine is not None else None
+
     def _to_error(self, answer: HttpAnswer) -> exceptions.FirebaseError:
         return fcm_error(self.url, answer.status, answer.headers, answer.body)
 
