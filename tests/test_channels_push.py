@@ -404,3 +404,9 @@ def test_with_latency_the_calls_in_flight_grow_past_the_fixed_pool_of_64(fcm: Sa
     assert 250 <= limit.peak <= 400 and limit.in_use == 0
     tokens = [r["token"] for r in fcm.records("fcm")]
     assert len(tokens) == len(set(tokens)) == 1_000
+
+
+@pytest.mark.parametrize(("lease", "asked", "deadline"), [(120, 60.0, 60.0), (30, 60.0, 28.0), (2, 60.0, 1.0)])
+def test_a_batch_ends_before_its_lease_with_time_left_to_record_it(lease: int, asked: float, deadline: float) -> None:
+    sent = PushChannel(Settings().with_(lease_seconds=lease), batch_deadline_seconds=asked)
+    assert sent.batch_deadline_seconds == deadline
