@@ -48,7 +48,7 @@ DRAIN_SECONDS = 10.0
 #: Wait before retrying residents a provider could not take, when it gives no Retry-After.
 DEFAULT_RETRY_SECONDS = 5.0
 #: Most batches in flight per worker process and channel: bounds the rows a process holds under lease.
-MAX_BATCHES_IN_FLIGHT: dict[Channel, int] = {Channel.PUSH: 24, Channel.EMAIL: 32}
+MAX_BATCHES_IN_FLIGHT: dict[Channel, int] = {Channel.PUSH: 24, Channel.EMAIL: 24}
 #: The time one batch is assumed to take before any has been timed.
 INITIAL_BATCH_SECONDS = 0.2
 
