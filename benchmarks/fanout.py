@@ -192,13 +192,13 @@ def phase_send_each_async(info: dict[str, Any], messages: int, threads: int) -> 
     return _figures(messages // 500 * 500, started, cpu, failures=failures)
 
 
-def phase_push(info: dict[str, Any], messages: int, threads: int, *, reference: bool = False) -> dict[str, Any]:
+def phase_push(info: dict[str, Any], messages: int, threads: int, *, transport: Any = None) -> dict[str, Any]:
+    """``threads`` 0: the engine's sizing; ``transport``: a transport factory instead of the lean client."""
     from dispatcher.channels.push import PushChannel
-    from dispatcher.channels.push.httpx_transport import httpx_transport
     from dispatcher.ledger import Channel
     from dispatcher.preferences.eligibility import PushRecipient
 
-    options = {"transport": httpx_transport()} if reference else {}
+    options = {"transport": transport} if transport is not None else {}
     channel = PushChannel(_engine_settings(info), **options)
     request = _request()
     until = datetime.now(UTC) + timedelta(days=60)
@@ -229,7 +229,9 @@ def phase_push(info: dict[str, Any], messages: int, threads: int, *, reference: 
 
 def phase_push_httpx(info: dict[str, Any], messages: int, threads: int) -> dict[str, Any]:
     """``phase_push`` over the reference transport (httpx) instead of the lean client."""
-    return phase_push(info, messages, threads, reference=True)
+    from dispatcher.channels.push.httpx_transport import httpx_transport
+
+    return phase_push(info, messages, threads, transport=httpx_transport())
 
 
 def phase_email(info: dict[str, Any], messages: int, threads: int, offset: int = 0,
@@ -291,8 +293,13 @@ def _free_port() -> int:
 def start_sandbox(records: Path, workers: int) -> tuple[subprocess.Popen[bytes], dict[str, Any]]:
     port = _free_port()
     # With the providers' latency (median 60 ms, p99 400 ms): a figure at 0 ms says nothing about production.
-    process = subprocess.Popen([sys.executable, "-m", "dispatcher.sandbox", "--port", str(port),
-                                "--records-dir", str(records), "--workers", str(workers), "--latency"], cwd=ROOT)
+    return started_server([sys.executable, "-m", "dispatcher.sandbox", "--port", str(port), "--records-dir",
+                           str(records), "--workers", str(workers), "--latency"], port, records)
+
+
+def started_server(command: list[str], port: int, records: Path) -> tuple[subprocess.Popen[bytes], dict[str, Any]]:
+    """Start a sandbox server process, wait for its health check, and read the ``sandbox.json`` it wrote."""
+    process = subprocess.Popen(command, cwd=ROOT)
     deadline = time.monotonic() + 30
     while True:
         try:
@@ -301,10 +308,9 @@ def start_sandbox(records: Path, workers: int) -> tuple[subprocess.Popen[bytes],
         except OSError:
             if time.monotonic() > deadline or process.poll() is not None:
                 process.kill()
-                raise SystemExit("the sandbox did not start") from None
+                raise SystemExit(f"the sandbox did not start: {' '.join(command[1:3])}") from None
             time.sleep(0.1)
-    info = json.loads((records / "sandbox.json").read_text())
-    return process, info
+    return process, json.loads((records / "sandbox.json").read_text())
 
 
 def process_tree_cpu_seconds(root: int) -> float:

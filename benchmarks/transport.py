@@ -26,9 +26,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
-import time
-import urllib.request
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -71,49 +69,17 @@ def serve(records: Path, port: int, latency_ms: float) -> None:
 
 
 def phase(info: dict[str, Any], client: str, messages: int) -> dict[str, Any]:
-    from dispatcher.channels.push import PushChannel
+    """One client's row, sent the way ``benchmarks/fanout.py``'s push rows are (the engine's sizing)."""
     from dispatcher.channels.push.httpx_transport import httpx_transport
-    from dispatcher.ledger import Channel
-    from dispatcher.preferences.eligibility import PushRecipient
 
-    options = {} if client == "lean HTTP/1.1" else {"transport": httpx_transport(http2=client.endswith("2"))}
-    channel = PushChannel(fanout._engine_settings(info), **options)
-    request = fanout._request()
-    until = datetime.now(UTC) + timedelta(days=60)
-    channel.send(request, until, {0: PushRecipient(["warm-up"], "en", "UTC", True)})
-    failures = 0
-
-    def send_batch(index: int) -> None:
-        nonlocal failures
-        base = index * 500
-        recipients = {base + i: PushRecipient([f"t-{base + i}"], "en", "UTC", i % 3 != 0) for i in range(500)}
-        failures += 500 - channel.send(request, until, recipients).accepted
-
-    started, cpu = time.perf_counter(), fanout._cpu_seconds()
-    batches = fanout._run_gated(Channel.PUSH, 500, messages // 500, send_batch)
-    figures = fanout._figures(messages // 500 * 500, started, cpu, failures=failures)
-    limit = channel.calls_in_flight
-    figures.update({"batches_in_flight_peak": batches,
-                    "calls_in_flight_peak": limit.peak if limit is not None else None})
-    channel.close()
-    return figures
+    transport = None if client == "lean HTTP/1.1" else httpx_transport(http2=client.endswith("2"))
+    return fanout.phase_push(info, messages, 0, transport=transport)
 
 
 def _start_server(records: Path, latency_ms: float) -> tuple[subprocess.Popen[bytes], dict[str, Any]]:
     port = fanout._free_port()
-    process = subprocess.Popen([sys.executable, __file__, "--serve", str(records), "--port", str(port),
-                                "--latency-ms", str(latency_ms)], cwd=ROOT)
-    deadline = time.monotonic() + 30
-    while True:
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=1):
-                break
-        except OSError:
-            if time.monotonic() > deadline or process.poll() is not None:
-                process.kill()
-                raise SystemExit("the hypercorn sandbox did not start") from None
-            time.sleep(0.1)
-    return process, json.loads((records / "sandbox.json").read_text())
+    return fanout.started_server([sys.executable, __file__, "--serve", str(records), "--port", str(port),
+                                  "--latency-ms", str(latency_ms)], port, records)
 
 
 def orchestrate(messages: int, latencies: list[float]) -> dict[str, Any]:
