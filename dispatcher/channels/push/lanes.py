@@ -14,8 +14,9 @@ in flight of one answering in ten. A message whose first call fails gets the res
 from __future__ import annotations
 
 import asyncio
+import math
 import random
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 
 from firebase_admin import exceptions
@@ -139,6 +140,8 @@ class LaneEngine:
         self.to_error = to_error
         self.limit = limit
         self.batch_deadline_seconds = batch_deadline_seconds
+        #: Batches being sent on the loop now (each gets its share of the limit in lanes).
+        self.batches = 0
 
     def _error(self, problem: HttpAnswer | Exception) -> exceptions.FirebaseError:
         return errors.unreachable(problem) if isinstance(problem, Exception) else self.to_error(problem)
@@ -190,8 +193,21 @@ class LaneEngine:
                 caller.release()
                 limit.release()
 
-        # As many lanes as the limit allows now; those beyond the free slots wait for one in turn.
-        lanes = [asyncio.ensure_future(lane()) for _ in range(min(len(bodies), limit.limit))]
+        # The batch's share of the limit in lanes (a lane pumps several messages in turn): the batches in
+        # flight together fill the limit without a waiting task per message; lanes beyond the free slots
+        # wait for one in turn.
+        self.batches += 1
+        try:
+            share = math.ceil(limit.limit / self.batches)
+            lanes = [asyncio.ensure_future(lane()) for _ in range(min(len(bodies), share))]
+            await self._finish(lanes)
+        finally:
+            self.batches -= 1
+        # A message cut off in flight may have reached the device: its retry is collapsed there.
+        return [answer if answer is not None else Answer(False, errors.overdue()) for answer in answers]
+
+    async def _finish(self, lanes: Sequence[asyncio.Future[None]]) -> None:
+        """Wait for the lanes until the batch deadline; cancel the late ones; raise a lane's own failure."""
         if lanes:
             _, late = await asyncio.wait(lanes, timeout=self.batch_deadline_seconds)
             for task in late:
@@ -200,8 +216,6 @@ class LaneEngine:
             for task in lanes:
                 if not task.cancelled() and (problem := task.exception()) is not None:
                     raise problem
-        # A message cut off in flight may have reached the device: its retry is collapsed there.
-        return [answer if answer is not None else Answer(False, errors.overdue()) for answer in answers]
 
     async def _send_one(self, caller: _Lane, body: bytes, state: BatchState, cutoff: float,
                         first: exceptions.FirebaseError) -> Answer:
