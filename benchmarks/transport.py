@@ -21,8 +21,10 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -64,8 +66,16 @@ def serve(records: Path, port: int, latency_ms: float) -> None:
     config.keep_alive_timeout = 60
     config.backlog = 4096
     (records / "sandbox.json").write_text(json.dumps(info))
+
+    async def run() -> None:
+        stop = asyncio.Event()
+        asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)  # a clean end on terminate()
+        await hypercorn_serve(app, config, shutdown_trigger=stop.wait)  # type: ignore[arg-type]  # ASGI app
+
+    # hypercorn cancels kept-alive connections' tasks when it stops; asyncio would log each as an error.
+    logging.getLogger("asyncio").setLevel(logging.CRITICAL)
     asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
-    asyncio.run(hypercorn_serve(app, config))  # type: ignore[arg-type]  # an ASGI app, typed by the project
+    asyncio.run(run())
 
 
 def phase(info: dict[str, Any], client: str, messages: int) -> dict[str, Any]:
