@@ -313,6 +313,18 @@ def started_server(command: list[str], port: int, records: Path) -> tuple[subpro
     return process, json.loads((records / "sandbox.json").read_text())
 
 
+def stop_server(process: subprocess.Popen[bytes], records: Path) -> None:
+    process.terminate()
+    process.wait(10)
+    shutil.rmtree(records, ignore_errors=True)
+
+
+def run_stamp(load_before: tuple[float, float, float]) -> dict[str, Any]:
+    """When and where a run was made: time, cores, load average before and after."""
+    return {"generated_at": datetime.now(UTC).isoformat(timespec="seconds"), "cores": os.cpu_count(),
+            "load_average_before": load_before, "load_average_after": os.getloadavg()}
+
+
 def process_tree_cpu_seconds(root: int) -> float:
     """CPU seconds (user + system) of a process and its children, from /proc (the sandbox's workers)."""
     ticks = os.sysconf("SC_CLK_TCK")
@@ -406,12 +418,8 @@ def orchestrate(scale: float) -> dict[str, Any]:
                            "per_second": result["per_second"]})
         runs = runs[:-len(memory)]
     finally:
-        sandbox.terminate()
-        sandbox.wait(10)
-        shutil.rmtree(records, ignore_errors=True)
-    return {"generated_at": datetime.now(UTC).isoformat(timespec="seconds"), "cores": os.cpu_count(),
-            "scale": scale, "load_average_before": before, "load_average_after": os.getloadavg(),
-            "runs": runs, "memory": memory}
+        stop_server(sandbox, records)
+    return {**run_stamp(before), "scale": scale, "runs": runs, "memory": memory}
 
 
 NOTES = """## How concurrency is sized, and why

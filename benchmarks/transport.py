@@ -23,12 +23,10 @@ import argparse
 import json
 import logging
 import os
-import shutil
 import signal
 import subprocess
 import sys
 import tempfile
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -113,12 +111,8 @@ def orchestrate(messages: int, latencies: list[float]) -> dict[str, Any]:
                       f"  calls in flight {row['calls_in_flight_peak']}  failures {row['failures']}", flush=True)
                 rows.append(row)
         finally:
-            server.terminate()
-            server.wait(10)
-            shutil.rmtree(records, ignore_errors=True)
-    return {"generated_at": datetime.now(UTC).isoformat(timespec="seconds"), "cores": os.cpu_count(),
-            "messages": messages, "load_average_before": before, "load_average_after": os.getloadavg(),
-            "rows": rows}
+            fanout.stop_server(server, records)
+    return {**fanout.run_stamp(before), "messages": messages, "rows": rows}
 
 
 def report(data: dict[str, Any]) -> str:
