@@ -3,6 +3,13 @@
 A worker drains one (request, channel) for a bounded time, then hands the rest on as a new message,
 so one county-wide request never holds a worker while smaller ones wait. Everything a worker knows
 is in the ledger; it can die at any line and another one finishes its batch when the lease expires.
+
+A far provider answers in tens to hundreds of milliseconds, so one batch at a time would leave a
+worker waiting most of the time. A drain keeps several batches in flight: it claims, waits for the
+shared rate budget and renews the lease on its own thread, then hands each batch to a sending thread
+that sends and records it. How many batches a process keeps in flight per channel follows Little's
+law (:class:`~dispatcher.channels.concurrency.BatchGate`: rate × the time a batch takes ÷ its size),
+bounded, so a killed worker re-sends at most those batches.
 """
 
 from __future__ import annotations
@@ -14,6 +21,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from datetime import datetime
 from functools import cache
@@ -21,13 +29,14 @@ from typing import Any
 
 from dispatcher import ledger, lifecycle
 from dispatcher.channels.base import Channel as Sender
+from dispatcher.channels.concurrency import BatchGate, Sizing
 from dispatcher.channels.email import EmailChannel
 from dispatcher.channels.push import PushChannel
 from dispatcher.channels.result import SendResult
 from dispatcher.config import Settings, get_settings
 from dispatcher.contract import PublishedRequest
 from dispatcher.db import get_pool
-from dispatcher.ledger import Channel, Outcome
+from dispatcher.ledger import Channel
 from dispatcher.lifecycle import State
 from dispatcher.ops import metrics
 
@@ -43,6 +52,10 @@ DEFAULT_RETRY_SECONDS = 5.0
 #: Rows held by quiet hours that may go within this many seconds are followed by a delayed drain (the
 #: morning's spread); longer holds end the drain and the reconciler wakes the request when they end.
 FOLLOW_HOLDS_SECONDS = 300.0
+#: Most batches in flight per worker process and channel: bounds the rows a process holds under lease.
+MAX_BATCHES_IN_FLIGHT: dict[Channel, int] = {Channel.PUSH: 24, Channel.EMAIL: 24}
+#: The time one batch is assumed to take before any has been timed.
+INITIAL_BATCH_SECONDS = 0.2
 
 
 def worker_identity() -> str:
@@ -67,6 +80,32 @@ def sender(channel: Channel) -> Sender[Any]:
     return _sender_for(channel, get_settings())
 
 
+_gates: dict[tuple[int, Channel, float, int], BatchGate] = {}
+_senders: dict[int, ThreadPoolExecutor] = {}
+_shared = threading.Lock()
+
+
+def batch_gate(channel: Channel, per_second: float, batch_size: int) -> BatchGate:
+    """The process's gate for one channel at a rate and batch size (made again in a forked child)."""
+    key = (os.getpid(), channel, per_second, batch_size)
+    with _shared:
+        gate = _gates.get(key)
+        if gate is None:
+            sizing = Sizing(per_second, minimum=1, maximum=MAX_BATCHES_IN_FLIGHT[channel], unit=batch_size)
+            gate = _gates[key] = BatchGate(sizing, INITIAL_BATCH_SECONDS)
+        return gate
+
+
+def _sending_threads() -> ThreadPoolExecutor:
+    """Threads that send and record batches for every drain of the process (one per batch in flight)."""
+    with _shared:
+        executor = _senders.get(os.getpid())
+        if executor is None:
+            executor = _senders[os.getpid()] = ThreadPoolExecutor(
+                max_workers=sum(MAX_BATCHES_IN_FLIGHT.values()), thread_name_prefix="dispatcher-send")
+        return executor
+
+
 @dataclass
 class DrainReport:
     """What one drain did, for metrics and logs (counts only)."""
@@ -79,9 +118,15 @@ class DrainReport:
     finished: bool = False
 
 
-def _count(report: DrainReport, outcomes: dict[int, Outcome]) -> None:
-    for outcome in outcomes.values():
+def _count(report: DrainReport, result: SendResult) -> None:
+    report.batches += 1
+    for outcome in result.outcomes.values():
         report.outcomes[outcome.status.value] = report.outcomes.get(outcome.status.value, 0) + 1
+    if result.retry:
+        report.retry_in = _wait(result)
+    if result.quota_exceeded:
+        # The provider wants the whole fleet to wait; temporary failures alone do not stop the drain.
+        report.quota_exceeded = True
 
 
 def _wait(result: SendResult) -> float:
@@ -130,14 +175,37 @@ def _expire(conn: Any, request_id: str, report: DrainReport) -> DrainReport:
     return report
 
 
+def _send_and_record(channel: Channel, request: PublishedRequest, respond_until: datetime, ids: list[int],
+                     gate: BatchGate, entered: float) -> SendResult:
+    """On a sending thread: send one leased batch, record its outcomes, then leave the gate with the time
+    the batch held its place (without the wait for the rate budget)."""
+    took: float | None = None
+    try:
+        result = _send_batch(channel, request, respond_until, ids)
+        outcomes, retry = result.outcomes, result.retry
+        with get_pool().connection() as conn:
+            ledger.record_outcomes(conn, request.id, channel, outcomes)
+            metrics.record_ledger_outcomes(channel.value, outcomes)
+            if retry:
+                ledger.release(conn, request.id, channel, retry, retry_in_seconds=_wait(result),
+                               reason="provider_retry")
+                metrics.record_retry(channel.value, len(retry))
+        took = time.monotonic() - entered
+        _after_recording(channel, result)
+        return result
+    finally:
+        gate.leave(took)
+
+
 def drain(request_id: str, channel: Channel, *, budget_seconds: float | None = None) -> DrainReport:
     """Send pending rows of one request on one channel until none are left or the budget is spent.
 
     Per batch: claim under a lease, wait for the shared rate budget, renew the lease (dropping rows
-    lost to another worker meanwhile), send, record. A crash between the provider accepting and the
-    ledger recording re-sends at most that one batch once the lease expires.
+    lost to another worker meanwhile), then send and record on a sending thread while the next batch
+    is claimed, up to the process's batches in flight. A crash between the provider accepting and the
+    ledger recording re-sends at most the batches in flight once their leases expire.
     """
-    from dispatcher.channels.ratelimit import acquire
+    from dispatcher.channels.ratelimit import acquire, rate
 
     settings = get_settings()
     pool = get_pool()
@@ -152,39 +220,59 @@ def drain(request_id: str, channel: Channel, *, budget_seconds: float | None = N
     if stored.state not in (State.TARGETING, State.SENDING):  # targeting commits its rows as it goes
         return report
     size = settings.push_batch_size if channel is Channel.PUSH else settings.email_batch_size
+    gate = batch_gate(channel, rate(channel), size)
     deadline = time.monotonic() + (DRAIN_SECONDS if budget_seconds is None else budget_seconds)
-    while time.monotonic() < deadline:
+    running: set[Future[SendResult]] = set()
+    failures: list[BaseException] = []
+
+    def collect(block: bool) -> None:
+        """Count the batches that finished (all of them when ``block``); keep the first failure."""
+        while running:
+            done, _ = wait(running, timeout=None if block else 0, return_when=FIRST_COMPLETED)
+            if not done:
+                return
+            for future in done:
+                running.discard(future)
+                try:
+                    _count(report, future.result())
+                except Exception as error:  # its rows stay leased: another worker sends them after expiry
+                    failures.append(error)
+
+    window_closed = False
+    try:
+        while time.monotonic() < deadline and not failures and not report.quota_exceeded:
+            collect(block=False)
+            if not gate.enter(deadline - time.monotonic()):
+                break
+            entered, handed = time.monotonic(), False
+            try:
+                with pool.connection() as conn:
+                    if not lifecycle.window_open(conn, request_id):
+                        window_closed = True
+                        break
+                    ids = ledger.claim_batch(conn, request_id, channel, size=size, owner=owner,
+                                             lease_seconds=settings.lease_seconds)
+                if not ids:
+                    break
+                waited = acquire(channel, len(ids))
+                with pool.connection() as conn:
+                    ids = ledger.confirm_lease(conn, request_id, channel, ids, owner=owner,
+                                               lease_seconds=settings.lease_seconds)
+                if not ids:
+                    continue
+                running.add(_sending_threads().submit(_send_and_record, channel, request, stored.respond_until,
+                                                      ids, gate, entered + waited))
+                handed = True
+            finally:
+                if not handed:
+                    gate.leave()
+    finally:
+        collect(block=True)
+    if failures:
+        raise failures[0]
+    if window_closed:
         with pool.connection() as conn:
-            if not lifecycle.window_open(conn, request_id):
-                return _expire(conn, request_id, report)
-            ids = ledger.claim_batch(conn, request_id, channel, size=size, owner=owner,
-                                     lease_seconds=settings.lease_seconds)
-        if not ids:
-            break
-        acquire(channel, len(ids))
-        with pool.connection() as conn:
-            ids = ledger.confirm_lease(conn, request_id, channel, ids, owner=owner,
-                                       lease_seconds=settings.lease_seconds)
-        if not ids:
-            continue
-        result = _send_batch(channel, request, stored.respond_until, ids)
-        outcomes, retry = result.outcomes, result.retry
-        with pool.connection() as conn:
-            ledger.record_outcomes(conn, request_id, channel, outcomes)
-            metrics.record_ledger_outcomes(channel.value, outcomes)
-            if retry:
-                ledger.release(conn, request_id, channel, retry, retry_in_seconds=_wait(result),
-                               reason="provider_retry")
-                metrics.record_retry(channel.value, len(retry))
-        _after_recording(channel, result)
-        report.batches += 1
-        _count(report, outcomes)
-        if retry:
-            report.retry_in = _wait(result)
-        if result.quota_exceeded:
-            # The provider wants the whole fleet to wait; temporary failures alone do not stop the drain.
-            report.quota_exceeded = True
-            break
+            return _expire(conn, request_id, report)
     with pool.connection() as conn:
         if not lifecycle.window_open(conn, request_id):
             return _expire(conn, request_id, report)

@@ -386,3 +386,27 @@ def test_a_reused_message_never_lives_past_the_window(channel: PushChannel, fcm:
         assert sent_at + timedelta(seconds=ttl) <= until + timedelta(seconds=0.1), name
         assert int(message["apns"]["headers"]["apns-expiration"]) <= until.timestamp()
         time.sleep(1.5)
+
+
+def test_with_latency_the_calls_in_flight_grow_past_the_fixed_pool_of_64(fcm: SandboxServer) -> None:
+    """At 2,500 messages a second and 100 ms a call, Little's law wants about 313 calls in flight."""
+    fcm.faults.update("fcm", latency_ms=100)
+    sent = PushChannel(fcm.configure(Settings()).with_(push_rate_per_minute=150_000))
+    try:
+        first = sent.send(_request(), _until(), dict(device(i, (f"l-{i}",), False) for i in range(500)))
+        limit = sent.calls_in_flight
+        assert limit is not None and limit.peak == 64, "the first batch starts from the floor"
+        assert 250 <= limit.limit <= 400, "the observed latency moved the size"
+        second = sent.send(_request(), _until(), dict(device(i, (f"m-{i}",), False) for i in range(500)))
+    finally:
+        sent.close()
+    assert first.accepted == second.accepted == 500 and not first.retry and not second.retry
+    assert 250 <= limit.peak <= 400 and limit.in_use == 0
+    tokens = [r["token"] for r in fcm.records("fcm")]
+    assert len(tokens) == len(set(tokens)) == 1_000
+
+
+@pytest.mark.parametrize(("lease", "asked", "deadline"), [(120, 60.0, 60.0), (30, 60.0, 28.0), (2, 60.0, 1.0)])
+def test_a_batch_ends_before_its_lease_with_time_left_to_record_it(lease: int, asked: float, deadline: float) -> None:
+    sent = PushChannel(Settings().with_(lease_seconds=lease), batch_deadline_seconds=asked)
+    assert sent.batch_deadline_seconds == deadline

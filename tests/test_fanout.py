@@ -142,7 +142,10 @@ def test_a_county_wide_request_does_not_hold_back_a_small_one(
     _town(db, 400)
     sandbox.faults.update("fcm", latency_ms=20)
     sandbox.faults.update("sendgrid", latency_ms=200)
-    set_settings(engine.with_(push_batch_size=10, email_batch_size=10))
+    # Slow enough that the county request is still sending when the small one is done, however many
+    # batches a worker keeps in flight: the shared rate limit serves both in turn.
+    set_settings(engine.with_(push_batch_size=10, email_batch_size=10, push_rate_per_minute=2_400,
+                              email_rate_per_minute=2_400))
     try:
         big = publish(request_payload("county-1"))
         time.sleep(1.0)  # the county request's drains occupy every worker thread

@@ -83,8 +83,9 @@ INLINE_BACKOFF_SECONDS = 0.5
 TEMPORARY_DEFAULT_WAIT_SECONDS = 5.0
 #: Wait after a 429 without rate-limit headers.
 QUOTA_DEFAULT_WAIT_SECONDS = 60.0
-#: Keep-alive connections to SendGrid per process (one call in flight each).
-CONNECTIONS = 16
+#: Keep-alive connections to SendGrid per process (one call in flight each): room for every batch the
+#: fan-out keeps in flight (``fanout.MAX_BATCHES_IN_FLIGHT``), each one call at a time.
+CONNECTIONS = 64
 
 _ONE_CLICK = "List-Unsubscribe=One-Click"
 #: One immutable outcome shared by every accepted recipient.

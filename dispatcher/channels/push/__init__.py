@@ -2,7 +2,8 @@
 
 - :mod:`.channel`: :class:`PushChannel`, the Channel (credentials, loop thread, templates, send).
 - :mod:`.message`: the FCM message of a request, encoded once by firebase-admin, a token spliced in.
-- :mod:`.lanes`: the lane engine: a batch over a few long-lived connections, inline retries.
+- :mod:`.lanes`: the lane engine: a batch over long-lived connections, as many in flight as Little's law
+  says (:mod:`dispatcher.channels.concurrency`), inline retries.
 - :mod:`.errors`: sorting FCM's answers (dead token, temporary, quota, permanent) and their reasons.
 - :mod:`.judge`: from each device's answer to one outcome per resident (:class:`PushResult`).
 - :mod:`.access_token`: the OAuth2 access token, refreshed once for every lane.

@@ -27,6 +27,7 @@ from firebase_admin import credentials, exceptions
 
 from dispatcher import ledger
 from dispatcher.channels.base import Eligible
+from dispatcher.channels.concurrency import AdaptiveLimit, Sizing
 from dispatcher.channels.content import content_locale, push_content
 from dispatcher.channels.i18n import DEFAULT_LOCALE, ContentLocale
 from dispatcher.channels.push.access_token import AccessToken
@@ -45,10 +46,16 @@ from dispatcher.errors import ConfigurationError
 from dispatcher.ops import metrics
 from dispatcher.preferences import eligibility
 
-#: Keep-alive connections to FCM per worker process (HTTP/1.1: one request in flight per connection).
-CONNECTIONS = 64
+#: Fewest calls in flight per worker process (HTTP/1.1: one per keep-alive connection), whatever the latency.
+MIN_CALLS_IN_FLIGHT = 64
+#: Most calls (and keep-alive connections) in flight per worker process: bounds memory and sockets.
+CONNECTIONS = 1024
+#: The call latency assumed before the first answer (the limit then follows the observed average).
+INITIAL_LATENCY_SECONDS = 0.02
 #: Longest time one batch may take; messages not answered by then are handed back for a retry.
-BATCH_DEADLINE_SECONDS = 120.0
+BATCH_DEADLINE_SECONDS = 60.0
+#: Time kept between a batch's deadline and the end of its lease, for recording its outcomes.
+RECORD_MARGIN_SECONDS = 2.0
 #: How long an encoded message is reused (its time to live counts from the end of this period).
 TEMPLATE_SECONDS = 60
 
@@ -89,10 +96,18 @@ class PushChannel:
     def __init__(self, settings: Settings, *, connections: int = CONNECTIONS,
                  batch_deadline_seconds: float = BATCH_DEADLINE_SECONDS,
                  transport: TransportFactory = _lean) -> None:
-        """Cheap: the firebase-admin app is made on the first send, so checking eligibility needs no credentials."""
+        """Cheap: the firebase-admin app is made on the first send, so checking eligibility needs no credentials.
+
+        Calls in flight follow the configured push rate times the observed call latency, between
+        :data:`MIN_CALLS_IN_FLIGHT` and ``connections`` (the most keep-alive connections held). A batch
+        ends before its ledger lease does, with time left to record it, so no other worker claims rows
+        still being sent.
+        """
         self.settings = settings
-        self.connections = connections
-        self.batch_deadline_seconds = batch_deadline_seconds
+        self.sizing = Sizing(max(1.0, settings.push_rate_per_minute / 60.0),
+                             minimum=max(1, min(MIN_CALLS_IN_FLIGHT, connections)), maximum=max(1, connections))
+        self.batch_deadline_seconds = min(batch_deadline_seconds,
+                                          max(1.0, settings.lease_seconds - RECORD_MARGIN_SECONDS))
         self.transport = transport
         # The headers firebase-admin sends with every FCM call (its messaging service), written out.
         self._headers: dict[str, str] = {
@@ -143,9 +158,16 @@ class PushChannel:
         if self._engine is None:
             credential = self._firebase().credential.get_credential()
             self._engine = LaneEngine(
-                self.transport(self.url, self._headers, self.connections), AccessToken(credential),
-                self._to_error, connections=self.connections, batch_deadline_seconds=self.batch_deadline_seconds)
+                self.transport(self.url, self._headers, self.sizing.maximum), AccessToken(credential),
+                self._to_error, limit=AdaptiveLimit(self.sizing, INITIAL_LATENCY_SECONDS),
+                batch_deadline_seconds=self.batch_deadline_seconds)
         return self._engine
+
+    @property
+    def calls_in_flight(self) -> AdaptiveLimit | None:
+        """The process's limit on calls in flight (its size, use and peak), once the first batch made it."""
+        engine = self._engine
+        return engine.limit if engine is not None else None
 
     def _to_error(self, answer: HttpAnswer) -> exceptions.FirebaseError:
         return fcm_error(self.url, answer.status, answer.headers, answer.body)

@@ -3,7 +3,9 @@
 Slower per message than the lean client (a request and response object per call), but general and
 well kept: pass :func:`httpx_transport` as ``PushChannel(..., transport=...)`` to check the lean
 client against it, or to measure both (``benchmarks/fanout.py --phase push_httpx``). An
-``httpx.AsyncBaseTransport`` may be given in turn (``httpx.MockTransport`` in a test).
+``httpx.AsyncBaseTransport`` may be given in turn (``httpx.MockTransport`` in a test). With
+``http2=True`` the calls are HTTP/2 streams multiplexed over few connections (ALPN over TLS, prior
+knowledge over plain HTTP), which is how ``benchmarks/transport.py`` compares the two protocols.
 """
 
 from __future__ import annotations
@@ -50,14 +52,15 @@ class _Lane:
 
 
 class HttpxTransport:
-    """At most ``limit`` calls in flight over one ``httpx.AsyncClient`` (keep-alive, HTTP/1.1)."""
+    """At most ``limit`` calls in flight over one ``httpx.AsyncClient`` (keep-alive HTTP/1.1, or HTTP/2)."""
 
     def __init__(self, url: str, headers: Mapping[str, str], limit: int, *,
-                 transport: httpx.AsyncBaseTransport | None = None) -> None:
+                 transport: httpx.AsyncBaseTransport | None = None, http2: bool = False) -> None:
         self.url = url
         self.headers = dict(headers)
         self.client = httpx.AsyncClient(
-            transport=transport, limits=httpx.Limits(max_connections=limit, max_keepalive_connections=limit))
+            transport=transport, http1=not http2, http2=http2,
+            limits=httpx.Limits(max_connections=limit, max_keepalive_connections=limit))
         self._slots = asyncio.Semaphore(limit)
         self._closing: asyncio.Future[None] | None = None
 
@@ -72,10 +75,10 @@ class HttpxTransport:
         self._closing = asyncio.ensure_future(self.client.aclose())
 
 
-def httpx_transport(transport: httpx.AsyncBaseTransport | None = None) -> TransportFactory:
-    """A transport factory for :class:`~.channel.PushChannel` that sends over httpx."""
+def httpx_transport(transport: httpx.AsyncBaseTransport | None = None, *, http2: bool = False) -> TransportFactory:
+    """A transport factory for :class:`~.channel.PushChannel` that sends over httpx (HTTP/2 on request)."""
 
     def make(url: str, headers: Mapping[str, str], limit: int) -> PushTransport:
-        return HttpxTransport(url, headers, limit, transport=transport)
+        return HttpxTransport(url, headers, limit, transport=transport, http2=http2)
 
     return make

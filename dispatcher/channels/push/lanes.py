@@ -1,21 +1,27 @@
-"""The lane engine: one batch's messages over at most ``connections`` lanes, each one call at a time.
+"""The lane engine: one batch's messages over lanes, each one call at a time, as many as Little's law says.
 
-A few long-lived lanes instead of a task per message: less scheduling per message, and a lane looks at
-the batch before each message, so a quota error or the end of the response window stops the rest at
-once. A message whose first call fails gets the rest of its life in :meth:`LaneEngine._send_one`: a
-fresh access token after a 401, inline retries with backoff (honouring Retry-After while the wait is
-short), or its final answer.
+Long-lived lanes instead of a task per message: less scheduling per message, and a lane looks at the
+batch before each message, so a quota error or the end of the response window stops the rest at once.
+Every lane of every batch on the loop holds a slot of one
+:class:`~dispatcher.channels.concurrency.AdaptiveLimit` while it sends: the calls in flight per
+process follow the target rate times the observed call latency (each accepted call is timed from the
+moment its lane wrote it), so a provider answering in a hundred milliseconds gets ten times the calls
+in flight of one answering in ten. A message whose first call fails gets the rest of its life in
+:meth:`LaneEngine._send_one`: a fresh access token after a 401, inline retries with backoff
+(honouring Retry-After while the wait is short), or its final answer.
 """
 
 from __future__ import annotations
 
 import asyncio
+import math
 import random
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 
 from firebase_admin import exceptions
 
+from dispatcher.channels.concurrency import AdaptiveLimit
 from dispatcher.channels.push import errors
 from dispatcher.channels.push.access_token import AccessToken
 from dispatcher.channels.push.transport import ConnectionFailed, HttpAnswer, PushConnection, PushTransport, Stop
@@ -90,17 +96,52 @@ def _ignore(index: int) -> None:
     return None
 
 
+class _Pending:
+    """The batch's messages not yet taken by a lane; those left when the batch stopped get their answer here."""
+
+    __slots__ = ("_answers", "_count", "_cutoff", "_loop", "_next", "_state")
+
+    def __init__(self, answers: list[Answer | None], state: BatchState, cutoff: float,
+                 loop: asyncio.AbstractEventLoop) -> None:
+        self._answers, self._state, self._cutoff, self._loop = answers, state, cutoff, loop
+        self._count = len(answers)
+        self._next = 0
+
+    @property
+    def empty(self) -> bool:
+        return self._next >= self._count
+
+    def __iter__(self) -> _Pending:
+        return self
+
+    def __next__(self) -> int:
+        while self._next < self._count:
+            index = self._next
+            self._next += 1
+            if self._state.stop:
+                self._answers[index] = Answer(False, errors.not_sent())
+                continue
+            if self._loop.time() >= self._cutoff:
+                self._answers[index] = EXPIRED
+                continue
+            self._state.calls += 1
+            return index
+        raise StopIteration
+
+
 class LaneEngine:
     """Sends the bodies of a batch through a transport; lives on the loop thread."""
 
     def __init__(self, transport: PushTransport, token: AccessToken,
-                 to_error: Callable[[HttpAnswer], exceptions.FirebaseError], *, connections: int,
+                 to_error: Callable[[HttpAnswer], exceptions.FirebaseError], *, limit: AdaptiveLimit,
                  batch_deadline_seconds: float) -> None:
         self.transport = transport
         self.token = token
         self.to_error = to_error
-        self.connections = connections
+        self.limit = limit
         self.batch_deadline_seconds = batch_deadline_seconds
+        #: Batches being sent on the loop now (each gets its share of the limit in lanes).
+        self.batches = 0
 
     def _error(self, problem: HttpAnswer | Exception) -> exceptions.FirebaseError:
         return errors.unreachable(problem) if isinstance(problem, Exception) else self.to_error(problem)
@@ -110,27 +151,26 @@ class LaneEngine:
         loop = asyncio.get_running_loop()
         authorization = await self.token.authorization()
         answers: list[Answer | None] = [None] * len(bodies)
-        indexes = iter(range(len(bodies)))
-
-        def pending_indexes() -> Iterator[int]:
-            """The next message to send; those left when the batch stopped get their answer here."""
-            for index in indexes:
-                if state.stop:
-                    answers[index] = Answer(False, errors.not_sent())
-                    continue
-                if loop.time() >= cutoff:
-                    answers[index] = EXPIRED
-                    continue
-                state.calls += 1
-                yield index
-
-        def accepted(index: int) -> None:
-            answers[index] = ACCEPTED
+        pending = _Pending(answers, state, cutoff, loop)
+        limit = self.limit
 
         async def lane() -> None:
+            if pending.empty:
+                return
+            await limit.acquire()
             caller = _Lane(self.transport, authorization)
+            started = 0.0
+
+            def accepted(index: int) -> None:
+                """A 200: the call took the time since this lane wrote it (the previous answer, or the pump)."""
+                nonlocal started
+                answers[index] = ACCEPTED
+                now = loop.time()
+                limit.observe(now - started)
+                started = now
+
             try:
-                while True:
+                while not pending.empty:
                     try:
                         connection = await caller.connection()
                     except ConnectionFailed as error:
@@ -140,6 +180,7 @@ class LaneEngine:
                         answers[index] = await self._send_one(caller, bodies[index], state, cutoff,
                                                               errors.unreachable(error))
                         continue
+                    started = loop.time()
                     stop = await _pumped(connection, connection.pump(
                         pending, bodies.__getitem__, caller.authorization, accepted, REQUEST_TIMEOUT_SECONDS))
                     if stop is None:
@@ -150,10 +191,23 @@ class LaneEngine:
                                                               self._error(problem))
             finally:
                 caller.release()
+                limit.release()
 
-        pending = pending_indexes()
+        # The batch's share of the limit in lanes (a lane pumps several messages in turn): the batches in
+        # flight together fill the limit without a waiting task per message; lanes beyond the free slots
+        # wait for one in turn.
+        self.batches += 1
+        try:
+            share = math.ceil(limit.limit / self.batches)
+            lanes = [asyncio.ensure_future(lane()) for _ in range(min(len(bodies), share))]
+            await self._finish(lanes)
+        finally:
+            self.batches -= 1
+        # A message cut off in flight may have reached the device: its retry is collapsed there.
+        return [answer if answer is not None else Answer(False, errors.overdue()) for answer in answers]
 
-        lanes = [asyncio.ensure_future(lane()) for _ in range(min(len(bodies), self.connections))]
+    async def _finish(self, lanes: Sequence[asyncio.Future[None]]) -> None:
+        """Wait for the lanes until the batch deadline; cancel the late ones; raise a lane's own failure."""
         if lanes:
             _, late = await asyncio.wait(lanes, timeout=self.batch_deadline_seconds)
             for task in late:
@@ -162,8 +216,6 @@ class LaneEngine:
             for task in lanes:
                 if not task.cancelled() and (problem := task.exception()) is not None:
                     raise problem
-        # A message cut off in flight may have reached the device: its retry is collapsed there.
-        return [answer if answer is not None else Answer(False, errors.overdue()) for answer in answers]
 
     async def _send_one(self, caller: _Lane, body: bytes, state: BatchState, cutoff: float,
                         first: exceptions.FirebaseError) -> Answer:
