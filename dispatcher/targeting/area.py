@@ -51,11 +51,13 @@ Ring: TypeAlias = npt.NDArray[np.float64]
 
 
 def parse_area(geojson: object, *, max_vertices: int, max_area_km2: float,
-               max_bytes: int = MAX_AREA_BYTES) -> Area:
+               max_bytes: int = MAX_AREA_BYTES, check_budget: bool = True) -> Area:
     """The area described by ``geojson`` (a dict, a JSON string, a Feature, or anything with
     ``__geo_interface__``) as a valid shapely Polygon or MultiPolygon.
 
-    Raises :class:`InvalidArea` naming the problem when it is not a usable area.
+    Raises :class:`InvalidArea` naming the problem when it is not a usable area, including one whose
+    boundary is too long for it to be targeted within the budget (``check_budget``; see
+    :mod:`dispatcher.targeting.estimate`): ``publish()``, the worker and the ops tools all parse here.
     """
     geometry = _geometry_mapping(_as_mapping(geojson, max_bytes))
     polygons = _polygons(geometry)
@@ -66,6 +68,10 @@ def parse_area(geojson: object, *, max_vertices: int, max_area_km2: float,
     km2 = area_km2(area)
     if km2 > max_area_km2:
         raise InvalidArea(f"the area covers {km2:,.0f} km², more than the maximum of {max_area_km2:,.0f} km²")
+    if check_budget:
+        from dispatcher.targeting.estimate import check_area_budget  # it builds on this module
+
+        check_area_budget(area)
     return area
 
 

@@ -22,6 +22,7 @@ county-sized area gives a few thousand cells, not millions.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import h3.api.basic_int as h3
@@ -51,6 +52,8 @@ _RES_MASK = np.uint64(0xF << _RES_SHIFT)
 _DIGIT_BITS = 3
 
 CellArray = npt.NDArray[np.int64]
+#: ``stop(cells, resolution)``: which boundary cells to keep at this resolution rather than refine.
+StopRule = Callable[[list[int], int], npt.NDArray[np.bool_]]
 
 
 @dataclass(frozen=True)
@@ -68,8 +71,14 @@ def reach_m(resolution: int) -> float:
     return REACH_FACTOR * float(h3.average_hexagon_edge_length(resolution, unit="m")) + REACH_SLACK_M
 
 
-def area_to_cells(area: Area, *, band_resolution: int = BAND_RESOLUTION) -> AreaCover:
-    """Classify H3 cells against ``area`` from the base cells down to ``band_resolution``."""
+def area_to_cells(area: Area, *, band_resolution: int = BAND_RESOLUTION, stop: StopRule | None = None,
+                  start_resolution: int = 0) -> AreaCover:
+    """Classify H3 cells against ``area`` from the base cells down to ``band_resolution``.
+
+    ``stop`` (the planner's density rule) may end the descent early for some boundary cells from
+    ``start_resolution`` on: where few live, testing a coarse cell's residents costs less than refining
+    it. The band then mixes resolutions; no cell lies under another, so the cover stays exact.
+    """
     if not 0 <= band_resolution < RESIDENT_CELL_RESOLUTION:
         raise ValueError(f"band resolution must be in 0..{RESIDENT_CELL_RESOLUTION - 1}")
     shapely.prepare(area)
@@ -77,12 +86,17 @@ def area_to_cells(area: Area, *, band_resolution: int = BAND_RESOLUTION) -> Area
     shapely.prepare(boundary)
     cells: list[int] = list(h3.get_res0_cells())
     interior: list[int] = []
+    stopped: list[int] = []
     for resolution in range(band_resolution + 1):
         inside, touching = _classify(area, boundary, cells, resolution)
         interior.extend(c for c, keep in zip(cells, inside, strict=True) if keep)
         edge = [c for c, keep in zip(cells, touching & ~inside, strict=True) if keep]
         if resolution == band_resolution:
-            return AreaCover(interior=compact(interior), boundary=edge, band_resolution=band_resolution)
+            return AreaCover(interior=compact(interior), boundary=stopped + edge, band_resolution=band_resolution)
+        if stop is not None and resolution >= start_resolution and edge:
+            here = stop(edge, resolution)
+            stopped.extend(c for c, keep in zip(edge, here, strict=True) if keep)
+            edge = [c for c, keep in zip(edge, here, strict=True) if not keep]
         cells = [child for cell in edge for child in h3.cell_to_children(cell)]
     raise AssertionError("unreachable")  # pragma: no cover
 

@@ -43,7 +43,9 @@ from psycopg import sql
 
 from dispatcher.db.types import Conn
 from dispatcher.targeting.area import Area, area_km2
-from dispatcher.targeting.cover import BAND_RESOLUTION, area_to_cells, cells_to_ranges, split_ranges
+from dispatcher.targeting.cover import cells_to_ranges, split_ranges
+from dispatcher.targeting.planner import Plan, PlanEstimate, choose_plan
+from dispatcher.targeting.stats import CellCounts, load_cell_counts
 
 Sink = Callable[[Conn, sql.Composable, Sequence[object]], int]
 
@@ -97,6 +99,8 @@ class MatchResult:
     interior_ranges: int
     boundary_ranges: int
     timings: MatchTimings
+    #: The plan that ran (see :mod:`dispatcher.targeting.planner`) and the ones it beat.
+    plan: Plan | None = None
 
     @property
     def matched(self) -> int:
@@ -110,9 +114,13 @@ def match_area(
     *,
     sink: Sink,
     workers: Sequence[Conn] = (),
-    band_resolution: int = BAND_RESOLUTION,
+    band_resolution: int | None = None,
+    plan: str | None = None,
 ) -> MatchResult:
     """Send every resident covered by ``area`` to ``sink``.
+
+    The planner picks the cheapest exact plan from the area's geometry and the resident statistics;
+    ``plan`` forces one by name, ``band_resolution`` forces today's cover plan at that resolution.
 
     With ``workers`` (extra connections, e.g. from the pool), the interior is dealt into
     :data:`INTERIOR_CHUNKS_PER_WORKER` chunks per worker that the workers write concurrently, one thread
@@ -121,7 +129,8 @@ def match_area(
     how few rows a range holds), then set back.
     """
     started = time.perf_counter()
-    cover = area_to_cells(area, band_resolution=band_resolution)
+    chosen = plan_match(conn, area, band_resolution=band_resolution, plan=plan)
+    cover = chosen.cover(area)
     if area_km2(area) < PARALLEL_MIN_KM2:
         workers = ()  # a few thousand residents: threads and extra round trips would cost more
     chunks = deque(split_ranges(cover.interior, INTERIOR_CHUNKS_PER_WORKER * len(workers) if workers else 1))
@@ -153,7 +162,15 @@ def match_area(
             write=done - refined,
             total=done - started,
         ),
+        plan=chosen,
     )
+
+
+def plan_match(conn: Conn, area: Area, *, band_resolution: int | None = None, plan: str | None = None) -> Plan:
+    """The plan :func:`match_area` runs: forced by ``band_resolution``, by name, or chosen by cost."""
+    if band_resolution is not None:
+        return Plan(PlanEstimate("cover", band_resolution, 0, 0, 0, 0.0))
+    return choose_plan(area, load_cell_counts(conn, area) if plan != "cover" else CellCounts.empty(), force=plan)
 
 
 def _write_interior_chunks_on_worker(conn: Conn, sink: Sink, chunks: deque[list[tuple[int, int]]]) -> int:

@@ -1,0 +1,111 @@
+"""Statistics of the resident index: residents per coarse H3 cell, for the planner.
+
+``resident_cell_counts (cell, residents)`` holds, for each H3 cell at :data:`STATS_RESOLUTION` (about
+5 km²), how many residents live under it. Statement triggers on ``residents`` (migration 012) keep it in
+the same transaction as every import, update, move and deletion, one grouped upsert per statement, so
+it is always as fresh as the index and costs an import one pass over its own rows. This module only
+reads it: one query per area, for the cells around the area.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import h3.api.basic_int as h3
+import numpy as np
+import numpy.typing as npt
+
+from dispatcher.config import RESIDENT_CELL_RESOLUTION
+from dispatcher.db.types import Conn
+from dispatcher.targeting.area import Area
+from dispatcher.targeting.cover import area_to_cells
+
+#: Resolution of the statistics cells (must match ``resident_stats_cell`` in migration 012).
+STATS_RESOLUTION = 7
+#: Resolution of the coarse cover whose cells' statistics are loaded for an area.
+LOOKUP_RESOLUTION = 3
+
+_RES_SHIFT = 52
+_DIGIT_BITS = 3
+
+_COUNTS_SQL = (
+    "SELECT c.cell, c.residents FROM unnest(%s::bigint[], %s::bigint[]) AS g(lo, hi) "
+    "CROSS JOIN LATERAL (SELECT cell, residents FROM resident_cell_counts "
+    "WHERE cell BETWEEN g.lo AND g.hi AND residents > 0) AS c"
+)
+
+
+def descendant_range(cell: int, resolution: int) -> tuple[int, int]:
+    """(first, last) id of ``cell``'s descendants at ``resolution`` (digits below it stay 7)."""
+    own = h3.get_resolution(cell)
+    free = (1 << (_DIGIT_BITS * (resolution - own))) - 1
+    shift = _DIGIT_BITS * (RESIDENT_CELL_RESOLUTION - resolution)
+    base = (cell & ~(0xF << _RES_SHIFT)) | (resolution << _RES_SHIFT)
+    low = base & ~(free << shift)
+    return low, low | ((free // 7) * 6) << shift
+
+
+@dataclass(frozen=True)
+class CellCounts:
+    """Residents per statistics cell around one area, sorted by cell id."""
+
+    cells: npt.NDArray[np.int64]
+    residents: npt.NDArray[np.float64]
+    #: (lat, lng) of each cell's centre.
+    centres: npt.NDArray[np.float64]
+
+    @classmethod
+    def of(cls, cells: list[int], residents: list[float]) -> CellCounts:
+        order = np.argsort(np.array(cells, dtype=np.int64), kind="stable")
+        ids = np.array(cells, dtype=np.int64)[order]
+        centres = np.array([h3.cell_to_latlng(int(c)) for c in ids], dtype=np.float64).reshape(-1, 2)
+        return cls(ids, np.array(residents, dtype=np.float64)[order], centres)
+
+    @classmethod
+    def empty(cls) -> CellCounts:
+        return cls.of([], [])
+
+    @property
+    def total(self) -> float:
+        return float(self.residents.sum())
+
+    def residents_under(self, cells: list[int], resolution: int) -> npt.NDArray[np.float64]:
+        """Expected residents under each of ``cells`` (all at ``resolution``): summed from the statistics
+        cells below a coarse cell, a share of the statistics cell above a fine one."""
+        if not cells or len(self.cells) == 0:
+            return np.zeros(len(cells), np.float64)
+        if resolution >= STATS_RESOLUTION:
+            parents = np.array([h3.cell_to_parent(c, STATS_RESOLUTION) for c in cells], dtype=np.int64)
+            slot = np.minimum(np.searchsorted(self.cells, parents), len(self.cells) - 1)
+            found = self.cells[slot] == parents
+            return np.where(found, self.residents[slot], 0.0) / 7.0 ** (resolution - STATS_RESOLUTION)
+        bounds = np.array([descendant_range(c, STATS_RESOLUTION) for c in cells], dtype=np.int64)
+        cumulative = np.concatenate([[0.0], np.cumsum(self.residents)])
+        first = np.searchsorted(self.cells, bounds[:, 0], side="left")
+        last = np.searchsorted(self.cells, bounds[:, 1], side="right")
+        return cumulative[last] - cumulative[first]
+
+    def density_near(self, box: tuple[float, float, float, float], pad_deg: float) -> float:
+        """Residents per km² of the statistics cells whose centre lies in ``box`` padded by ``pad_deg``."""
+        if len(self.cells) == 0:
+            return 0.0
+        west, south, east, north = box
+        centres = self.centres
+        near = ((centres[:, 0] >= south - pad_deg) & (centres[:, 0] <= north + pad_deg)
+                & (centres[:, 1] >= west - pad_deg) & (centres[:, 1] <= east + pad_deg))
+        cell_km2 = float(h3.average_hexagon_area(STATS_RESOLUTION, unit="km^2"))
+        height_km = (north - south + 2 * pad_deg) * 111.2
+        width_km = (east - west + 2 * pad_deg) * 111.2 * max(np.cos(np.radians((south + north) / 2)), 0.01)
+        return float(self.residents[near].sum()) / max(height_km * width_km, cell_km2)
+
+
+def load_cell_counts(conn: Conn, area: Area) -> CellCounts:
+    """The statistics cells under a coarse cover of ``area`` (one query, index range scans)."""
+    cover = area_to_cells(area, band_resolution=LOOKUP_RESOLUTION)
+    coarse = [*cover.interior, *cover.boundary]
+    if not coarse:
+        return CellCounts.empty()
+    bounds = [descendant_range(c, STATS_RESOLUTION) for c in coarse]
+    rows = conn.execute(_COUNTS_SQL, ["{" + ",".join(str(lo) for lo, _ in bounds) + "}",
+                                      "{" + ",".join(str(hi) for _, hi in bounds) + "}"]).fetchall()
+    return CellCounts.of([int(r[0]) for r in rows], [float(r[1]) for r in rows])
