@@ -21,6 +21,7 @@ from dispatcher.db.types import Conn
 from dispatcher.errors import ConfigurationError
 from dispatcher.targeting.area import Area, parse_area
 from dispatcher.targeting.cover import area_to_cells, cells_to_ranges
+from dispatcher.targeting.estimate import check_area_budget
 
 #: Density cells smaller than this many residents are not shown (k-anonymity for ops pictures).
 MIN_DENSITY_COUNT = 5
@@ -99,10 +100,14 @@ def resident_density(conn: Conn, area: Area, resolution: int, *,
 
 
 def preview_layers(geojson: object, conn: Conn | None) -> PreviewLayers:
-    """Parse the area (with the engine's limits), cover it, and count residents around it."""
+    """Parse the area (with the engine's limits and budget), cover it, and count residents around it.
+
+    The band is drawn at the finest resolution the targeting budget allows, so a preview costs no more
+    than targeting; an area targeting refuses is refused here with the same message.
+    """
     settings = get_settings()
     area = parse_area(geojson, max_vertices=settings.max_area_vertices, max_area_km2=settings.max_area_km2)
-    cover = area_to_cells(area)
+    cover = area_to_cells(area, band_resolution=check_area_budget(area).resolution)
     resolution = density_resolution(area)
     density = resident_density(conn, area, resolution) if conn is not None else []
     return PreviewLayers(area, list(cover.interior), list(cover.boundary), density, resolution)

@@ -40,6 +40,9 @@ BASE_BYTES = 100 * 1024 * 1024
 #: Residents per km² in the densest city blocks: what a band is assumed to hold when no statistics
 #: say otherwise (the contract knows nothing of residents).
 DENSE_RESIDENTS_PER_KM2 = 20_000.0
+#: A band may cover this many times the area's own km² (a river corridor's band is about as wide as
+#: the river; a 0.1 m strip's band is ten thousand times wider).
+BAND_TO_AREA_RATIO = 4.0
 #: Coarsest band resolution any plan uses: coarser, a band cell holds a whole town.
 COARSEST_BAND_RESOLUTION = 5
 #: Overestimate of band cells from the bounding box (hexagons do not tile a thin box exactly).
@@ -103,7 +106,8 @@ def measure(area: Area) -> Shape:
             d_lng = np.diff(coords[:, 0]) * np.cos(np.radians((coords[1:, 1] + coords[:-1, 1]) / 2))
             perimeter += float(np.hypot(d_lng, np.diff(coords[:, 1])).sum()) * KM_PER_DEGREE
             vertices += len(coords) - 1
-    return Shape(perimeter, area_km2(area), tuple(tuple(part.bounds) for part in parts), vertices)  # type: ignore[misc]
+    boxes = tuple((float(w), float(s), float(e), float(n)) for w, s, e, n in (part.bounds for part in parts))
+    return Shape(perimeter, area_km2(area), boxes, vertices)
 
 
 def band_estimate(shape: Shape, resolution: int) -> BandEstimate:
@@ -138,9 +142,12 @@ def finest_fitting_band(shape: Shape, budget: Budget, finest: int = BAND_RESOLUT
 
 
 def allowed_band_km2(shape: Shape, budget: Budget) -> float:
-    """The widest band an area may have: as many km² as its own surface, plus what the candidate
-    budget allows in the densest city (a small district's band is wider than the district)."""
-    return shape.area_km2 + budget.seconds / SECONDS_PER_CANDIDATE / DENSE_RESIDENTS_PER_KM2
+    """The widest band an area may have: :data:`BAND_TO_AREA_RATIO` times its own surface, plus what the
+    candidate budget allows in the densest city (a small district's band is wider than the district).
+
+    So the residents tested one by one stay proportionate to the residents inside, whatever the shape.
+    """
+    return BAND_TO_AREA_RATIO * shape.area_km2 + budget.seconds / SECONDS_PER_CANDIDATE / DENSE_RESIDENTS_PER_KM2
 
 
 def check_area_budget(area: Area, budget: Budget | None = None) -> BandEstimate:
@@ -152,9 +159,11 @@ def check_area_budget(area: Area, budget: Budget | None = None) -> BandEstimate:
     budget = budget or Budget.from_settings()
     shape = measure(area)
     band = finest_fitting_band(shape, budget)
-    if not band.fits(budget) or band.band_km2 > allowed_band_km2(shape, budget):
-        raise InvalidArea(
-            f"boundary too long for its area: {shape.perimeter_km:,.0f} km of edge around "
-            f"{shape.area_km2:,.1f} km² (its cover would need {band.cells:,} cells at H3 resolution "
-            f"{band.resolution}, over the targeting budget)")
-    return band
+    if not band.fits(budget):
+        why = f"its cover would need {band.cells:,} cells even at H3 resolution {band.resolution}"
+    elif band.band_km2 > allowed_band_km2(shape, budget):
+        why = f"the band along it would cover {band.band_km2:,.0f} km² to test resident by resident"
+    else:
+        return band
+    raise InvalidArea(f"boundary too long for its area: {shape.perimeter_km:,.0f} km of edge around "
+                      f"{shape.area_km2:,.1f} km² ({why}, over the targeting budget)")

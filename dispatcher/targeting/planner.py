@@ -16,6 +16,7 @@ cheapest plan that fits the budget is chosen, like a database planner does, and 
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import h3.api.basic_int as h3
@@ -106,10 +107,10 @@ def choose_plan(area: Area, counts: CellCounts, *, budget: Budget | None = None,
     whole = measure(area)
     fitting = finest_fitting_band(whole, budget, finest).resolution
     estimates = {
-        "cover": _estimate("cover", parts, lambda p: fitting),
+        "cover": _estimate("cover", parts, _fixed(fitting)),
         "adaptive": _estimate("adaptive", parts, lambda p: p.adaptive_resolution(fitting)),
-        "direct": min((_estimate("direct", parts, lambda p, r=r: r)  # type: ignore[misc]
-                       for r in range(COARSEST_BAND_RESOLUTION, fitting + 1)), key=lambda e: e.seconds),
+        "direct": min((_estimate("direct", parts, _fixed(r)) for r in range(COARSEST_BAND_RESOLUTION, fitting + 1)),
+                      key=lambda e: e.seconds),
     }
     chosen = estimates[force] if force is not None else min(estimates.values(), key=lambda e: e.seconds)
     if chosen.name == "adaptive":
@@ -135,11 +136,15 @@ class _PartModel:
         return finest
 
 
-def _estimate(name: str, parts: list[_PartModel], resolution_of: object) -> PlanEstimate:
+def _fixed(resolution: int) -> Callable[[_PartModel], int]:
+    return lambda part: resolution
+
+
+def _estimate(name: str, parts: list[_PartModel], resolution_of: Callable[[_PartModel], int]) -> PlanEstimate:
     cells = candidates = interior = 0.0
     resolutions = []
     for part in parts:
-        resolution = resolution_of(part)  # type: ignore[operator]
+        resolution = resolution_of(part)
         resolutions.append(resolution)
         band = band_estimate(part.shape, resolution)
         inside = part.shape.area_km2 * part.density

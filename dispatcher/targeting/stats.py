@@ -9,6 +9,7 @@ reads it: one query per area, for the cells around the area.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import h3.api.basic_int as h3
@@ -78,12 +79,14 @@ class CellCounts:
             parents = np.array([h3.cell_to_parent(c, STATS_RESOLUTION) for c in cells], dtype=np.int64)
             slot = np.minimum(np.searchsorted(self.cells, parents), len(self.cells) - 1)
             found = self.cells[slot] == parents
-            return np.where(found, self.residents[slot], 0.0) / 7.0 ** (resolution - STATS_RESOLUTION)
+            share: npt.NDArray[np.float64] = np.where(found, self.residents[slot], 0.0)
+            return share / 7.0 ** (resolution - STATS_RESOLUTION)
         bounds = np.array([descendant_range(c, STATS_RESOLUTION) for c in cells], dtype=np.int64)
         cumulative = np.concatenate([[0.0], np.cumsum(self.residents)])
         first = np.searchsorted(self.cells, bounds[:, 0], side="left")
         last = np.searchsorted(self.cells, bounds[:, 1], side="right")
-        return cumulative[last] - cumulative[first]
+        under: npt.NDArray[np.float64] = cumulative[last] - cumulative[first]
+        return under
 
     def density_near(self, box: tuple[float, float, float, float], pad_deg: float) -> float:
         """Residents per km² of the statistics cells whose centre lies in ``box`` padded by ``pad_deg``."""
@@ -95,7 +98,7 @@ class CellCounts:
                 & (centres[:, 1] >= west - pad_deg) & (centres[:, 1] <= east + pad_deg))
         cell_km2 = float(h3.average_hexagon_area(STATS_RESOLUTION, unit="km^2"))
         height_km = (north - south + 2 * pad_deg) * 111.2
-        width_km = (east - west + 2 * pad_deg) * 111.2 * max(np.cos(np.radians((south + north) / 2)), 0.01)
+        width_km = (east - west + 2 * pad_deg) * 111.2 * max(math.cos(math.radians((south + north) / 2)), 0.01)
         return float(self.residents[near].sum()) / max(height_km * width_km, cell_km2)
 
 
