@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import math
+from pathlib import Path
 
 import h3.api.basic_int as h3
 import numpy as np
@@ -12,7 +14,7 @@ import pytest
 import shapely
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from shapely.geometry import MultiPolygon, Polygon
+from shapely.geometry import MultiPolygon, Polygon, mapping
 
 from dispatcher.config import RESIDENT_CELL_RESOLUTION
 from dispatcher.targeting.area import Area
@@ -152,3 +154,23 @@ def test_a_polygon_without_residents_nearby_is_planned_cheaply() -> None:
     area = Polygon([(10, 10), (10.01, 10), (10.01, 10.01), (10, 10.01)])
     plan = choose_plan(area, CellCounts.empty())
     assert plan.chosen.candidates == 0 and plan.chosen.seconds < 0.05
+
+
+def test_target_explain_prints_the_plan_its_estimate_and_its_cost(db: Conn, tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from dispatcher.cli import app
+
+    area = town()
+    lng, lat = hard_residents(area, 1000, seed=9)
+    load(db, lng, lat)
+    path = tmp_path / "town.geojson"
+    path.write_text(json.dumps(mapping(area)), encoding="utf-8")
+    result = CliRunner().invoke(app, ["target", str(path), "--explain"])
+    assert result.exit_code == 0, result.output
+    expected = int(shapely.intersects_xy(area, lng, lat).sum())
+    assert f"{expected} residents in the area" in result.stdout
+    plan_line, *rejected, actual = result.stdout.strip().splitlines()[1:]
+    assert plan_line.startswith("plan: ") and "candidates" in plan_line and "ms" in plan_line
+    assert len(rejected) == 2 and all("rejected:" in line for line in rejected)
+    assert actual.startswith("actual: ") and "total" in actual and "peak memory" in actual
