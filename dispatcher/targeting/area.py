@@ -81,23 +81,25 @@ def area_km2(area: Area) -> float:
     Along an edge where latitude varies linearly with longitude, the integral of sin(lat) d(lon) has a
     closed form; summed around a ring it is the ring's area on the sphere (Green's theorem).
     """
-    parts = area.geoms if isinstance(area, MultiPolygon) else [area]
-    total = 0.0
-    for part in parts:
-        total += _ring_area_km2(np.asarray(part.exterior.coords))
-        total -= sum(_ring_area_km2(np.asarray(hole.coords)) for hole in part.interiors)
-    return total
+    return float(part_areas_km2(area).sum())
 
 
-def _ring_area_km2(coords: Ring) -> float:
-    lon = np.radians(coords[:, 0])
-    lat = np.radians(coords[:, 1])
-    d_lon = lon[1:] - lon[:-1]
-    d_lat = lat[1:] - lat[:-1]
-    mid = (lat[1:] + lat[:-1]) / 2
+def part_areas_km2(area: Area) -> npt.NDArray[np.float64]:
+    """km² of each part (holes taken out), all rings at once: an archipelago has hundreds of parts."""
+    parts = shapely.get_parts(area)
+    rings, part_of_ring = shapely.get_rings(parts, return_index=True)
+    coords, ring_of_point = shapely.get_coordinates(rings, return_index=True)
+    lon, lat = np.radians(coords[:, 0]), np.radians(coords[:, 1])
+    same_ring = ring_of_point[1:] == ring_of_point[:-1]
+    d_lon = (lon[1:] - lon[:-1])[same_ring]
+    d_lat = (lat[1:] - lat[:-1])[same_ring]
+    mid = ((lat[1:] + lat[:-1]) / 2)[same_ring]
     # (cos a - cos b) / (b - a) = sin(mid) * sinc(half the span); np.sinc is sin(pi x) / (pi x).
-    integral = np.sum(d_lon * np.sin(mid) * np.sinc(d_lat / (2 * math.pi)))
-    return float(abs(integral)) * EARTH_RADIUS_KM**2
+    integral = d_lon * np.sin(mid) * np.sinc(d_lat / (2 * math.pi))
+    per_ring = np.abs(np.bincount(ring_of_point[1:][same_ring], integral, minlength=len(rings)))
+    first_of_part = np.r_[True, part_of_ring[1:] != part_of_ring[:-1]]
+    signed = np.where(first_of_part, per_ring, -per_ring) * EARTH_RADIUS_KM**2
+    return np.bincount(part_of_ring, signed, minlength=len(parts)).astype(np.float64)
 
 
 def check_geojson(geojson: Mapping[str, Any], *, max_bytes: int | None) -> None:

@@ -15,15 +15,17 @@ worker then refines the choice with the resident statistics (:mod:`dispatcher.ta
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 
 import h3.api.basic_int as h3
 import numpy as np
-from shapely.geometry import MultiPolygon
+import numpy.typing as npt
+import shapely
 
 from dispatcher.errors import InvalidArea
-from dispatcher.targeting.area import Area, area_km2
+from dispatcher.targeting.area import Area, part_areas_km2
 from dispatcher.targeting.cover import BAND_RESOLUTION, reach_m
 
 #: km per degree of latitude (and of longitude at the equator) on the sphere H3 uses.
@@ -68,17 +70,26 @@ class Budget:
 
 @dataclass(frozen=True)
 class Shape:
-    """The measures of an area that decide its cost."""
+    """The measures of an area that decide its cost, per part (a MultiPolygon's parts differ)."""
 
-    perimeter_km: float
-    area_km2: float
+    #: Perimeter (km) and surface (km²) of each part.
+    part_perimeters_km: npt.NDArray[np.float64]
+    part_areas_km2: npt.NDArray[np.float64]
     #: Bounding box (west, south, east, north) of each part, in degrees.
-    boxes: tuple[tuple[float, float, float, float], ...]
+    boxes: npt.NDArray[np.float64]
     vertices: int
 
     @property
     def parts(self) -> int:
         return len(self.boxes)
+
+    @property
+    def perimeter_km(self) -> float:
+        return float(self.part_perimeters_km.sum())
+
+    @property
+    def area_km2(self) -> float:
+        return float(self.part_areas_km2.sum())
 
 
 @dataclass(frozen=True)
@@ -90,45 +101,53 @@ class BandEstimate:
     band_km2: float
     seconds: float
     bytes: int
+    #: Cells and km² of the band around each part.
+    part_cells: npt.NDArray[np.float64]
+    part_band_km2: npt.NDArray[np.float64]
 
     def fits(self, budget: Budget) -> bool:
         return self.seconds <= budget.seconds and self.bytes <= budget.bytes
 
 
 def measure(area: Area) -> Shape:
-    """Perimeter (km, edges straight in lon/lat, measured at each edge's mid-latitude), km², boxes."""
-    parts = list(area.geoms) if isinstance(area, MultiPolygon) else [area]
-    perimeter = 0.0
-    vertices = 0
-    for part in parts:
-        for ring in (part.exterior, *part.interiors):
-            coords = np.asarray(ring.coords)
-            d_lng = np.diff(coords[:, 0]) * np.cos(np.radians((coords[1:, 1] + coords[:-1, 1]) / 2))
-            perimeter += float(np.hypot(d_lng, np.diff(coords[:, 1])).sum()) * KM_PER_DEGREE
-            vertices += len(coords) - 1
-    boxes = tuple((float(w), float(s), float(e), float(n)) for w, s, e, n in (part.bounds for part in parts))
-    return Shape(perimeter, area_km2(area), boxes, vertices)
+    """Perimeter (km, edges straight in lon/lat, measured at each edge's mid-latitude), km², boxes,
+    for every part at once."""
+    parts = shapely.get_parts(area)
+    rings, part_of_ring = shapely.get_rings(parts, return_index=True)
+    coords, ring_of_point = shapely.get_coordinates(rings, return_index=True)
+    same_ring = ring_of_point[1:] == ring_of_point[:-1]
+    d_lng = np.diff(coords[:, 0]) * np.cos(np.radians((coords[1:, 1] + coords[:-1, 1]) / 2))
+    edges = np.hypot(d_lng, np.diff(coords[:, 1]))[same_ring] * KM_PER_DEGREE
+    per_ring = np.bincount(ring_of_point[1:][same_ring], edges, minlength=len(rings))
+    perimeters = np.bincount(part_of_ring, per_ring, minlength=len(parts)).astype(np.float64)
+    return Shape(perimeters, part_areas_km2(area), shapely.bounds(parts), len(coords) - len(rings))
+
+
+@functools.cache
+def _cell_sizes(resolution: int) -> tuple[float, float, float]:
+    """(average edge km, average cell km², reach km) at ``resolution``."""
+    return (float(h3.average_hexagon_edge_length(resolution, unit="km")),
+            float(h3.average_hexagon_area(resolution, unit="km^2")), reach_m(resolution) / 1000)
 
 
 def band_estimate(shape: Shape, resolution: int) -> BandEstimate:
-    """The band at ``resolution``: cells from the perimeter, capped by each part's padded box."""
-    edge_km = float(h3.average_hexagon_edge_length(resolution, unit="km"))
-    cell_km2 = float(h3.average_hexagon_area(resolution, unit="km^2"))
-    reach_km = reach_m(resolution) / 1000
-    by_perimeter = _CELLS_PER_EDGE * shape.perimeter_km / edge_km
-    box_km2 = sum(_padded_box_km2(box, reach_km) for box in shape.boxes)
-    cells = max(min(by_perimeter, _BBOX_CELLS_FACTOR * box_km2 / cell_km2), float(shape.parts))
-    band_km2 = min(cells * cell_km2, box_km2)
-    return BandEstimate(resolution, math.ceil(cells), band_km2, cells * SECONDS_PER_BAND_CELL,
-                        BASE_BYTES + int(cells * BYTES_PER_BAND_CELL))
+    """The band at ``resolution``: cells from each part's perimeter, capped by its padded box."""
+    edge_km, cell_km2, reach_km = _cell_sizes(resolution)
+    by_perimeter = _CELLS_PER_EDGE * shape.part_perimeters_km / edge_km
+    box_km2 = _padded_box_km2(shape.boxes, reach_km)
+    cells = np.maximum(np.minimum(by_perimeter, _BBOX_CELLS_FACTOR * box_km2 / cell_km2), 1.0)
+    band_km2 = np.minimum(cells * cell_km2, box_km2)
+    total = float(cells.sum())
+    return BandEstimate(resolution, math.ceil(total), float(band_km2.sum()), total * SECONDS_PER_BAND_CELL,
+                        BASE_BYTES + int(total * BYTES_PER_BAND_CELL), cells, band_km2)
 
 
-def _padded_box_km2(box: tuple[float, float, float, float], pad_km: float) -> float:
-    west, south, east, north = box
-    mid = math.radians((south + north) / 2)
-    width = (east - west) * KM_PER_DEGREE * math.cos(mid) + 2 * pad_km
+def _padded_box_km2(boxes: npt.NDArray[np.float64], pad_km: float) -> npt.NDArray[np.float64]:
+    west, south, east, north = boxes.T
+    width = (east - west) * KM_PER_DEGREE * np.cos(np.radians((south + north) / 2)) + 2 * pad_km
     height = (north - south) * KM_PER_DEGREE + 2 * pad_km
-    return width * height
+    area: npt.NDArray[np.float64] = width * height
+    return area
 
 
 def finest_fitting_band(shape: Shape, budget: Budget, finest: int = BAND_RESOLUTION) -> BandEstimate:

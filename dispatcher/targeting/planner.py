@@ -16,13 +16,11 @@ cheapest plan that fits the budget is chosen, like a database planner does, and 
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import h3.api.basic_int as h3
 import numpy as np
 import numpy.typing as npt
-from shapely.geometry import MultiPolygon
 
 from dispatcher.targeting.area import Area
 from dispatcher.targeting.cover import BAND_RESOLUTION, AreaCover, area_to_cells, reach_m
@@ -103,14 +101,15 @@ def choose_plan(area: Area, counts: CellCounts, *, budget: Budget | None = None,
     if force is not None and force not in PLANS:
         raise ValueError(f"unknown plan {force!r}: one of {', '.join(PLANS)}")
     budget = budget or Budget.from_settings()
-    parts = [_PartModel(part, counts) for part in (area.geoms if isinstance(area, MultiPolygon) else [area])]
-    whole = measure(area)
-    fitting = finest_fitting_band(whole, budget, finest).resolution
+    shape = measure(area)
+    densities = counts.densities_near(shape.boxes, reach_m(COARSEST_BAND_RESOLUTION) / 111_195)
+    fitting = finest_fitting_band(shape, budget, finest).resolution
+    everywhere = np.full(shape.parts, fitting)
     estimates = {
-        "cover": _estimate("cover", parts, _fixed(fitting)),
-        "adaptive": _estimate("adaptive", parts, lambda p: p.adaptive_resolution(fitting)),
-        "direct": min((_estimate("direct", parts, _fixed(r)) for r in range(COARSEST_BAND_RESOLUTION, fitting + 1)),
-                      key=lambda e: e.seconds),
+        "cover": _estimate("cover", shape, densities, everywhere),
+        "adaptive": _estimate("adaptive", shape, densities, _adaptive_resolutions(densities, fitting)),
+        "direct": min((_estimate("direct", shape, densities, np.full(shape.parts, r))
+                       for r in range(COARSEST_BAND_RESOLUTION, fitting + 1)), key=lambda e: e.seconds),
     }
     chosen = estimates[force] if force is not None else min(estimates.values(), key=lambda e: e.seconds)
     if chosen.name == "adaptive":
@@ -120,41 +119,31 @@ def choose_plan(area: Area, counts: CellCounts, *, budget: Budget | None = None,
     return Plan(chosen, tuple(e for e in estimates.values() if e.name != chosen.name), counts)
 
 
-class _PartModel:
-    """One part's shape and the density of residents around it."""
-
-    def __init__(self, part: Area, counts: CellCounts) -> None:
-        self.shape: Shape = measure(part)
-        pad = reach_m(COARSEST_BAND_RESOLUTION) / 111_195
-        self.density = counts.density_near(part.bounds, pad)
-
-    def adaptive_resolution(self, finest: int) -> int:
-        """The band resolution where a cell's expected residents fall under :data:`STOP_RESIDENTS`."""
-        for resolution in range(COARSEST_BAND_RESOLUTION, finest):
-            if self.density * float(h3.average_hexagon_area(resolution, unit="km^2")) <= STOP_RESIDENTS:
-                return resolution
-        return finest
+def _adaptive_resolutions(densities: npt.NDArray[np.float64], finest: int) -> npt.NDArray[np.int64]:
+    """Per part, the first resolution where a cell's expected residents fall under :data:`STOP_RESIDENTS`."""
+    resolutions = np.full(len(densities), finest)
+    for resolution in range(finest - 1, COARSEST_BAND_RESOLUTION - 1, -1):
+        cell_km2 = float(h3.average_hexagon_area(resolution, unit="km^2"))
+        resolutions[densities * cell_km2 <= STOP_RESIDENTS] = resolution
+    return resolutions
 
 
-def _fixed(resolution: int) -> Callable[[_PartModel], int]:
-    return lambda part: resolution
-
-
-def _estimate(name: str, parts: list[_PartModel], resolution_of: Callable[[_PartModel], int]) -> PlanEstimate:
-    cells = candidates = interior = 0.0
-    resolutions = []
-    for part in parts:
-        resolution = resolution_of(part)
-        resolutions.append(resolution)
-        band = band_estimate(part.shape, resolution)
-        inside = part.shape.area_km2 * part.density
-        cells += band.cells
-        if name == "direct":
-            candidates += band.band_km2 * part.density + inside
-        else:
-            candidates += band.band_km2 * part.density
-            interior += inside
+def _estimate(name: str, shape: Shape, densities: npt.NDArray[np.float64],
+              resolutions: npt.NDArray[np.int64]) -> PlanEstimate:
+    """Seconds of a plan whose band around part ``i`` is at ``resolutions[i]``."""
+    cells = candidates = 0.0
+    inside = float(shape.part_areas_km2 @ densities)
+    for resolution in np.unique(resolutions).tolist():
+        band = band_estimate(shape, resolution)
+        here = resolutions == resolution
+        cells += float(band.part_cells[here].sum())
+        candidates += float(band.part_band_km2[here] @ densities[here])
+    interior = 0.0
+    if name == "direct":
+        candidates += inside
+    else:
+        interior = inside
     queries = 2 if name == "direct" else 3
     seconds = (cells * SECONDS_PER_BAND_CELL + candidates * SECONDS_PER_CANDIDATE
                + interior * SECONDS_PER_INTERIOR_ROW + queries * SECONDS_PER_QUERY)
-    return PlanEstimate(name, max(resolutions), round(cells), round(candidates), round(interior), seconds)
+    return PlanEstimate(name, int(resolutions.max()), round(cells), round(candidates), round(interior), seconds)

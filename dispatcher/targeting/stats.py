@@ -9,7 +9,6 @@ reads it: one query per area, for the cells around the area.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import h3.api.basic_int as h3
@@ -88,18 +87,22 @@ class CellCounts:
         under: npt.NDArray[np.float64] = cumulative[last] - cumulative[first]
         return under
 
-    def density_near(self, box: tuple[float, float, float, float], pad_deg: float) -> float:
-        """Residents per km² of the statistics cells whose centre lies in ``box`` padded by ``pad_deg``."""
-        if len(self.cells) == 0:
-            return 0.0
-        west, south, east, north = box
-        centres = self.centres
-        near = ((centres[:, 0] >= south - pad_deg) & (centres[:, 0] <= north + pad_deg)
-                & (centres[:, 1] >= west - pad_deg) & (centres[:, 1] <= east + pad_deg))
+    def densities_near(self, boxes: npt.NDArray[np.float64], pad_deg: float) -> npt.NDArray[np.float64]:
+        """Residents per km² around each box (west, south, east, north): the statistics cells whose centre
+        lies in the box padded by ``pad_deg``, over the padded box's km²."""
+        if len(self.cells) == 0 or len(boxes) == 0:
+            return np.zeros(len(boxes), np.float64)
+        west, south, east, north = (boxes[:, i:i + 1] for i in range(4))
+        lat, lng = self.centres[:, 0], self.centres[:, 1]
+        near = ((lat >= south - pad_deg) & (lat <= north + pad_deg)
+                & (lng >= west - pad_deg) & (lng <= east + pad_deg))
+        residents = near.astype(np.float64) @ self.residents
+        height_km = (north - south + 2 * pad_deg)[:, 0] * 111.2
+        width_km = (east - west + 2 * pad_deg)[:, 0] * 111.2 * np.maximum(
+            np.cos(np.radians((south + north)[:, 0] / 2)), 0.01)
         cell_km2 = float(h3.average_hexagon_area(STATS_RESOLUTION, unit="km^2"))
-        height_km = (north - south + 2 * pad_deg) * 111.2
-        width_km = (east - west + 2 * pad_deg) * 111.2 * max(math.cos(math.radians((south + north) / 2)), 0.01)
-        return float(self.residents[near].sum()) / max(height_km * width_km, cell_km2)
+        density: npt.NDArray[np.float64] = residents / np.maximum(height_km * width_km, cell_km2)
+        return density
 
 
 def load_cell_counts(conn: Conn, area: Area) -> CellCounts:
