@@ -248,7 +248,8 @@ def _ring_positions(ring: Sequence[Any], where: str) -> Ring:
     not a number first (one pass in C); only a ring that has some is walked in Python to name it.
     """
     try:
-        suspicious = any(mark in orjson.dumps(ring) for mark in _NOT_NUMBER_BYTES)
+        text = orjson.dumps(ring)  # once: not once per mark
+        suspicious = any(mark in text for mark in _NOT_NUMBER_BYTES)
     except orjson.JSONEncodeError:  # an integer beyond 64 bits, a type JSON does not have
         suspicious = True
     if suspicious:

@@ -23,7 +23,7 @@ import numpy as np
 import numpy.typing as npt
 
 from dispatcher.targeting.area import Area
-from dispatcher.targeting.cover import BAND_RESOLUTION, AreaCover, area_to_cells, reach_m
+from dispatcher.targeting.cover import BAND_RESOLUTION, AreaCover, area_to_cells
 from dispatcher.targeting.estimate import (
     COARSEST_BAND_RESOLUTION,
     SECONDS_PER_BAND_CELL,
@@ -34,7 +34,7 @@ from dispatcher.targeting.estimate import (
     finest_fitting_band,
     measure,
 )
-from dispatcher.targeting.stats import CellCounts
+from dispatcher.targeting.stats import LOOKUP_PAD_DEG, CellCounts
 
 PLANS = ("cover", "adaptive", "direct")
 #: Seconds to scan one interior resident in the database (set-based, index-only).
@@ -102,7 +102,7 @@ def choose_plan(area: Area, counts: CellCounts, *, budget: Budget | None = None,
         raise ValueError(f"unknown plan {force!r}: one of {', '.join(PLANS)}")
     budget = budget or Budget.from_settings()
     shape = measure(area)
-    densities = counts.densities_near(shape.boxes, reach_m(COARSEST_BAND_RESOLUTION) / 111_195)
+    densities = counts.densities_near(shape.boxes, LOOKUP_PAD_DEG)
     fitting = finest_fitting_band(shape, budget, finest).resolution
     everywhere = np.full(shape.parts, fitting)
     estimates = {

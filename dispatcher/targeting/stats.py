@@ -9,30 +9,30 @@ reads it: one query per area, for the cells around the area.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import h3.api.basic_int as h3
 import numpy as np
 import numpy.typing as npt
+import shapely
 
 from dispatcher.config import RESIDENT_CELL_RESOLUTION
 from dispatcher.db.types import Conn
 from dispatcher.targeting.area import Area
-from dispatcher.targeting.cover import area_to_cells
 
 #: Resolution of the statistics cells (must match ``resident_stats_cell`` in migration 012).
 STATS_RESOLUTION = 7
-#: Resolution of the coarse cover whose cells' statistics are loaded for an area.
-LOOKUP_RESOLUTION = 3
+#: Statistics cells are read around each part's bounding box, padded by this many degrees of latitude
+#: (a res-7 cell's reach), so that a cell whose centre lies outside the box but whose residents may be
+#: inside is counted.
+LOOKUP_PAD_DEG = 0.03
 
+_STATS_EDGE_KM = 1.406  # average edge of a res-7 cell
 _RES_SHIFT = 52
 _DIGIT_BITS = 3
 
-_COUNTS_SQL = (
-    "SELECT c.cell, c.residents FROM unnest(%s::bigint[], %s::bigint[]) AS g(lo, hi) "
-    "CROSS JOIN LATERAL (SELECT cell, residents FROM resident_cell_counts "
-    "WHERE cell BETWEEN g.lo AND g.hi AND residents > 0) AS c"
-)
+_COUNTS_SQL = "SELECT cell, residents FROM resident_cell_counts WHERE cell = ANY(%s::bigint[]) AND residents > 0"
 
 
 def descendant_range(cell: int, resolution: int) -> tuple[int, int]:
@@ -106,12 +106,25 @@ class CellCounts:
 
 
 def load_cell_counts(conn: Conn, area: Area) -> CellCounts:
-    """The statistics cells under a coarse cover of ``area`` (one query, index range scans)."""
-    cover = area_to_cells(area, band_resolution=LOOKUP_RESOLUTION)
-    coarse = [*cover.interior, *cover.boundary]
-    if not coarse:
+    """The statistics cells around ``area``'s parts (one query)."""
+    cells: set[int] = set()
+    for box in shapely.bounds(shapely.get_parts(area)).tolist():
+        cells.update(cells_around(*box))
+    if not cells:
         return CellCounts.empty()
-    bounds = [descendant_range(c, STATS_RESOLUTION) for c in coarse]
-    rows = conn.execute(_COUNTS_SQL, ["{" + ",".join(str(lo) for lo, _ in bounds) + "}",
-                                      "{" + ",".join(str(hi) for _, hi in bounds) + "}"]).fetchall()
+    rows = conn.execute(_COUNTS_SQL, ["{" + ",".join(map(str, cells)) + "}"]).fetchall()
     return CellCounts.of([int(r[0]) for r in rows], [float(r[1]) for r in rows])
+
+
+def cells_around(west: float, south: float, east: float, north: float) -> list[int]:
+    """Statistics cells whose centre lies in the box padded by :data:`LOOKUP_PAD_DEG` (or near it): a
+    small box (an island, a district) takes a disk of cells around its centre, a large one H3's polyfill."""
+    pad_lng = LOOKUP_PAD_DEG / max(math.cos(math.radians(max(abs(south), abs(north)))), 0.01)
+    half_deg = max(north - south, (east - west) * math.cos(math.radians((south + north) / 2))) / 2 + LOOKUP_PAD_DEG
+    rings = math.ceil(half_deg * 111.2 / (_STATS_EDGE_KM * 1.5))
+    if rings <= 4:
+        return list(h3.grid_disk(h3.latlng_to_cell((south + north) / 2, (west + east) / 2, STATS_RESOLUTION), rings))
+    south, north = max(south - LOOKUP_PAD_DEG, -89.9), min(north + LOOKUP_PAD_DEG, 89.9)
+    west, east = max(west - pad_lng, -180.0), min(east + pad_lng, 180.0)
+    box = h3.LatLngPoly([(south, west), (south, east), (north, east), (north, west)])
+    return list(h3.h3shape_to_cells(box, STATS_RESOLUTION))
