@@ -174,3 +174,20 @@ def test_target_explain_prints_the_plan_its_estimate_and_its_cost(db: Conn, tmp_
     assert plan_line.startswith("plan: ") and "candidates" in plan_line and "ms" in plan_line
     assert len(rejected) == 2 and all("rejected:" in line for line in rejected)
     assert actual.startswith("actual: ") and "total" in actual and "peak memory" in actual
+
+
+def test_a_band_too_big_to_hold_at_once_is_fetched_in_batches(db: Conn, monkeypatch: pytest.MonkeyPatch) -> None:
+    from dispatcher.targeting import match
+
+    area = MultiPolygon([town(), shapely.affinity.translate(town(), xoff=0.08)])
+    lng, lat = hard_residents(area, 3000, seed=6)
+    ids = load(db, lng, lat)
+    monkeypatch.setattr(match, "CANDIDATES_PER_BATCH", 200)
+    plan = match.plan_match(db, area, plan="direct")
+    batches = match.candidate_batches(plan.cover(area).boundary, plan)
+    assert len(batches) > 3 and sorted(c for b in batches for c in b) == sorted(plan.cover(area).boundary)
+    db.execute("CREATE TEMP TABLE matched (resident_id bigint)")
+    result = match_area(db, area, sink=table_sink("matched"), plan="direct")
+    got = np.array([r[0] for r in db.execute("SELECT resident_id FROM matched ORDER BY 1").fetchall()])
+    np.testing.assert_array_equal(got, ids[shapely.intersects_xy(area, lng, lat)])
+    assert result.boundary_candidates >= len(got) and result.boundary_ranges >= len(batches)
