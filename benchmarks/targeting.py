@@ -304,6 +304,8 @@ class Timing:
     residents: int
     vertices: int
     engine_s: float
+    #: CPU seconds of the engine's own process (the figure that load on a shared machine moves least).
+    engine_cpu_s: float
     postgis_s: float
     identical: bool
     detail: MatchResult
@@ -349,9 +351,11 @@ def benchmark(url: str, repeat: int, only: str | None = None) -> list[Timing]:
             engine_out, postgis_out = tmp / "engine.ids", tmp / "postgis.ids"
             run_engine(conn, worker, text, engine_out, settings)  # warm both
             first = run_postgis(conn, text, postgis_out)
-            engine_times, postgis_times, detail = [], [], None
+            engine_times, engine_cpu, postgis_times, detail = [], [], [], None
             for _ in range(repeat):
+                cpu = time.process_time()
                 seconds, detail = run_engine(conn, worker, text, engine_out, settings)
+                engine_cpu.append(time.process_time() - cpu)
                 engine_times.append(seconds)
                 if first < 10:  # PostGIS takes minutes on a coastline: its first run is then the measure
                     postgis_times.append(run_postgis(conn, text, postgis_out))
@@ -360,11 +364,12 @@ def benchmark(url: str, repeat: int, only: str | None = None) -> list[Timing]:
             ours, theirs = read_ids(engine_out), read_ids(postgis_out)
             identical = bool(np.array_equal(ours, theirs))
             timing = Timing(name, len(theirs), vertices, statistics.median(engine_times),
-                            statistics.median(postgis_times), identical, detail)
+                            statistics.median(engine_cpu), statistics.median(postgis_times), identical, detail)
             timings.append(timing)
             t = detail.timings
             print(f"{name:34s} {timing.residents:>9,} residents  engine {timing.engine_s * 1000:8.1f} ms  "
-                  f"PostGIS {timing.postgis_s * 1000:8.1f} ms  x{timing.postgis_s / timing.engine_s:5.1f}  "
+                  f"(cpu {timing.engine_cpu_s * 1000:6.1f})  PostGIS {timing.postgis_s * 1000:8.1f} ms  "
+                  f"x{timing.postgis_s / timing.engine_s:5.1f}  "
                   f"identical={identical}  [cover {t.cover * 1000:.0f} cand {t.candidates * 1000:.0f} "
                   f"refine {t.refine * 1000:.0f} write {t.write * 1000:.0f} ms; "
                   f"{detail.boundary_candidates:,} candidates, {detail.interior_ranges:,}+"
@@ -421,19 +426,22 @@ def plan_name(detail: MatchResult) -> str:
     return "cover" if plan is None else f"{plan.name} (res {plan.chosen.band_resolution})"
 
 
-def write_results(timings: list[Timing], residents: int, repeat: int, measured: list[Measured]) -> None:
+def write_results(timings: list[Timing], residents: int, repeat: int, measured: list[Measured],
+                  label: str, command: str) -> None:
     RESULTS.mkdir(exist_ok=True)
     lines = [
+        f"`{command}`", "",
         f"Synthetic metro of {residents:,} residents; PostgreSQL 15 + PostGIS 3 on the same machine, warm cache,",
         f"median of {repeat} runs, end to end from GeoJSON text to the ids written to a file.",
         f"2 cores shared with other work: load average {os.getloadavg()[1]:.1f} over the last 5 minutes.",
         "",
-        "| area | vertices | residents inside | engine ms | PostGIS ms | PostGIS / engine | identical ids |"
-        " plan | candidates tested |",
-        "|---|---:|---:|---:|---:|---:|:---:|---|---:|",
+        "| area | vertices | residents inside | engine ms | engine CPU ms | PostGIS ms | PostGIS / engine |"
+        " identical ids | plan | candidates tested |",
+        "|---|---:|---:|---:|---:|---:|---:|:---:|---|---:|",
     ]
     for t in timings:
         lines.append(f"| {t.name} | {t.vertices:,} | {t.residents:,} | {t.engine_s * 1000:.1f} | "
+                     f"{t.engine_cpu_s * 1000:.1f} | "
                      f"{t.postgis_s * 1000:.1f} | {t.postgis_s / t.engine_s:.1f}× | "
                      f"{'yes' if t.identical else 'NO'} | {plan_name(t.detail)} | {t.detail.boundary_candidates:,} |")
     if measured:
@@ -443,7 +451,7 @@ def write_results(timings: list[Timing], residents: int, repeat: int, measured: 
                   "| area | command | outcome | peak RSS MB | CPU s |", "|---|---|---|---:|---:|"]
         lines += [f"| {m.shape} | {m.command} | {'refused: boundary too long' if m.refused else 'done'} | "
                   f"{m.footprint.peak_mb:.0f} | {m.footprint.cpu_seconds:.2f} |" for m in measured]
-    (RESULTS / "targeting.md").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    (RESULTS / f"{label}.md").write_text("\n".join(lines) + "\n", encoding="utf-8")
 
     import matplotlib
 
@@ -464,7 +472,7 @@ def write_results(timings: list[Timing], residents: int, repeat: int, measured: 
     ax.grid(True, which="both", alpha=0.3)
     ax.legend()
     fig.tight_layout()
-    fig.savefig(RESULTS / "targeting.png", dpi=120)
+    fig.savefig(RESULTS / f"{label}.png", dpi=120)
 
 
 def main() -> int:
@@ -476,6 +484,7 @@ def main() -> int:
     parser.add_argument("--only", help="run only the areas whose name contains this (results not written)")
     parser.add_argument("--database", default=BENCH_DB, help="name of the benchmark database")
     parser.add_argument("--no-footprint", action="store_true", help="skip the peak-RSS runs of the CLI")
+    parser.add_argument("--label", default="targeting", help="results/LABEL.md and results/LABEL.png")
     args = parser.parse_args()
     server = os.environ.get("DATABASE_URL", "postgresql://root@127.0.0.1:5432/postgres")
     if not args.skip_setup:
@@ -486,7 +495,8 @@ def main() -> int:
     timings = benchmark(url, args.repeat, args.only)
     measured = [] if args.no_footprint or args.only else footprints(url)
     if not args.only:
-        write_results(timings, args.residents, args.repeat, measured)
+        command = "python benchmarks/targeting.py " + " ".join(sys.argv[1:])
+        write_results(timings, args.residents, args.repeat, measured, args.label, command)
     print(f"results in {RESULTS}")
     return 0 if all(t.identical for t in timings) else 1
 

@@ -77,10 +77,16 @@ class Plan:
 
     def cover(self, area: Area) -> AreaCover:
         """The cells this plan takes whole (``interior``) and tests (``boundary``)."""
-        resolution = self.chosen.band_resolution
+        cover = self.classified(area)
         if self.name == "direct":
-            cover = area_to_cells(area, band_resolution=resolution)
-            return AreaCover(interior=[], boundary=[*cover.interior, *cover.boundary], band_resolution=resolution)
+            return AreaCover(interior=[], boundary=[*cover.interior, *cover.boundary],
+                             band_resolution=cover.band_resolution)
+        return cover
+
+    def classified(self, area: Area) -> AreaCover:
+        """The cells as the descent classified them (inside the area, or along its edge), before the
+        plan decides which to test: what ``dispatcher preview`` draws."""
+        resolution = self.chosen.band_resolution
         if self.name == "adaptive":
             return area_to_cells(area, band_resolution=resolution, stop=self._sparse,
                                  start_resolution=COARSEST_BAND_RESOLUTION)
