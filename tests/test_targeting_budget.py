@@ -94,3 +94,13 @@ def test_thin_shapes_stay_within_the_budget_in_a_fresh_process(settings: Setting
         assert footprint.cpu_seconds < 2.0 + 1.5, (index, footprint)  # + interpreter and imports
         refused = "boundary too long for its area" in footprint.output
         assert refused == (index < len(THIN)), footprint.output
+
+
+def test_the_footprint_is_the_child_s_own_not_its_parent_s() -> None:
+    """ru_maxrss survives exec on Linux: a child of a big process would report its parent's peak."""
+    ballast = bytearray(200 * 1024 * 1024)
+    ballast[::4096] = b"\x01" * len(ballast[::4096])  # touched, so resident
+    footprint = run_measured("blob = bytearray(50 * 1024 * 1024); blob[::4096] = b'x' * len(blob[::4096])")
+    assert 50 < footprint.peak_mb < 150, footprint
+    assert footprint.returncode == 0 and footprint.cpu_seconds > 0
+    del ballast

@@ -2,7 +2,9 @@
 
 The budget is about a worker's whole footprint (never a ``MemoryError``, never a kill by the kernel),
 so it is measured where it happens: in a child process, from the kernel's own accounting
-(``getrusage``: peak resident set size and CPU seconds), not by sampling from outside.
+(``VmHWM`` of ``/proc/self/status``, the peak resident set of the process's own memory, and
+``getrusage`` CPU seconds), not by sampling from outside. Not ``getrusage``'s ``ru_maxrss``: Linux carries
+it across ``exec``, so a child started by a big parent reports the parent's peak.
 """
 
 from __future__ import annotations
@@ -16,7 +18,8 @@ _MARK = "TARGETING-FOOTPRINT "
 _REPORT = (
     "\nimport json as _json, resource as _resource\n"
     "_usage = _resource.getrusage(_resource.RUSAGE_SELF)\n"
-    f"print({_MARK!r} + _json.dumps({{'peak_kb': _usage.ru_maxrss, "
+    "_hwm = [l for l in open('/proc/self/status') if l.startswith('VmHWM:')][0].split()[1]\n"
+    f"print({_MARK!r} + _json.dumps({{'peak_kb': int(_hwm), "
     "'cpu': _usage.ru_utime + _usage.ru_stime}))\n"
 )
 
