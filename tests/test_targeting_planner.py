@@ -18,11 +18,10 @@ from shapely.geometry import MultiPolygon, Polygon, mapping
 
 from dispatcher.config import RESIDENT_CELL_RESOLUTION
 from dispatcher.targeting.area import Area
-from dispatcher.targeting.cover import cells_to_ranges
 from dispatcher.targeting.match import match_area, table_sink
 from dispatcher.targeting.planner import PLANS, choose_plan
 from dispatcher.targeting.stats import STATS_RESOLUTION, CellCounts, load_cell_counts
-from tests.test_targeting_cover import M_PER_DEG, hard_points, in_ranges, star
+from tests.test_targeting_cover import M_PER_DEG, hard_points, matched_by, star
 from tests.test_targeting_match import hard_residents, load, town
 
 Conn = psycopg.Connection[object]
@@ -39,13 +38,7 @@ def dense_counts(area: Area, residents_per_cell: float) -> CellCounts:
 
 def matched_by_plan(area: Area, plan: str, counts: CellCounts, lng: npt.NDArray[np.float64],
                     lat: npt.NDArray[np.float64]) -> npt.NDArray[np.bool_]:
-    cover = choose_plan(area, counts, force=plan).cover(area)
-    cells = np.array([h3.latlng_to_cell(y, x, RESIDENT_CELL_RESOLUTION) for x, y in zip(lng, lat, strict=True)],
-                     dtype=np.int64)
-    interior = in_ranges(cells, cells_to_ranges(cover.interior))
-    band = in_ranges(cells, cells_to_ranges(cover.boundary))
-    assert not (interior & band).any(), "interior and tested ranges overlap"
-    return interior | (band & shapely.intersects_xy(area, lng, lat))
+    return matched_by(choose_plan(area, counts, force=plan).cover(area), area, lng, lat)
 
 
 radii = st.lists(st.floats(0.35, 1.0), min_size=3, max_size=24)

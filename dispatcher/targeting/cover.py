@@ -44,6 +44,8 @@ REACH_SLACK_M = 2.0
 BAND_RESOLUTION = 10
 #: Interior cells coarser than this are cut into pieces when the scan is split between connections.
 SPLIT_RESOLUTION = 8
+#: A small area is classified in one step from a disk of at most this many rings of cells (217 cells).
+MAX_DISK_RINGS = 8
 #: Earth radius H3 uses for distances, in metres.
 H3_EARTH_RADIUS_M = 6371007.180918475
 
@@ -84,6 +86,12 @@ def area_to_cells(area: Area, *, band_resolution: int = BAND_RESOLUTION, stop: S
     shapely.prepare(area)
     boundary = area.boundary
     shapely.prepare(boundary)
+    near = None if stop is not None else cells_near(area, band_resolution)
+    if near is not None:  # a small area at a coarse resolution: one classification instead of a descent
+        inside, touching = _classify(area, boundary, near, band_resolution)
+        return AreaCover(interior=compact([c for c, keep in zip(near, inside, strict=True) if keep]),
+                         boundary=[c for c, keep in zip(near, touching & ~inside, strict=True) if keep],
+                         band_resolution=band_resolution)
     cells: list[int] = list(h3.get_res0_cells())
     interior: list[int] = []
     stopped: list[int] = []
@@ -99,6 +107,27 @@ def area_to_cells(area: Area, *, band_resolution: int = BAND_RESOLUTION, stop: S
             edge = [c for c, keep in zip(edge, here, strict=True) if not keep]
         cells = [child for cell in edge for child in h3.cell_to_children(cell)]
     raise AssertionError("unreachable")  # pragma: no cover
+
+
+def cells_near(area: Area, resolution: int) -> list[int] | None:
+    """Every res-``resolution`` cell whose reach may touch ``area``, as a disk of at most
+    :data:`MAX_DISK_RINGS` rings around the cell of its box's centre; ``None`` when it needs more.
+
+    A resident inside the area lies in its box, and its cell's centre within a reach of it: so every
+    such cell's centre is within the box's half-diagonal plus a reach of the box's centre. Rings are
+    counted with half the average spacing of centres, which leaves room for H3's distortion (cells vary
+    in size by less than a factor of two) and for a straight line crossing hexagons corner-wise.
+    """
+    west, south, east, north = area.bounds
+    centre = ((south + north) / 2, (west + east) / 2)
+    radius_km = max(h3.great_circle_distance(centre, corner, unit="km")
+                    for corner in ((south, west), (south, east), (north, west), (north, east)))
+    edge_km = float(h3.average_hexagon_edge_length(resolution, unit="km"))
+    radius_km = radius_km * 1.01 + reach_m(resolution) / 1000 + edge_km  # + the centre cell's own offset
+    rings = math.ceil(radius_km / (0.5 * math.sqrt(3) * edge_km)) + 1
+    if rings > MAX_DISK_RINGS or east - west > 90:
+        return None
+    return list(h3.grid_disk(h3.latlng_to_cell(*centre, resolution), rings))
 
 
 def compact(cells: list[int]) -> list[int]:
