@@ -431,8 +431,8 @@ def write_results(timings: list[Timing], residents: int, repeat: int, measured: 
     RESULTS.mkdir(exist_ok=True)
     lines = [
         f"`{command}`", "",
-        f"Synthetic metro and island country of {residents:,} residents; PostgreSQL 15 + PostGIS 3 on the same machine, warm cache,",
-        f"median of {repeat} runs, end to end from GeoJSON text to the ids written to a file.",
+        f"Synthetic metro and island country of {residents:,} residents; PostgreSQL 15 + PostGIS 3 on the same",
+        f"machine, warm cache, median of {repeat} runs, end to end from GeoJSON text to the ids written to a file.",
         f"2 cores shared with other work: load average {os.getloadavg()[1]:.1f} over the last 5 minutes.",
         "",
         "| area | vertices | residents inside | engine ms | engine CPU ms | PostGIS ms | PostGIS / engine |"
