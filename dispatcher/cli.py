@@ -157,18 +157,22 @@ def demo(
 def target(
     area: Annotated[Path, typer.Argument(help="GeoJSON Polygon, MultiPolygon or Feature.")],
     ids: Annotated[Path | None, typer.Option("--ids", help="Write matched resident ids here, one a line.")] = None,
+    explain: Annotated[bool, typer.Option("--explain", help="Print the plan chosen, its estimate and its cost.")]
+    = False,
 ) -> None:
     """Match an area against the resident index without sending anything (internal ops tool)."""
     from dispatcher.bootstrap import bootstrap
 
     bootstrap()
-    from dispatcher.targeting.cli_target import run_target
+    from dispatcher.targeting.cli_target import explain_match, target_area
 
     try:
-        count, seconds = run_target(area, ids)
+        count, seconds, result = target_area(area, ids)
     except DispatcherError as error:
         _fail(error)
     console.print(f"{count} residents in the area, matched in {seconds * 1000:.1f} ms")
+    if explain:
+        console.print(explain_match(result), markup=False, highlight=False, soft_wrap=True)
 
 
 @residents_app.command("import")

@@ -113,6 +113,9 @@ class Settings:
     max_area_km2: float = 20_000.0
     #: Largest area accepted in bytes of JSON, foreign members and a Feature's properties included.
     max_area_bytes: int = MAX_AREA_BYTES
+    #: Budget of one area's targeting (memory in MB, seconds of CPU): an area no plan fits is refused.
+    targeting_budget_mb: int = 256
+    targeting_budget_seconds: float = 2.0
     #: How far a request's ``published_at`` may lie ahead of this machine's clock (clock skew).
     max_clock_skew_seconds: int = 300
     #: Key of the HMAC that signs unsubscribe links; unset: a random key kept in ``home``.
@@ -184,6 +187,8 @@ class Settings:
             max_area_vertices=_env_int("MAX_AREA_VERTICES", defaults.max_area_vertices),
             max_area_km2=_env_float("MAX_AREA_KM2", defaults.max_area_km2),
             max_area_bytes=_env_int("MAX_AREA_BYTES", defaults.max_area_bytes),
+            targeting_budget_mb=_env_int("TARGETING_BUDGET_MB", defaults.targeting_budget_mb),
+            targeting_budget_seconds=_env_float("TARGETING_BUDGET_SECONDS", defaults.targeting_budget_seconds),
             max_clock_skew_seconds=_env_int("MAX_CLOCK_SKEW_SECONDS", defaults.max_clock_skew_seconds),
             unsubscribe_secret=_env("UNSUBSCRIBE_SECRET"),
             unsubscribe_previous_secret=_env("UNSUBSCRIBE_PREVIOUS_SECRET"),

@@ -18,7 +18,9 @@ from dispatcher.config import RESIDENT_CELL_RESOLUTION
 from dispatcher.db.types import Conn
 from dispatcher.ops.preview import MIN_DENSITY_COUNT, run_preview
 from dispatcher.targeting.area import parse_area
-from dispatcher.targeting.cover import reach_m
+from dispatcher.targeting.cover import BAND_RESOLUTION, reach_m
+from dispatcher.targeting.planner import choose_plan
+from dispatcher.targeting.stats import load_cell_counts
 
 #: A concave neighbourhood (an L with a notch) of about 2 km², lon/lat.
 AREA = {
@@ -47,7 +49,8 @@ def test_preview_renders_a_real_polygon(db: Conn, tmp_path: Path) -> None:
     area_path.write_text(json.dumps(AREA))
     png, layers_path = tmp_path / "preview.png", tmp_path / "layers.geojson"
 
-    layers = run_preview(area_path, png=png, geojson_out=layers_path, conn=db, width_px=1000, height_px=700)
+    layers = run_preview(area_path, png=png, geojson_out=layers_path, conn=db, width_px=1000, height_px=700,
+                         plan="cover")
 
     with Image.open(png) as image:
         assert image.format == "PNG" and image.size == (1000, 700)
@@ -55,14 +58,15 @@ def test_preview_renders_a_real_polygon(db: Conn, tmp_path: Path) -> None:
     assert colours is not None and len(colours) > 50  # drawn, not a blank canvas
 
     # Interior cells lie inside the area; boundary cells lie within their reach of its edge.
+    assert {h3.get_resolution(c) for c in layers.boundary} == {BAND_RESOLUTION}
     area = parse_area(AREA, max_vertices=1000, max_area_km2=100)
     assert layers.interior and layers.boundary
     for cell in layers.interior:
         lat_c, lng_c = h3.cell_to_latlng(cell)
         assert area.covers(shapely.Point(lng_c, lat_c))
-    reach_deg = reach_m(h3.get_resolution(layers.boundary[0])) / 111_000 / math.cos(math.radians(40.0))
-    edge = area.boundary.buffer(reach_deg)
-    assert all(edge.intersects(shapely.Point(h3.cell_to_latlng(c)[::-1])) for c in layers.boundary)
+    for cell in layers.boundary:  # the planner's band may mix resolutions: each cell within its own reach
+        reach_deg = reach_m(h3.get_resolution(cell)) / 111_000 / math.cos(math.radians(40.0))
+        assert area.boundary.buffer(reach_deg).intersects(shapely.Point(h3.cell_to_latlng(cell)[::-1]))
 
     # Density equals an independent count of residents by parent cell, small cells left out.
     resolution = layers.density_resolution
@@ -111,3 +115,14 @@ def test_cli_preview_names_a_bad_area(tmp_path: Path) -> None:
                                       "--no-density"])
 
     assert result.exit_code == 2 and "not an area" in result.output
+
+
+def test_preview_draws_the_cells_of_the_plan_targeting_would_choose(db: Conn, tmp_path: Path) -> None:
+    _seed_town(db)
+    area_path = tmp_path / "north-side.geojson"
+    area_path.write_text(json.dumps(AREA))
+    layers = run_preview(area_path, png=None, geojson_out=None, conn=db)
+    area = parse_area(AREA, max_vertices=1000, max_area_km2=100)
+    expected = choose_plan(area, load_cell_counts(db, area)).classified(area)
+    assert (layers.interior, layers.boundary) == (expected.interior, expected.boundary)
+    assert layers.interior or layers.boundary

@@ -134,3 +134,42 @@ def test_a_coastline_of_fifty_thousand_vertices_is_accepted() -> None:
     ring = np.c_[-74 + r * np.cos(t), 40.7 + r * np.sin(t)]
     area = parse_area(mapping(Polygon(ring)), **LIMITS)
     assert isinstance(area, Polygon) and len(area.exterior.coords) == 50_001
+
+
+def _islands(count: int) -> list[list[list[list[float]]]]:
+    """``count`` squares in a row, the third one with a hole."""
+    parts = []
+    for i in range(count):
+        x = 10.0 + i * 0.01
+        shell = [[x, 5.0], [x + 0.005, 5.0], [x + 0.005, 5.005], [x, 5.005], [x, 5.0]]
+        hole = [[x + 0.001, 5.001], [x + 0.002, 5.001], [x + 0.002, 5.002], [x + 0.001, 5.001]]
+        parts.append([shell, hole] if i == 2 else [shell])
+    return parts
+
+
+def test_many_parts_built_at_once_equal_parts_built_one_by_one() -> None:
+    from dispatcher.targeting import area as module
+
+    coordinates = _islands(12)
+    at_once = parse_area({"type": "MultiPolygon", "coordinates": coordinates}, max_vertices=1000, max_area_km2=1e6)
+    one_by_one = MultiPolygon([module._polygon(rings, i) for i, rings in enumerate(coordinates)])
+    assert module._parts_at_once(coordinates) is not None
+    assert at_once.equals_exact(one_by_one, tolerance=0) and len(at_once.geoms[2].interiors) == 1
+
+
+@pytest.mark.parametrize(("position", "fragment"), [
+    (["10.1", 5.0], "ring 0 of polygon 9 has a coordinate that is not a number"),
+    ([10.1, 95.0], "ring 0 of polygon 9 has a latitude beyond ±90"),
+    ([10.1, float("nan")], "ring 0 of polygon 9 has a coordinate that is not a finite number"),
+    ([10.1, 5.0, 1.0, 2.0], "ring 0 of polygon 9 has a position of length 4"),
+])
+def test_a_bad_position_among_many_parts_is_named(position: list[Any], fragment: str) -> None:
+    coordinates: list[Any] = _islands(12)
+    coordinates[9][0][1] = position
+    assert fragment in refused({"type": "MultiPolygon", "coordinates": coordinates})
+
+
+def test_an_unclosed_ring_among_many_parts_is_named() -> None:
+    coordinates = _islands(12)
+    coordinates[10][0][-1] = [10.2, 5.001]
+    assert "ring 0 of polygon 10 is not closed" in refused({"type": "MultiPolygon", "coordinates": coordinates})

@@ -22,6 +22,7 @@ from dispatcher.config import RESIDENT_CELL_RESOLUTION
 from dispatcher.targeting.area import Area
 from dispatcher.targeting.cover import (
     H3_EARTH_RADIUS_M,
+    AreaCover,
     area_to_cells,
     cells_to_ranges,
     compact,
@@ -43,7 +44,12 @@ def in_ranges(cells: npt.NDArray[np.int64], ranges: list[tuple[int, int]]) -> np
 
 def matched_by_cover(area: Area, lng: npt.NDArray[np.float64], lat: npt.NDArray[np.float64],
                      band_resolution: int) -> npt.NDArray[np.bool_]:
-    cover = area_to_cells(area, band_resolution=band_resolution)
+    return matched_by(area_to_cells(area, band_resolution=band_resolution), area, lng, lat)
+
+
+def matched_by(cover: AreaCover, area: Area, lng: npt.NDArray[np.float64],
+               lat: npt.NDArray[np.float64]) -> npt.NDArray[np.bool_]:
+    """Who ``cover`` matches: its interior ranges whole, its band's residents tested against ``area``."""
     cells = np.array([h3.latlng_to_cell(y, x, RESIDENT_CELL_RESOLUTION) for x, y in zip(lng, lat, strict=True)],
                      dtype=np.int64)
     interior = in_ranges(cells, cells_to_ranges(cover.interior))
@@ -225,3 +231,18 @@ def test_the_largest_allowed_area_stays_a_few_thousand_cells() -> None:
     assert len(cover.interior) < 20_000 and len(cover.boundary) < 40_000
     assert len(cells_to_ranges(cover.interior)) < len(cover.interior)
     assert sum(len(part) for part in split_ranges(cover.interior, 8)) < 100_000
+
+
+@pytest.mark.parametrize("resolution", [5, 7, 9])
+def test_a_small_area_classified_in_one_step_matches_even_on_a_pentagon(resolution: int) -> None:
+    """The one-step disk of a small area misses no cell, where H3 cells are most distorted too."""
+    from dispatcher.targeting.cover import cells_near
+
+    rng = np.random.default_rng(resolution)
+    for pentagon in list(h3.get_pentagons(resolution))[:6]:
+        lat, lng = h3.cell_to_latlng(pentagon)
+        size = h3.average_hexagon_edge_length(resolution, unit="m")
+        area = star(lng, lat, size, list(rng.uniform(0.35, 1.0, 12)))
+        assert cells_near(area, resolution) is not None  # the one-step path is the one under test
+        x, y = hard_points(area, rng, 400)
+        np.testing.assert_array_equal(matched_by_cover(area, x, y, resolution), shapely.intersects_xy(area, x, y))

@@ -105,7 +105,7 @@ def test_parallel_workers_write_each_resident_once(db: Conn, settings: Settings,
     with psycopg.connect(settings.database_url, autocommit=True) as a, \
             psycopg.connect(settings.database_url, autocommit=True) as b:
         before = [c.execute("SHOW jit").fetchone() for c in (db, a, b)]
-        result = match_area(db, area, sink=table_sink("matched_shared"), workers=[a, b])
+        result = match_area(db, area, sink=table_sink("matched_shared"), workers=[a, b], plan="cover")
         assert [c.execute("SHOW jit").fetchone() for c in (db, a, b)] == before  # settings put back
     rows = db.execute("SELECT resident_id FROM matched_shared ORDER BY 1").fetchall()
     np.testing.assert_array_equal(np.array([r[0] for r in rows], dtype=np.int64), expected)

@@ -20,7 +20,9 @@ from dispatcher.config import RESIDENT_CELL_RESOLUTION, get_settings
 from dispatcher.db.types import Conn
 from dispatcher.errors import ConfigurationError
 from dispatcher.targeting.area import Area, parse_area
-from dispatcher.targeting.cover import area_to_cells, cells_to_ranges
+from dispatcher.targeting.cover import cells_to_ranges
+from dispatcher.targeting.planner import choose_plan
+from dispatcher.targeting.stats import CellCounts, load_cell_counts
 
 #: Density cells smaller than this many residents are not shown (k-anonymity for ops pictures).
 MIN_DENSITY_COUNT = 5
@@ -98,11 +100,17 @@ def resident_density(conn: Conn, area: Area, resolution: int, *,
     return sorted((int(cell), int(n)) for cell, n in rows)
 
 
-def preview_layers(geojson: object, conn: Conn | None) -> PreviewLayers:
-    """Parse the area (with the engine's limits), cover it, and count residents around it."""
+def preview_layers(geojson: object, conn: Conn | None, *, plan: str | None = None) -> PreviewLayers:
+    """Parse the area (with the engine's limits and budget), cover it, and count residents around it.
+
+    The cells drawn are those of the plan targeting would choose (with the resident statistics when
+    there is a database), so a preview costs no more than targeting and shows what it will do; an area
+    targeting refuses is refused here with the same message. ``plan`` forces one by name.
+    """
     settings = get_settings()
     area = parse_area(geojson, max_vertices=settings.max_area_vertices, max_area_km2=settings.max_area_km2)
-    cover = area_to_cells(area)
+    cover = choose_plan(area, load_cell_counts(conn, area) if conn is not None else CellCounts.empty(),
+                        force=plan).classified(area)
     resolution = density_resolution(area)
     density = resident_density(conn, area, resolution) if conn is not None else []
     return PreviewLayers(area, list(cover.interior), list(cover.boundary), density, resolution)
@@ -184,11 +192,11 @@ def render_png(layers: PreviewLayers, path: Path, *, width_px: int = 1200, heigh
 
 
 def run_preview(area_path: Path, *, png: Path | None, geojson_out: Path | None, conn: Conn | None,
-                width_px: int = 1200, height_px: int = 900) -> PreviewLayers:
+                width_px: int = 1200, height_px: int = 900, plan: str | None = None) -> PreviewLayers:
     """Build the layers for the area file and write what was asked for."""
     import json
 
-    layers = preview_layers(area_path.read_text(encoding="utf-8"), conn)
+    layers = preview_layers(area_path.read_text(encoding="utf-8"), conn, plan=plan)
     if geojson_out is not None:
         geojson_out.write_text(json.dumps(layers_to_geojson(layers)), encoding="utf-8")
     if png is not None:

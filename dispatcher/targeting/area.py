@@ -51,21 +51,27 @@ Ring: TypeAlias = npt.NDArray[np.float64]
 
 
 def parse_area(geojson: object, *, max_vertices: int, max_area_km2: float,
-               max_bytes: int = MAX_AREA_BYTES) -> Area:
+               max_bytes: int = MAX_AREA_BYTES, check_budget: bool = True) -> Area:
     """The area described by ``geojson`` (a dict, a JSON string, a Feature, or anything with
     ``__geo_interface__``) as a valid shapely Polygon or MultiPolygon.
 
-    Raises :class:`InvalidArea` naming the problem when it is not a usable area.
+    Raises :class:`InvalidArea` naming the problem when it is not a usable area, including one whose
+    boundary is too long for it to be targeted within the budget (``check_budget``; see
+    :mod:`dispatcher.targeting.estimate`): ``publish()``, the worker and the ops tools all parse here.
     """
     geometry = _geometry_mapping(_as_mapping(geojson, max_bytes))
     polygons = _polygons(geometry)
     _check_vertex_count(polygons, max_vertices)
-    parts = [_polygon(rings, index) for index, rings in enumerate(polygons)]
+    parts = _parts_at_once(polygons) or [_polygon(rings, index) for index, rings in enumerate(polygons)]
     area: Area = parts[0] if geometry.get("type") == "Polygon" else MultiPolygon(parts)
     _check_valid(area)
     km2 = area_km2(area)
     if km2 > max_area_km2:
         raise InvalidArea(f"the area covers {km2:,.0f} km², more than the maximum of {max_area_km2:,.0f} km²")
+    if check_budget:
+        from dispatcher.targeting.estimate import check_area_budget  # it builds on this module
+
+        check_area_budget(area)
     return area
 
 
@@ -75,23 +81,25 @@ def area_km2(area: Area) -> float:
     Along an edge where latitude varies linearly with longitude, the integral of sin(lat) d(lon) has a
     closed form; summed around a ring it is the ring's area on the sphere (Green's theorem).
     """
-    parts = area.geoms if isinstance(area, MultiPolygon) else [area]
-    total = 0.0
-    for part in parts:
-        total += _ring_area_km2(np.asarray(part.exterior.coords))
-        total -= sum(_ring_area_km2(np.asarray(hole.coords)) for hole in part.interiors)
-    return total
+    return float(part_areas_km2(area).sum())
 
 
-def _ring_area_km2(coords: Ring) -> float:
-    lon = np.radians(coords[:, 0])
-    lat = np.radians(coords[:, 1])
-    d_lon = lon[1:] - lon[:-1]
-    d_lat = lat[1:] - lat[:-1]
-    mid = (lat[1:] + lat[:-1]) / 2
+def part_areas_km2(area: Area) -> npt.NDArray[np.float64]:
+    """km² of each part (holes taken out), all rings at once: an archipelago has hundreds of parts."""
+    parts = shapely.get_parts(area)
+    rings, part_of_ring = shapely.get_rings(parts, return_index=True)
+    coords, ring_of_point = shapely.get_coordinates(rings, return_index=True)
+    lon, lat = np.radians(coords[:, 0]), np.radians(coords[:, 1])
+    same_ring = ring_of_point[1:] == ring_of_point[:-1]
+    d_lon = (lon[1:] - lon[:-1])[same_ring]
+    d_lat = (lat[1:] - lat[:-1])[same_ring]
+    mid = ((lat[1:] + lat[:-1]) / 2)[same_ring]
     # (cos a - cos b) / (b - a) = sin(mid) * sinc(half the span); np.sinc is sin(pi x) / (pi x).
-    integral = np.sum(d_lon * np.sin(mid) * np.sinc(d_lat / (2 * math.pi)))
-    return float(abs(integral)) * EARTH_RADIUS_KM**2
+    integral = d_lon * np.sin(mid) * np.sinc(d_lat / (2 * math.pi))
+    per_ring = np.abs(np.bincount(ring_of_point[1:][same_ring], integral, minlength=len(rings)))
+    first_of_part = np.r_[True, part_of_ring[1:] != part_of_ring[:-1]]
+    signed = np.where(first_of_part, per_ring, -per_ring) * EARTH_RADIUS_KM**2
+    return np.bincount(part_of_ring, signed, minlength=len(parts)).astype(np.float64)
 
 
 def check_geojson(geojson: Mapping[str, Any], *, max_bytes: int | None) -> None:
@@ -213,6 +221,45 @@ def _check_vertex_count(polygons: Sequence[Any], max_vertices: int) -> None:
             raise InvalidArea(f"the area has more than the maximum of {max_vertices:,} vertices")
 
 
+#: From this many parts on, well-formed parts are built in one pass (an archipelago has hundreds).
+PARTS_AT_ONCE = 8
+
+
+def _parts_at_once(polygons: Sequence[Any]) -> list[Polygon] | None:
+    """Every part in one pass over one array, when every ring is well formed (the common case).
+
+    ``None`` when anything is off: the part-by-part path then checks each ring and names the problem.
+    The checks are the same, made on all positions at once.
+    """
+    if len(polygons) < PARTS_AT_ONCE or not all(polygons):
+        return None
+    try:
+        text = orjson.dumps(polygons)
+    except orjson.JSONEncodeError:
+        return None
+    if any(mark in text for mark in _NOT_NUMBER_BYTES):
+        return None
+    rings = [ring for part in polygons for ring in part]
+    lengths = np.fromiter((len(ring) for ring in rings), dtype=np.int64, count=len(rings))
+    if (lengths < 4).any():
+        return None
+    try:
+        coords = np.asarray([position for ring in rings for position in ring], dtype=np.float64)
+    except (TypeError, ValueError):  # positions of mixed or wrong length
+        return None
+    if coords.ndim != 2 or coords.shape[1] not in (2, 3):
+        return None
+    coords = np.ascontiguousarray(coords[:, :2])
+    ends = np.cumsum(lengths)
+    if (not np.isfinite(coords).all() or (np.abs(coords[:, 1]) > 90).any() or (np.abs(coords[:, 0]) > 180).any()
+            or not (coords[ends - lengths] == coords[ends - 1]).all()):
+        return None
+    ring_offsets = np.r_[0, ends]
+    part_offsets = np.r_[0, np.cumsum([len(part) for part in polygons])]
+    built = shapely.from_ragged_array(shapely.GeometryType.POLYGON, coords, (ring_offsets, part_offsets))
+    return list(built)
+
+
 def _polygon(rings: Sequence[Any], index: int) -> Polygon:
     if not rings:
         raise InvalidArea(f"the area is empty: polygon {index} has no rings")
@@ -240,7 +287,8 @@ def _ring_positions(ring: Sequence[Any], where: str) -> Ring:
     not a number first (one pass in C); only a ring that has some is walked in Python to name it.
     """
     try:
-        suspicious = any(mark in orjson.dumps(ring) for mark in _NOT_NUMBER_BYTES)
+        text = orjson.dumps(ring)  # once: not once per mark
+        suspicious = any(mark in text for mark in _NOT_NUMBER_BYTES)
     except orjson.JSONEncodeError:  # an integer beyond 64 bits, a type JSON does not have
         suspicious = True
     if suspicious:

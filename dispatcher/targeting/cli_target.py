@@ -46,6 +46,28 @@ def target_area(area_path: Path | str, ids_path: Path | str | None = None) -> tu
     return result.matched, time.perf_counter() - started, result
 
 
+def explain_match(result: MatchResult) -> str:
+    """The plan chosen, its estimate, the plans it beat, and what the match really cost."""
+    lines = [result.plan.explain()] if result.plan is not None else ["plan: cover (forced)"]
+    t = result.timings
+    lines.append(
+        f"actual: {result.boundary_ranges + result.interior_ranges:,} ranges, "
+        f"{result.boundary_candidates:,} candidates tested ({result.boundary_kept:,} inside), "
+        f"{result.interior_written:,} interior rows; cover {t.cover * 1000:.1f} ms, "
+        f"candidates {t.candidates * 1000:.1f} ms, test {t.refine * 1000:.1f} ms, write {t.write * 1000:.1f} ms, "
+        f"total {t.total * 1000:.1f} ms; peak memory of this process {peak_rss_mb():.0f} MB")
+    return "\n".join(lines)
+
+
+def peak_rss_mb() -> float:
+    """This process's peak resident set size so far (the kernel's ``VmHWM``; 0 where there is no /proc)."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as status:
+            return next(int(line.split()[1]) for line in status if line.startswith("VmHWM:")) / 1024
+    except (OSError, StopIteration, ValueError):
+        return 0.0
+
+
 def print_target(count: int, seconds: float, console: Console | None = None) -> None:
     """The tool's one line of output."""
     (console or Console()).print(f"[bold]{count:,}[/bold] residents in the area, matched in {seconds * 1000:.1f} ms")

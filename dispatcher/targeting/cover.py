@@ -22,6 +22,7 @@ county-sized area gives a few thousand cells, not millions.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import h3.api.basic_int as h3
@@ -43,6 +44,8 @@ REACH_SLACK_M = 2.0
 BAND_RESOLUTION = 10
 #: Interior cells coarser than this are cut into pieces when the scan is split between connections.
 SPLIT_RESOLUTION = 8
+#: A small area is classified in one step from a disk of at most this many rings of cells (217 cells).
+MAX_DISK_RINGS = 8
 #: Earth radius H3 uses for distances, in metres.
 H3_EARTH_RADIUS_M = 6371007.180918475
 
@@ -51,6 +54,8 @@ _RES_MASK = np.uint64(0xF << _RES_SHIFT)
 _DIGIT_BITS = 3
 
 CellArray = npt.NDArray[np.int64]
+#: ``stop(cells, resolution)``: which boundary cells to keep at this resolution rather than refine.
+StopRule = Callable[[list[int], int], npt.NDArray[np.bool_]]
 
 
 @dataclass(frozen=True)
@@ -68,23 +73,61 @@ def reach_m(resolution: int) -> float:
     return REACH_FACTOR * float(h3.average_hexagon_edge_length(resolution, unit="m")) + REACH_SLACK_M
 
 
-def area_to_cells(area: Area, *, band_resolution: int = BAND_RESOLUTION) -> AreaCover:
-    """Classify H3 cells against ``area`` from the base cells down to ``band_resolution``."""
+def area_to_cells(area: Area, *, band_resolution: int = BAND_RESOLUTION, stop: StopRule | None = None,
+                  start_resolution: int = 0) -> AreaCover:
+    """Classify H3 cells against ``area`` from the base cells down to ``band_resolution``.
+
+    ``stop`` (the planner's density rule) may end the descent early for some boundary cells from
+    ``start_resolution`` on: where few live, testing a coarse cell's residents costs less than refining
+    it. The band then mixes resolutions; no cell lies under another, so the cover stays exact.
+    """
     if not 0 <= band_resolution < RESIDENT_CELL_RESOLUTION:
         raise ValueError(f"band resolution must be in 0..{RESIDENT_CELL_RESOLUTION - 1}")
     shapely.prepare(area)
     boundary = area.boundary
     shapely.prepare(boundary)
+    near = None if stop is not None else cells_near(area, band_resolution)
+    if near is not None:  # a small area at a coarse resolution: one classification instead of a descent
+        inside, touching = _classify(area, boundary, near, band_resolution)
+        return AreaCover(interior=compact([c for c, keep in zip(near, inside, strict=True) if keep]),
+                         boundary=[c for c, keep in zip(near, touching & ~inside, strict=True) if keep],
+                         band_resolution=band_resolution)
     cells: list[int] = list(h3.get_res0_cells())
     interior: list[int] = []
+    stopped: list[int] = []
     for resolution in range(band_resolution + 1):
         inside, touching = _classify(area, boundary, cells, resolution)
         interior.extend(c for c, keep in zip(cells, inside, strict=True) if keep)
         edge = [c for c, keep in zip(cells, touching & ~inside, strict=True) if keep]
         if resolution == band_resolution:
-            return AreaCover(interior=compact(interior), boundary=edge, band_resolution=band_resolution)
+            return AreaCover(interior=compact(interior), boundary=stopped + edge, band_resolution=band_resolution)
+        if stop is not None and resolution >= start_resolution and edge:
+            here = stop(edge, resolution)
+            stopped.extend(c for c, keep in zip(edge, here, strict=True) if keep)
+            edge = [c for c, keep in zip(edge, here, strict=True) if not keep]
         cells = [child for cell in edge for child in h3.cell_to_children(cell)]
     raise AssertionError("unreachable")  # pragma: no cover
+
+
+def cells_near(area: Area, resolution: int) -> list[int] | None:
+    """Every res-``resolution`` cell whose reach may touch ``area``, as a disk of at most
+    :data:`MAX_DISK_RINGS` rings around the cell of its box's centre; ``None`` when it needs more.
+
+    A resident inside the area lies in its box, and its cell's centre within a reach of it: so every
+    such cell's centre is within the box's half-diagonal plus a reach of the box's centre. Rings are
+    counted with half the average spacing of centres, which leaves room for H3's distortion (cells vary
+    in size by less than a factor of two) and for a straight line crossing hexagons corner-wise.
+    """
+    west, south, east, north = area.bounds
+    centre = ((south + north) / 2, (west + east) / 2)
+    radius_km = max(h3.great_circle_distance(centre, corner, unit="km")
+                    for corner in ((south, west), (south, east), (north, west), (north, east)))
+    edge_km = float(h3.average_hexagon_edge_length(resolution, unit="km"))
+    radius_km = radius_km * 1.01 + reach_m(resolution) / 1000 + edge_km  # + the centre cell's own offset
+    rings = math.ceil(radius_km / (0.5 * math.sqrt(3) * edge_km)) + 1
+    if rings > MAX_DISK_RINGS or east - west > 90:
+        return None
+    return list(h3.grid_disk(h3.latlng_to_cell(*centre, resolution), rings))
 
 
 def compact(cells: list[int]) -> list[int]:

@@ -16,7 +16,8 @@ The caller decides where recipients go. A sink is a callable::
 ``%s`` placeholders bound by ``params``. The sink wraps it (``INSERT INTO deliveries ... SELECT ... FROM
 (<ids_sql>) AS t(resident_id) ... ON CONFLICT DO NOTHING``, a count, ...), runs it on ``conn`` and returns
 how many rows it wrote. :func:`match_area` calls it once for the boundary residents that passed the
-exact test (``SELECT unnest(%s::bigint[])``) and once per part of the interior (an index range scan per
+exact test (``SELECT unnest(%s::bigint[])``; once per batch when the band is too big to hold at once, see
+:func:`candidate_batches`) and once per part of the interior (an index range scan per
 range). The id sets of the calls are disjoint and free of duplicates. Each call is its own statement
 (in the caller's transaction, if any, else autocommitted); with ``workers`` the interior is split into
 chunks written at the same time, each worker connection in its own thread, so a sink that keeps state
@@ -36,6 +37,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import IO, Any
 
+import h3.api.basic_int as h3
 import numpy as np
 import numpy.typing as npt
 import shapely
@@ -43,12 +45,17 @@ from psycopg import sql
 
 from dispatcher.db.types import Conn
 from dispatcher.targeting.area import Area, area_km2
-from dispatcher.targeting.cover import BAND_RESOLUTION, area_to_cells, cells_to_ranges, split_ranges
+from dispatcher.targeting.cover import cells_to_ranges, split_ranges
+from dispatcher.targeting.planner import Plan, PlanEstimate, choose_plan
+from dispatcher.targeting.stats import CellCounts, load_cell_counts
 
 Sink = Callable[[Conn, sql.Composable, Sequence[object]], int]
 
 #: With workers, the interior is dealt into this many chunks per worker, taken from a shared queue.
 INTERIOR_CHUNKS_PER_WORKER = 4
+
+#: Expected candidates fetched and tested at once (about 50 bytes each while they are held).
+CANDIDATES_PER_BATCH = 500_000
 
 #: Areas smaller than this (km²) are matched on ``conn`` alone, whatever the workers.
 PARALLEL_MIN_KM2 = 25.0
@@ -97,6 +104,8 @@ class MatchResult:
     interior_ranges: int
     boundary_ranges: int
     timings: MatchTimings
+    #: The plan that ran (see :mod:`dispatcher.targeting.planner`) and the ones it beat.
+    plan: Plan | None = None
 
     @property
     def matched(self) -> int:
@@ -110,9 +119,13 @@ def match_area(
     *,
     sink: Sink,
     workers: Sequence[Conn] = (),
-    band_resolution: int = BAND_RESOLUTION,
+    band_resolution: int | None = None,
+    plan: str | None = None,
 ) -> MatchResult:
     """Send every resident covered by ``area`` to ``sink``.
+
+    The planner picks the cheapest exact plan from the area's geometry and the resident statistics;
+    ``plan`` forces one by name, ``band_resolution`` forces today's cover plan at that resolution.
 
     With ``workers`` (extra connections, e.g. from the pool), the interior is dealt into
     :data:`INTERIOR_CHUNKS_PER_WORKER` chunks per worker that the workers write concurrently, one thread
@@ -121,39 +134,76 @@ def match_area(
     how few rows a range holds), then set back.
     """
     started = time.perf_counter()
-    cover = area_to_cells(area, band_resolution=band_resolution)
+    chosen = plan_match(conn, area, band_resolution=band_resolution, plan=plan)
+    cover = chosen.cover(area)
     if area_km2(area) < PARALLEL_MIN_KM2:
         workers = ()  # a few thousand residents: threads and extra round trips would cost more
     chunks = deque(split_ranges(cover.interior, INTERIOR_CHUNKS_PER_WORKER * len(workers) if workers else 1))
     interior_ranges = sum(len(chunk) for chunk in chunks)
-    boundary = cells_to_ranges(cover.boundary)
+    batches = [cells_to_ranges(batch) for batch in candidate_batches(cover.boundary, chosen)]
     covered = time.perf_counter()
+    fetching = testing = 0.0
+    candidates = kept = boundary_written = 0
     with ThreadPoolExecutor(max_workers=max(len(workers), 1)) as pool:
         futures = [pool.submit(_write_interior_chunks_on_worker, worker, sink, chunks) for worker in workers]
         with _without_jit(conn):
-            ids, lng, lat = fetch_candidates(conn, boundary)
-            fetched = time.perf_counter()
-            kept = ids[shapely.intersects_xy(area, lng, lat)] if len(ids) else ids
-            refined = time.perf_counter()
-            boundary_written = sink(conn, BOUNDARY_IDS_SQL, [_array_literal(kept.tolist())]) if len(kept) else 0
+            for ranges in batches:  # one batch but for a band too big to hold at once
+                step = time.perf_counter()
+                ids, lng, lat = fetch_candidates(conn, ranges)
+                fetched = time.perf_counter()
+                inside = ids[shapely.intersects_xy(area, lng, lat)] if len(ids) else ids
+                fetching, testing = fetching + fetched - step, testing + time.perf_counter() - fetched
+                candidates, kept = candidates + len(ids), kept + len(inside)
+                if len(inside):
+                    boundary_written += sink(conn, BOUNDARY_IDS_SQL, [_array_literal(inside.tolist())])
             interior_written = _write_interior_chunks(conn, sink, chunks)  # then help the workers with what is left
         interior_written += sum(future.result() for future in futures)
     done = time.perf_counter()
     return MatchResult(
         interior_written=interior_written,
         boundary_written=boundary_written,
-        boundary_kept=len(kept),
-        boundary_candidates=len(ids),
+        boundary_kept=kept,
+        boundary_candidates=candidates,
         interior_ranges=interior_ranges,
-        boundary_ranges=len(boundary),
+        boundary_ranges=sum(len(ranges) for ranges in batches),
         timings=MatchTimings(
             cover=covered - started,
-            candidates=fetched - covered,
-            refine=refined - fetched,
-            write=done - refined,
+            candidates=fetching,
+            refine=testing,
+            write=done - covered - fetching - testing,
             total=done - started,
         ),
+        plan=chosen,
     )
+
+
+def candidate_batches(cells: list[int], plan: Plan) -> list[list[int]]:
+    """The band's cells in batches of about :data:`CANDIDATES_PER_BATCH` expected residents (from the
+    statistics), so that the candidates held at once stay bounded whatever the plan: one as a rule."""
+    per_batch = CANDIDATES_PER_BATCH
+    if plan.chosen.candidates <= per_batch or not cells:
+        return [cells]
+    by_resolution: dict[int, list[int]] = {}
+    for cell in cells:
+        by_resolution.setdefault(h3.get_resolution(cell), []).append(cell)
+    batches: list[list[int]] = []
+    current: list[int] = []
+    expected = 0.0
+    for resolution, group in sorted(by_resolution.items()):
+        for cell, residents in zip(group, plan.counts.residents_under(group, resolution).tolist(), strict=True):
+            if current and expected + residents > per_batch:
+                batches.append(current)
+                current, expected = [], 0.0
+            current.append(cell)
+            expected += residents
+    return [*batches, current] if current else batches
+
+
+def plan_match(conn: Conn, area: Area, *, band_resolution: int | None = None, plan: str | None = None) -> Plan:
+    """The plan :func:`match_area` runs: forced by ``band_resolution``, by name, or chosen by cost."""
+    if band_resolution is not None:
+        return Plan(PlanEstimate("cover", band_resolution, 0, 0, 0, 0.0))
+    return choose_plan(area, load_cell_counts(conn, area) if plan != "cover" else CellCounts.empty(), force=plan)
 
 
 def _write_interior_chunks_on_worker(conn: Conn, sink: Sink, chunks: deque[list[tuple[int, int]]]) -> int:

@@ -11,10 +11,12 @@ from typing import Any
 
 import pytest
 import redis
+from shapely.geometry import mapping
 from typer.testing import CliRunner
 
 from dispatcher.cli import app
 from dispatcher.config import Settings, set_settings
+from dispatcher.targeting.shapes import thin_comb, thin_strip
 from tests.factories import SQUARE, request_payload
 
 Make = Callable[[Path], list[str]]
@@ -35,6 +37,8 @@ def _request_file(tmp: Path, name: str = "request.json", **overrides: Any) -> Pa
 
 _NESTED = "[" * 100_000 + "]" * 100_000
 _SWAPPED = [[lat, lng] for lng, lat in SQUARE]
+_THIN = mapping(thin_strip())
+_COMB = mapping(thin_comb(10))
 _CRS_AREA = json.dumps({"type": "Polygon", "coordinates": [SQUARE], "crs": {"type": "name"}})
 
 #: (name, arguments given a temporary directory, what the error line must contain)
@@ -54,6 +58,12 @@ HOSTILE_COMMANDS: list[tuple[str, Make, str]] = [
     ("publish: a JSON list", lambda t: ["publish", str(_write(t / "list.json", "[1, 2]"))], "object"),
     ("publish: published in 9999", lambda t: ["publish", str(_write(t / "far.json", json.dumps(
         {**request_payload(), "published_at": "9999-12-31T23:59:00+00:00"})))], "published_at"),
+    ("publish: a 0.1 m strip from pole to pole", lambda t: ["publish", str(_request_file(
+        t, area=_THIN))], "boundary too long for its area"),
+    ("target: a 0.1 m strip, explained", lambda t: ["target", str(_write(t / "thin.geojson", json.dumps(_THIN))),
+                                                   "--explain"], "boundary too long for its area"),
+    ("preview: a comb of 40 thin teeth", lambda t: ["preview", str(_write(t / "comb.geojson", json.dumps(
+        _COMB))), "--no-density", "--geojson", str(t / "out.geojson")], "boundary too long for its area"),
     ("target: crs", lambda t: ["target", str(_write(t / "crs.geojson", _CRS_AREA))], "crs"),
     ("target: missing area file", lambda t: ["target", str(t / "[red]gone.geojson")], "[red]gone.geojson"),
     ("target: area not UTF-8", lambda t: ["target", str(_write(t / "a.geojson", b"\xff\xfe{"))], "UTF-8"),

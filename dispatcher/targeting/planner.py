@@ -1,0 +1,155 @@
+"""Pick the cheapest exact plan for an area, from its geometry and the resident statistics.
+
+Three plans, all exact (every resident they do not take whole is tested against the area):
+
+* ``cover``: today's plan, the interior taken whole and a band at one fine resolution tested;
+* ``adaptive``: the same descent, but a boundary cell stops being refined where the statistics say few
+  live under it (coarse in the countryside and around sparse islands, fine in the city);
+* ``direct``: a few coarse cells covering the area, every resident under them fetched and tested in
+  one vectorised pass (small districts, sparse areas): no interior scans, two round trips.
+
+Each plan's cost is estimated in seconds from the band's cells (:mod:`dispatcher.targeting.estimate`),
+the candidates to test and the interior rows to scan, both from the statistics
+(:mod:`dispatcher.targeting.stats`), per part of a MultiPolygon (each part has its own density). The
+cheapest plan that fits the budget is chosen, like a database planner does, and can be explained.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import h3.api.basic_int as h3
+import numpy as np
+import numpy.typing as npt
+
+from dispatcher.targeting.area import Area
+from dispatcher.targeting.cover import BAND_RESOLUTION, AreaCover, area_to_cells
+from dispatcher.targeting.estimate import (
+    COARSEST_BAND_RESOLUTION,
+    SECONDS_PER_BAND_CELL,
+    SECONDS_PER_CANDIDATE,
+    Budget,
+    Shape,
+    band_estimate,
+    finest_fitting_band,
+    measure,
+)
+from dispatcher.targeting.stats import LOOKUP_PAD_DEG, CellCounts
+
+PLANS = ("cover", "adaptive", "direct")
+#: Seconds to scan one interior resident in the database (set-based, index-only).
+SECONDS_PER_INTERIOR_ROW = 0.15e-6
+#: Seconds of one statement round trip.
+SECONDS_PER_QUERY = 0.5e-3
+#: A boundary cell is refined only when more residents than this are expected under it: refining
+#: classifies seven children, which costs about as much as testing this many residents.
+STOP_RESIDENTS = 7 * SECONDS_PER_BAND_CELL / SECONDS_PER_CANDIDATE
+
+
+@dataclass(frozen=True)
+class PlanEstimate:
+    """One plan's expected work: band cells, residents tested one by one, interior rows, seconds."""
+
+    name: str
+    band_resolution: int
+    cells: int
+    candidates: int
+    interior_rows: int
+    seconds: float
+
+    def describe(self) -> str:
+        return (f"{self.name} (band res {self.band_resolution}): ~{self.cells:,} cells, "
+                f"~{self.candidates:,} candidates, ~{self.interior_rows:,} interior rows, "
+                f"~{self.seconds * 1000:.1f} ms")
+
+
+@dataclass(frozen=True)
+class Plan:
+    """The plan chosen for an area and the ones it beat."""
+
+    chosen: PlanEstimate
+    alternatives: tuple[PlanEstimate, ...] = ()
+    counts: CellCounts = field(default_factory=CellCounts.empty, repr=False)
+
+    @property
+    def name(self) -> str:
+        return self.chosen.name
+
+    def cover(self, area: Area) -> AreaCover:
+        """The cells this plan takes whole (``interior``) and tests (``boundary``)."""
+        cover = self.classified(area)
+        if self.name == "direct":
+            return AreaCover(interior=[], boundary=[*cover.interior, *cover.boundary],
+                             band_resolution=cover.band_resolution)
+        return cover
+
+    def classified(self, area: Area) -> AreaCover:
+        """The cells as the descent classified them (inside the area, or along its edge), before the
+        plan decides which to test: what ``dispatcher preview`` draws."""
+        resolution = self.chosen.band_resolution
+        if self.name == "adaptive":
+            return area_to_cells(area, band_resolution=resolution, stop=self._sparse,
+                                 start_resolution=COARSEST_BAND_RESOLUTION)
+        return area_to_cells(area, band_resolution=resolution)
+
+    def _sparse(self, cells: list[int], resolution: int) -> npt.NDArray[np.bool_]:
+        return self.counts.residents_under(cells, resolution) <= STOP_RESIDENTS
+
+    def explain(self) -> str:
+        lines = [f"plan: {self.chosen.describe()}"]
+        lines += [f"  rejected: {other.describe()}" for other in self.alternatives]
+        return "\n".join(lines)
+
+
+def choose_plan(area: Area, counts: CellCounts, *, budget: Budget | None = None, force: str | None = None,
+                finest: int = BAND_RESOLUTION) -> Plan:
+    """The cheapest plan for ``area`` (or the plan named ``force``), with its estimate."""
+    if force is not None and force not in PLANS:
+        raise ValueError(f"unknown plan {force!r}: one of {', '.join(PLANS)}")
+    budget = budget or Budget.from_settings()
+    shape = measure(area)
+    densities = counts.densities_near(shape.boxes, LOOKUP_PAD_DEG)
+    fitting = finest_fitting_band(shape, budget, finest).resolution
+    everywhere = np.full(shape.parts, fitting)
+    estimates = {
+        "cover": _estimate("cover", shape, densities, everywhere),
+        "adaptive": _estimate("adaptive", shape, densities, _adaptive_resolutions(densities, fitting)),
+        "direct": min((_estimate("direct", shape, densities, np.full(shape.parts, r))
+                       for r in range(COARSEST_BAND_RESOLUTION, fitting + 1)), key=lambda e: e.seconds),
+    }
+    chosen = estimates[force] if force is not None else min(estimates.values(), key=lambda e: e.seconds)
+    if chosen.name == "adaptive":
+        # The descent goes as fine as the budget allows; the statistics stop it earlier where few live.
+        chosen = PlanEstimate("adaptive", fitting, chosen.cells, chosen.candidates, chosen.interior_rows,
+                              chosen.seconds)
+    return Plan(chosen, tuple(e for e in estimates.values() if e.name != chosen.name), counts)
+
+
+def _adaptive_resolutions(densities: npt.NDArray[np.float64], finest: int) -> npt.NDArray[np.int64]:
+    """Per part, the first resolution where a cell's expected residents fall under :data:`STOP_RESIDENTS`."""
+    resolutions = np.full(len(densities), finest)
+    for resolution in range(finest - 1, COARSEST_BAND_RESOLUTION - 1, -1):
+        cell_km2 = float(h3.average_hexagon_area(resolution, unit="km^2"))
+        resolutions[densities * cell_km2 <= STOP_RESIDENTS] = resolution
+    return resolutions
+
+
+def _estimate(name: str, shape: Shape, densities: npt.NDArray[np.float64],
+              resolutions: npt.NDArray[np.int64]) -> PlanEstimate:
+    """Seconds of a plan whose band around part ``i`` is at ``resolutions[i]``."""
+    cells = candidates = 0.0
+    inside = float(shape.part_areas_km2 @ densities)
+    for resolution in np.unique(resolutions).tolist():
+        band = band_estimate(shape, resolution)
+        here = resolutions == resolution
+        cells += float(band.part_cells[here].sum())
+        candidates += float(band.part_band_km2[here] @ densities[here])
+    interior = 0.0
+    if name == "direct":
+        candidates += inside
+    else:
+        interior = inside
+    queries = 2 if name == "direct" else 3
+    seconds = (cells * SECONDS_PER_BAND_CELL + candidates * SECONDS_PER_CANDIDATE
+               + interior * SECONDS_PER_INTERIOR_ROW + queries * SECONDS_PER_QUERY)
+    return PlanEstimate(name, int(resolutions.max()), round(cells), round(candidates), round(interior), seconds)
