@@ -2,5 +2,6 @@
 
 import dispatcher.actors
 import dispatcher.preferences.actors
+import dispatcher.relay.actors
 
 __all__ = ["dispatcher"]

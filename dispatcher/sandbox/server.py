@@ -212,9 +212,21 @@ class SandboxServer:
                 "service_account_path": str(self.service_account_path)}
 
     def configure(self, settings: Settings) -> Settings:
-        """``settings`` pointed at this sandbox: endpoints, service account and API key."""
+        """``settings`` pointed at this sandbox: endpoints, service account, API key and Twilio account."""
         return settings.with_(fcm_endpoint=self.fcm_url, fcm_credentials=str(self.service_account_path),
-                              sendgrid_endpoint=self.sendgrid_url, sendgrid_api_key=self.api_key)
+                              sendgrid_endpoint=self.sendgrid_url, sendgrid_api_key=self.api_key,
+                              twilio_api_base=self.base_url, twilio_account_sid=self.app.twilio.account_sid,
+                              twilio_auth_token=self.app.twilio.auth_token)
+
+    def twilio_inbound(self, kind: str, from_: str, to: str, body: str = "", *, url: str | None = None,
+                       signature: str | None = None, timeout: float = 30.0) -> dict[str, Any]:
+        """A phone texts or calls ``to``: the signed webhook is posted and its TwiML acted on (see
+        :meth:`dispatcher.sandbox.twilio.TwilioSandbox.inbound`)."""
+        loop = self.app.loop
+        if loop is None:
+            raise SandboxStartFailed("the sandbox is not running")
+        coroutine = self.app.twilio.inbound(kind, from_, to, body, url, signature)
+        return asyncio.run_coroutine_threadsafe(coroutine, loop).result(timeout)
 
     # -- records and events ------------------------------------------------------------------------
     def records(self, stream: str = "fcm") -> list[dict[str, Any]]:
@@ -291,6 +303,7 @@ def run_sandbox(host: str = "127.0.0.1", port: int = 8025, records_dir: str | Pa
     app = create_app_from_env()
     (root / "sandbox.json").write_text(json.dumps(
         {**info, "api_key": app.api_key, "webhook_public_key": app.webhook_public_key,
+         "twilio_account_sid": app.twilio.account_sid, "twilio_auth_token": app.twilio.auth_token,
          "records_dir": str(root)}, indent=2) + "\n")
     where = "every interface" if wildcard else "this address only"
     print(f"dispatcher sandbox listening on {info['bound_address']} ({where}); local URL {base_url}", flush=True)
