@@ -219,13 +219,14 @@ class SandboxServer:
                               twilio_auth_token=self.app.twilio.auth_token)
 
     def twilio_inbound(self, kind: str, from_: str, to: str, body: str = "", *, url: str | None = None,
-                       signature: str | None = None, timeout: float = 30.0) -> dict[str, Any]:
+                       signature: str | None = None, signed_url: str | None = None,
+                       timeout: float = 30.0) -> dict[str, Any]:
         """A phone texts or calls ``to``: the signed webhook is posted and its TwiML acted on (see
         :meth:`dispatcher.sandbox.twilio.TwilioSandbox.inbound`)."""
         loop = self.app.loop
         if loop is None:
             raise SandboxStartFailed("the sandbox is not running")
-        coroutine = self.app.twilio.inbound(kind, from_, to, body, url, signature)
+        coroutine = self.app.twilio.inbound(kind, from_, to, body, url, signature, signed_url)
         return asyncio.run_coroutine_threadsafe(coroutine, loop).result(timeout)
 
     # -- records and events ------------------------------------------------------------------------

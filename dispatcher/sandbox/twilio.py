@@ -182,9 +182,10 @@ class TwilioSandbox:
 
     # -- inbound -----------------------------------------------------------------------------------
     async def inbound(self, kind: str, from_: str, to: str, body: str = "", url: str | None = None,
-                      signature: str | None = None) -> dict[str, Any]:
+                      signature: str | None = None, signed_url: str | None = None) -> dict[str, Any]:
         """A phone texts (``kind="sms"``) or calls (``"call"``) our number ``to``; post the signed webhook
-        and act on its TwiML. ``signature`` overrides the computed one (to test a forged request)."""
+        and act on its TwiML. ``signature`` overrides the computed one (to test a forged request);
+        ``signed_url`` is the URL Twilio was configured with when a proxy forwards to ``url``."""
         if kind not in ("sms", "call"):
             raise ValueError("kind must be 'sms' or 'call'")
         target = url or f"{(self.webhook_base or '').rstrip('/')}/relay/twilio/{'sms' if kind == 'sms' else 'voice'}"
@@ -198,7 +199,7 @@ class TwilioSandbox:
                 self.stopped.discard((from_, to))
         else:
             params |= {"CallSid": _sid("CA"), "CallStatus": "ringing", "Direction": "inbound"}
-        headers = {"X-Twilio-Signature": signature or twilio_signature(self.auth_token, target, params)}
+        headers = {"X-Twilio-Signature": signature or twilio_signature(self.auth_token, signed_url or target, params)}
         async with httpx.AsyncClient(timeout=30.0) as client:
             answer = await client.post(target, data=params, headers=headers)
         result: dict[str, Any] = {"status": answer.status_code, "twiml": answer.text, "replies": [], "dial": None}
