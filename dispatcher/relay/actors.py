@@ -7,6 +7,7 @@ keyed by the number's row id); a text over the limit is put back with a delay, w
 
 from __future__ import annotations
 
+import logging
 import math
 from typing import Any
 
@@ -24,6 +25,7 @@ RELAY_QUEUE = "relay"
 MAX_RETRIES = 8
 _BACKOFF: dict[str, Any] = {"min_backoff": 1_000, "max_backoff": 300_000}
 
+log = logging.getLogger(__name__)
 broker = get_engine_broker()
 _limiters: dict[tuple[str, float], WindowRateLimiter] = {}
 
@@ -52,6 +54,9 @@ def send_relay_text(outbox_id: int) -> None:
     from dispatcher.db import get_pool
     from dispatcher.relay import outbox
 
+    if type(outbox_id) is not int or outbox_id <= 0:  # a malformed message: nothing to retry
+        log.warning("relay text message without an outbox id dropped", extra={"arg_type": type(outbox_id).__name__})
+        return
     with get_pool().connection() as conn:
         sender = outbox.peek_sender(conn, outbox_id)
         if sender is None:
