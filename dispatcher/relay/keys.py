@@ -57,9 +57,14 @@ def _number_fernet(configured: str | None, home: Path) -> MultiFernet:
 
 def lookup_key(settings: Settings) -> bytes:
     """The HMAC key that turns a number into its lookup hash."""
-    if settings.relay_lookup_key:
-        if len(settings.relay_lookup_key) < MIN_LOOKUP_KEY_CHARS:
+    return _lookup_key(settings.relay_lookup_key, settings.home)
+
+
+@lru_cache(maxsize=8)
+def _lookup_key(configured: str | None, home: Path) -> bytes:
+    if configured:
+        if len(configured) < MIN_LOOKUP_KEY_CHARS:
             raise InvalidRelayKey(f"RELAY_LOOKUP_KEY must be at least {MIN_LOOKUP_KEY_CHARS} characters")
-        return settings.relay_lookup_key.encode()
+        return configured.encode()
     made = base64.urlsafe_b64encode(secrets.token_bytes(32)).decode()
-    return _kept_in_home(settings.home, LOOKUP_KEY_FILE, made).encode()
+    return _kept_in_home(home, LOOKUP_KEY_FILE, made).encode()
