@@ -4,6 +4,7 @@ resolve and delete, blocking, and the polite reply to an ended conversation."""
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 from dispatcher.relay.sweep import sweep_relay
@@ -216,3 +217,23 @@ def test_an_unknown_sender_or_number_gets_a_polite_reply_and_nothing_is_kept(rel
     assert ENDED in reply["replies"][0]
     assert relay.conn.execute("SELECT count(*) FROM relay_phones").fetchone() == (0,)
     assert relay.text(OTHER, "+15559999999", "hello?")["replies"] == []
+
+
+def test_the_reconciler_running_in_workers_enforces_the_time_rules(relay: Relay) -> None:
+    from dispatcher.reconciler import Nudges, Reconciler
+
+    relay.add_numbers(3)
+    relay.confirm("p1")
+    offer = relay.contact("p1").json()
+    relay.conn.execute("UPDATE relay_sessions SET expires_at = now() - interval '1 second'")
+    relay.conn.execute("UPDATE relay_posts SET contact_until = now() - interval '1 second'")
+    reconciler = Reconciler(Nudges(target=lambda *a: None, drain=lambda *a: None), interval=0.05, stale_seconds=60)
+    reconciler.start()
+    try:
+        deadline = time.monotonic() + 30
+        while _session_state(relay, offer["session_id"])[0] != "expired":
+            assert time.monotonic() < deadline, "the reconciler never expired the session"
+            time.sleep(0.05)
+    finally:
+        reconciler.stop()
+    assert relay.conn.execute("SELECT state, off_reason FROM relay_posts").fetchone() == ("off", "expired")
