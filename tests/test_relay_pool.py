@@ -88,3 +88,23 @@ def test_concurrent_contacts_never_share_a_number_for_one_person(relay: Relay) -
         ).fetchall()
     assert len(author_side) == len(pool) == len(set(author_side))
     assert relay.conn.execute("SELECT count(*) FROM relay_sessions WHERE state = 'active'").fetchone() == (len(pool),)
+
+
+def test_one_active_session_per_pair_a_contact_about_another_post_replaces_it(relay: Relay) -> None:
+    relay.add_numbers(2)
+    _on(relay, "p1", AUTHOR)
+    _on(relay, "p2", AUTHOR)
+    first = start_contact(relay.conn, "p1", HELPER, "sms")
+    second = start_contact(relay.conn, "p2", HELPER, "call")
+    assert second.session_id != first.session_id and second.proxy_number == first.proxy_number
+    states = relay.conn.execute("SELECT id, state, end_reason FROM relay_sessions ORDER BY id").fetchall()
+    assert states == [(first.session_id, "cancelled", "superseded"), (second.session_id, "active", None)]
+
+
+def test_cancel_from_someone_without_posts_is_the_carriers_stop(relay: Relay) -> None:
+    relay.add_numbers(2)
+    relay.confirm("p1")
+    proxy = relay.proxy_for("p1")
+    assert "no more messages" in relay.text(HELPER, proxy, "cancel")["replies"][0]
+    assert relay.conn.execute("SELECT state FROM relay_posts").fetchone() == ("on",)
+    assert relay.conn.execute("SELECT state FROM relay_sessions").fetchone() == ("cancelled",)

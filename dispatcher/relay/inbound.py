@@ -86,8 +86,7 @@ def _keyword(conn: Conn, keyword: Keyword, phone_id: int, proxy_id: int, found: 
             cancel_sessions_of_pair(conn, found.pair_id, "stop")
         return InboundResult(_reply(rules.STOPPED), "stop")
     if keyword is Keyword.CANCEL:
-        cancelled = posts.cancel_author(conn, phone_id)
-        if cancelled == 0 and found is not None:  # not an author: the carrier convention (CANCEL = STOP)
+        if posts.cancel_author(conn, phone_id) == 0:  # no post of theirs is on: the carrier convention (= STOP)
             return _keyword(conn, Keyword.STOP, phone_id, proxy_id, found)
         return InboundResult(_reply(rules.CANCELLED), "cancel")
     if keyword is Keyword.START:
