@@ -266,7 +266,8 @@ def _address(host: str, port: int) -> str:
 def run_sandbox(host: str = "127.0.0.1", port: int = 8025, records_dir: str | Path = ".dispatcher/sandbox",
                 workers: int = 1, *, api_key: str | None = None, webhook_url: str | None = None,
                 events_interval: float | None = None, memory_limit: int = MEMORY_LIMIT,
-                control_token: str | None = None, faults: dict[str, Any] | None = None) -> None:
+                control_token: str | None = None, faults: dict[str, Any] | None = None,
+                twilio_webhook_base: str | None = None) -> None:
     """Serve the sandbox in the foreground until interrupted (the ``dispatcher sandbox`` command).
 
     Writes ``<records_dir>/service_account.json`` and ``<records_dir>/sandbox.json`` (URLs, the bound
@@ -299,7 +300,8 @@ def run_sandbox(host: str = "127.0.0.1", port: int = 8025, records_dir: str | Pa
             "service_account_path": str(service_account), "control_token_required": token is not None}
     options: dict[str, Any] = {"records_dir": str(root), "api_key": api_key, "webhook_url": webhook_url,
                "events_interval": events_interval, "memory_limit": memory_limit,
-               "shared_faults": workers > 1, "control_token": token, "info": info, "faults": faults or {}}
+               "shared_faults": workers > 1, "control_token": token, "info": info, "faults": faults or {},
+               "twilio_webhook_base": twilio_webhook_base}
     os.environ[_ENV_PREFIX + "OPTIONS"] = json.dumps(options)
     app = create_app_from_env()
     (root / "sandbox.json").write_text(json.dumps(
