@@ -88,8 +88,13 @@ async def verified_form(request: Request, settings: Settings) -> dict[str, str]:
 
 
 def _in_transaction(work: Callable[[Conn], inbound.InboundResult]) -> inbound.InboundResult:
-    with _connection() as conn, conn.transaction():
-        return work(conn)
+    """Run ``work`` in one transaction, then enqueue the texts it stored (after the commit: the ids exist)."""
+    with _connection() as conn:
+        with conn.transaction():
+            result = work(conn)
+        if result.outbox_ids:
+            outbox.dispatch(result.outbox_ids)
+        return result
 
 
 async def _twilio_hook(request: Request, kind: str) -> Response:
@@ -109,8 +114,6 @@ async def _twilio_hook(request: Request, kind: str) -> Response:
             result = await run_in_threadpool(_in_transaction, lambda c: inbound.handle_call(c, sender, to))
     except InvalidPhoneNumber:  # a withheld caller id ("anonymous"), a short code: nothing to relay
         result = inbound.InboundResult(_ended_twiml(kind), "bad_number")
-    if result.outbox_ids:
-        await run_in_threadpool(outbox.dispatch, result.outbox_ids)
     metrics.webhooks.labels(kind, result.outcome).inc()
     metrics.webhook_seconds.labels(kind).observe(time.perf_counter() - started)
     return Response(result.twiml, media_type=TWIML)
