@@ -69,6 +69,8 @@ app.add_typer(residents_app, name="residents")
 app.add_typer(contract_app, name="contract")
 app.add_typer(embedded_app, name="embedded")
 app.add_typer(agencies_app, name="agencies")
+relay_app = typer.Typer(help="Contact Me: the anonymous SMS and call relay.", no_args_is_help=True)
+app.add_typer(relay_app, name="relay")
 
 console = Console()
 
@@ -414,6 +416,52 @@ def embedded_stop() -> None:
     stop_postgres(home / "pgdata")
     stop_redis(home / "redis")
     console.print(f"stopped embedded servers under {home}", markup=False, highlight=False)
+
+
+@relay_app.command("serve")
+def relay_serve(
+    host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port.")] = 8900,
+) -> None:
+    """Serve Twilio's signed webhooks and the app's Contact Me routes (also part of the main API)."""
+    from dispatcher.bootstrap import bootstrap
+
+    bootstrap()
+    from dispatcher.relay.webhooks import run_relay
+
+    run_relay(host=host, port=port)
+
+
+@relay_app.command("add-numbers")
+def relay_add_numbers(numbers: Annotated[list[str], typer.Argument(help="Our Twilio numbers, E.164.")]) -> None:
+    """Put proxy numbers into the pool."""
+    from dispatcher.bootstrap import bootstrap
+    from dispatcher.db import connect
+    from dispatcher.relay.pool import add_proxy_numbers
+
+    bootstrap()
+    try:
+        with connect(autocommit=True) as conn:
+            added = add_proxy_numbers(conn, numbers)
+    except DispatcherError as error:
+        _fail(error)
+    console.print(f"{added} new proxy number(s), {len(numbers) - added} already in the pool")
+
+
+@relay_app.command("rotate-keys")
+def relay_rotate_keys() -> None:
+    """Re-encrypt every stored number with the first of RELAY_NUMBER_KEYS (then the old key can go)."""
+    from dispatcher.bootstrap import bootstrap
+    from dispatcher.db import connect
+    from dispatcher.relay.phones import rotate_number_keys
+
+    bootstrap()
+    try:
+        with connect(autocommit=True) as conn:
+            done = rotate_number_keys(conn)
+    except DispatcherError as error:
+        _fail(error)
+    console.print(f"re-encrypted {done} number(s)")
 
 
 def main(argv: list[str] | None = None) -> Any:

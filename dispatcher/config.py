@@ -134,6 +134,26 @@ class Settings:
     video_max_window_hours: float = 12.0
     #: Largest area a video request may cover, in km².
     video_max_area_km2: float = 5.0
+    #: Contact Me relay (dispatcher/relay/): the Twilio account, and where Twilio's REST API lives.
+    twilio_account_sid: str | None = None
+    twilio_auth_token: str | None = None
+    twilio_api_base: str = "https://api.twilio.com"
+    #: The public base URL Twilio posts webhooks to (signatures are computed over it, not over the
+    #: address a proxy in front of us forwards to).
+    relay_public_base_url: str = "http://127.0.0.1:8900"
+    #: Fernet keys for real phone numbers at rest, comma-separated, newest first (rotation: prepend a
+    #: new key, run ``dispatcher relay rotate-keys``, then drop the old one); unset: one kept in ``home``.
+    relay_number_keys: str | None = None
+    #: Key of the HMAC that finds a phone by its number; unset: one kept in ``home``.
+    relay_lookup_key: str | None = None
+    #: Bearer token the relay's app-facing routes require (unset: those routes answer 401).
+    relay_api_token: str | None = None
+    #: Texts a second from one proxy number (Twilio long codes: 1), shared by every worker.
+    relay_rate_per_number: float = 1.0
+    #: Days the abuse metadata of relayed messages is kept.
+    relay_abuse_retention_days: int = 30
+    #: Seconds an outgoing text may wait in the outbox before it is dropped (with its body).
+    relay_outbox_ttl_seconds: int = 3600
 
     #: Whether ``dispatcher worker`` applies pending migrations before it starts consuming.
     migrate_on_worker_start: bool = True
@@ -197,6 +217,17 @@ class Settings:
             pseudonym_keys=_env("PSEUDONYM_KEYS"),
             video_max_window_hours=_env_float("VIDEO_MAX_WINDOW_HOURS", defaults.video_max_window_hours),
             video_max_area_km2=_env_float("VIDEO_MAX_AREA_KM2", defaults.video_max_area_km2),
+            twilio_account_sid=_env("TWILIO_ACCOUNT_SID"),
+            twilio_auth_token=_env("TWILIO_AUTH_TOKEN"),
+            twilio_api_base=_env("TWILIO_API_BASE", defaults.twilio_api_base) or defaults.twilio_api_base,
+            relay_public_base_url=_env("RELAY_PUBLIC_BASE_URL", defaults.relay_public_base_url)
+            or defaults.relay_public_base_url,
+            relay_number_keys=_env("RELAY_NUMBER_KEYS"),
+            relay_lookup_key=_env("RELAY_LOOKUP_KEY"),
+            relay_api_token=_env("RELAY_API_TOKEN"),
+            relay_rate_per_number=_env_float("RELAY_RATE_PER_NUMBER", defaults.relay_rate_per_number),
+            relay_abuse_retention_days=_env_int("RELAY_ABUSE_RETENTION_DAYS", defaults.relay_abuse_retention_days),
+            relay_outbox_ttl_seconds=_env_int("RELAY_OUTBOX_TTL_SECONDS", defaults.relay_outbox_ttl_seconds),
             migrate_on_worker_start=_env_bool("MIGRATE_ON_WORKER_START", defaults.migrate_on_worker_start),
             reconcile_seconds=_env_float("DISPATCHER_RECONCILE_SECONDS", defaults.reconcile_seconds),
             stale_seconds=_env_float("DISPATCHER_STALE_SECONDS", defaults.stale_seconds),
@@ -210,7 +241,8 @@ class Settings:
     def describe(self) -> dict[str, str]:
         """Settings safe to print: secrets and credentials are masked."""
         secret = {"sendgrid_api_key", "fcm_credentials", "database_url", "redis_url",
-                  "unsubscribe_secret", "unsubscribe_previous_secret", "api_token", "pseudonym_keys"}
+                  "unsubscribe_secret", "unsubscribe_previous_secret", "api_token", "pseudonym_keys",
+                  "twilio_auth_token", "relay_number_keys", "relay_lookup_key", "relay_api_token"}
         shown: dict[str, str] = {}
         for f in fields(self):
             value = getattr(self, f.name)

@@ -161,11 +161,13 @@ class Reconciler:
 
     def _run(self) -> None:
         from dispatcher.db import get_pool
+        from dispatcher.relay.sweep import sweep_relay
 
         while not self._stop.wait(self.interval * random.uniform(0.5, 1.0)):
             try:
                 with get_pool().connection() as conn:
                     sweep(conn, nudges=self.nudges, stale_seconds=self.stale_seconds)
+                    sweep_relay(conn)  # Contact Me's time rules (dispatcher/relay/sweep.py)
             except Exception as error:  # a dropped connection or a Redis restart: try again next time
                 log.warning("reconciler sweep failed", extra={"error": type(error).__name__})
 

@@ -3,5 +3,6 @@
 import dispatcher.actors
 import dispatcher.agencies.actors
 import dispatcher.preferences.actors
+import dispatcher.relay.actors
 
 __all__ = ["dispatcher"]

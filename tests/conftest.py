@@ -26,6 +26,9 @@ from dispatcher.db.pool import close_pool
 from dispatcher.embedded import embedded_redis_url, ensure_services
 from tests.factories import register_agency
 
+#: The relay's fixtures (relay, relay_server) live beside their driver.
+pytest_plugins = ["tests.relay_support"]
+
 ROOT = Path(__file__).resolve().parent.parent
 _HOME = Path(os.environ.get("DISPATCHER_TEST_HOME", ROOT / ".dispatcher" / "test"))
 _EMBEDDED_REDIS = not os.environ.get("REDIS_URL")

@@ -21,6 +21,7 @@ from dispatcher.api.errors import ERROR_RESPONSES, install_error_handlers
 from dispatcher.api.metrics import MetricsMiddleware, api_metrics
 from dispatcher.api.routes import feed, health
 from dispatcher.config import Settings, get_settings
+from dispatcher.relay.webhooks import relay_routes
 
 
 def _under_v1(router: APIRouter) -> APIRouter:
@@ -52,6 +53,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     for router in V1_ROUTERS:
         app.include_router(router, dependencies=[Depends(require_token)], responses=ERROR_RESPONSES)
     app.include_router(health.router)
+    # Contact Me: Twilio's webhooks carry Twilio's signature and the app-facing relay routes the relay's own
+    # token (RELAY_API_TOKEN), so they sit beside the token-checked routers, not behind them.
+    app.router.routes.extend(relay_routes())
 
     @app.get("/metrics", tags=["health"], response_class=Response)
     def prometheus_metrics() -> Response:

@@ -1,4 +1,4 @@
-"""``python -m dispatcher.sandbox``: serve the FCM and SendGrid sandbox in the foreground."""
+"""``python -m dispatcher.sandbox``: serve the FCM, SendGrid and Twilio sandbox in the foreground."""
 
 from __future__ import annotations
 
@@ -30,6 +30,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--sendgrid-quota", type=int, default=None,
                         help="SendGrid calls per quota window (default unlimited)")
     parser.add_argument("--quota-window-seconds", type=float, default=60.0)
+    parser.add_argument("--twilio-webhook-base", default=None,
+                        help="base URL of the relay: inbound texts and calls are posted to <base>/relay/twilio/...")
     args = parser.parse_args(argv)
     median, p99 = BENCHMARK_LATENCY if args.latency else (0.0, 0.0)
     try:
@@ -42,7 +44,7 @@ def main(argv: list[str] | None = None) -> None:
         parser.error(str(exc))
     run_sandbox(args.host, args.port, args.records_dir, args.workers, api_key=args.api_key,
                 webhook_url=args.webhook_url, events_interval=args.events_interval,
-                control_token=args.control_token, faults=plans)
+                control_token=args.control_token, faults=plans, twilio_webhook_base=args.twilio_webhook_base)
 
 
 if __name__ == "__main__":

@@ -5,9 +5,11 @@ to the worker it is measuring. Paths:
 
 * ``POST /token`` (OAuth2 for service accounts), ``POST /v1/projects/{p}/messages:send`` (FCM v1)
 * ``POST /v3/mail/send`` (SendGrid v3)
+* ``POST /2010-04-01/Accounts/{sid}/Messages.json`` and ``Calls.json`` (Twilio, see :mod:`.twilio`)
 * ``GET|PUT|PATCH|DELETE /_sandbox/faults``, ``GET|DELETE /_sandbox/records``, ``GET /_sandbox/stats``,
   ``GET /_sandbox/info``, ``POST /_sandbox/events`` (post signed webhook events for accepted mail),
-  ``POST /_sandbox/keys`` (trust another service-account key), ``GET /healthz``
+  ``POST /_sandbox/keys`` (trust another service-account key), ``POST /_sandbox/twilio/inbound`` (a phone
+  texts or calls one of our numbers), ``POST /_sandbox/twilio/block`` (a phone blocks a number), ``GET /healthz``
 
 The control API hands out the SendGrid API key and can change or clear everything, so a sandbox that
 listens beyond loopback requires a control token on it (``Authorization: Bearer <token>``).
@@ -37,6 +39,8 @@ from dispatcher.sandbox.fcm import FcmSandbox
 from dispatcher.sandbox.http import Response, header, json_response
 from dispatcher.sandbox.recorder import MEMORY_LIMIT, STREAMS, Recorder
 from dispatcher.sandbox.sendgrid import SendgridSandbox
+from dispatcher.sandbox.twilio import API_PREFIX as TWILIO_PREFIX
+from dispatcher.sandbox.twilio import TwilioSandbox, parse_control
 from dispatcher.sandbox.webhook import (
     WebhookDeliveryFailed,
     build_event,
@@ -92,6 +96,7 @@ class SandboxApp:
         memory_limit: int = MEMORY_LIMIT,
         shared_faults: bool = False,
         control_token: str | None = None,
+        twilio_webhook_base: str | None = None,
     ) -> None:
         self.records_dir = Path(records_dir).resolve()
         state_dir = self.records_dir / "state"
@@ -111,6 +116,10 @@ class SandboxApp:
         self.tokens = TokenAuthority(secret, self.keys_dir)
         self.fcm = FcmSandbox(self.tokens, self.faults, self.recorder)
         self.sendgrid = SendgridSandbox(self.api_key, self.faults, self.recorder)
+        self.twilio = TwilioSandbox(
+            _read_or_create(state_dir / "twilio_account_sid", lambda: "AC" + secrets.token_hex(16)),
+            _read_or_create(state_dir / "twilio_auth_token", lambda: secrets.token_hex(16)),
+            self.faults, self.recorder, twilio_webhook_base)
         self._faults_file = state_dir / "faults.json"
         self._shared_faults = shared_faults
         self._faults_seen = 0.0
@@ -188,6 +197,10 @@ class SandboxApp:
                 return await self.sendgrid.send(header(scope["headers"], b"authorization"), body)
             if path == "/token":
                 return self.fcm.token(body)
+        if path.startswith(TWILIO_PREFIX):
+            answer = await self.twilio.rest(method, path, header(scope["headers"], b"authorization"), body)
+            if answer is not None:
+                return answer
         if path.startswith("/_sandbox/"):
             if self._control_auth is not None and not hmac.compare_digest(
                 header(scope["headers"], b"authorization") or b"", self._control_auth
@@ -240,10 +253,20 @@ class SandboxApp:
             if what == "events" and method == "POST":
                 posted = await self.deliver_events(payload.get("url"))
                 return json_response(200, {"posted": posted})
+            if what == "twilio/inbound" and method == "POST":
+                asked = parse_control(payload)
+                return json_response(200, await self.twilio.inbound(
+                    asked["kind"], asked["from"], asked["to"], asked.get("body") or "", asked.get("url")))
+            if what == "twilio/block" and method == "POST":
+                asked = parse_control(payload)
+                self.twilio.block(asked["phone"], asked["number"])
+                return json_response(200, {"blocked": True})
             if what == "keys" and method == "POST":
                 trust_account(TrustedAccount(payload["key_id"], payload["client_email"],
                                              payload["public_key_pem"]), self.keys_dir)
                 return json_response(200, {"trusted": payload["key_id"]})
+        except httpx.HTTPError as exc:
+            return json_response(502, {"error": f"webhook delivery failed: {type(exc).__name__}"})
         except (InvalidFaultPlan, WebhookDeliveryFailed) as exc:
             return json_response(400 if isinstance(exc, InvalidFaultPlan) else 502, {"error": str(exc)})
         except (KeyError, TypeError, ValueError, AttributeError) as exc:
@@ -277,6 +300,7 @@ class SandboxApp:
     def clear(self) -> None:
         """Forget every record and pending webhook event (the files too)."""
         self.recorder.clear()
+        self.twilio.clear()
         with self._pending_lock:
             self.sendgrid.pending = []
 

@@ -193,17 +193,18 @@ def _strings(value: Any, name: str) -> Iterable[str]:
 
 
 class Faults:
-    """The fault plans of one sandbox: ``faults.fcm`` and ``faults.sendgrid``.
+    """The fault plans of one sandbox: ``faults.fcm``, ``faults.sendgrid`` and ``faults.twilio``.
 
     Change them with :meth:`set` (replace a provider's plan), :meth:`update` (change some fields) or
     :meth:`reset` (no faults). Safe to call from a test thread while the server runs in another.
     """
 
-    PROVIDERS = ("fcm", "sendgrid")
+    PROVIDERS = ("fcm", "sendgrid", "twilio")
 
     def __init__(self) -> None:
         self.fcm = FaultPlan()
         self.sendgrid = FaultPlan()
+        self.twilio = FaultPlan(quota=0)
         self._lock = threading.Lock()
         #: Bumped on every change, so other workers can tell the plan file changed.
         self.version = 0
@@ -233,10 +234,11 @@ class Faults:
         with self._lock:
             self.fcm = FaultPlan()
             self.sendgrid = FaultPlan()
+            self.twilio = FaultPlan(quota=0)
             self.version += 1
 
     def to_dict(self) -> dict[str, Any]:
-        return {"fcm": self.fcm.to_dict(), "sendgrid": self.sendgrid.to_dict()}
+        return {"fcm": self.fcm.to_dict(), "sendgrid": self.sendgrid.to_dict(), "twilio": self.twilio.to_dict()}
 
     def load_dict(self, raw: dict[str, Any]) -> None:
         """Replace the plans of the providers named in ``raw`` (others stay as they are)."""

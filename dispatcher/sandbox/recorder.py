@@ -27,6 +27,9 @@ STREAMS = {
     "sendgrid": "sendgrid.jsonl",
     "sendgrid_requests": "sendgrid_requests.jsonl",
     "events": "events.jsonl",
+    "twilio_messages": "twilio_messages.jsonl",
+    "twilio_calls": "twilio_calls.jsonl",
+    "twilio_webhooks": "twilio_webhooks.jsonl",
 }
 
 

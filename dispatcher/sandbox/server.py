@@ -212,9 +212,22 @@ class SandboxServer:
                 "service_account_path": str(self.service_account_path)}
 
     def configure(self, settings: Settings) -> Settings:
-        """``settings`` pointed at this sandbox: endpoints, service account and API key."""
+        """``settings`` pointed at this sandbox: endpoints, service account, API key and Twilio account."""
         return settings.with_(fcm_endpoint=self.fcm_url, fcm_credentials=str(self.service_account_path),
-                              sendgrid_endpoint=self.sendgrid_url, sendgrid_api_key=self.api_key)
+                              sendgrid_endpoint=self.sendgrid_url, sendgrid_api_key=self.api_key,
+                              twilio_api_base=self.base_url, twilio_account_sid=self.app.twilio.account_sid,
+                              twilio_auth_token=self.app.twilio.auth_token)
+
+    def twilio_inbound(self, kind: str, from_: str, to: str, body: str = "", *, url: str | None = None,
+                       signature: str | None = None, signed_url: str | None = None,
+                       timeout: float = 30.0) -> dict[str, Any]:
+        """A phone texts or calls ``to``: the signed webhook is posted and its TwiML acted on (see
+        :meth:`dispatcher.sandbox.twilio.TwilioSandbox.inbound`)."""
+        loop = self.app.loop
+        if loop is None:
+            raise SandboxStartFailed("the sandbox is not running")
+        coroutine = self.app.twilio.inbound(kind, from_, to, body, url, signature, signed_url)
+        return asyncio.run_coroutine_threadsafe(coroutine, loop).result(timeout)
 
     # -- records and events ------------------------------------------------------------------------
     def records(self, stream: str = "fcm") -> list[dict[str, Any]]:
@@ -253,7 +266,8 @@ def _address(host: str, port: int) -> str:
 def run_sandbox(host: str = "127.0.0.1", port: int = 8025, records_dir: str | Path = ".dispatcher/sandbox",
                 workers: int = 1, *, api_key: str | None = None, webhook_url: str | None = None,
                 events_interval: float | None = None, memory_limit: int = MEMORY_LIMIT,
-                control_token: str | None = None, faults: dict[str, Any] | None = None) -> None:
+                control_token: str | None = None, faults: dict[str, Any] | None = None,
+                twilio_webhook_base: str | None = None) -> None:
     """Serve the sandbox in the foreground until interrupted (the ``dispatcher sandbox`` command).
 
     Writes ``<records_dir>/service_account.json`` and ``<records_dir>/sandbox.json`` (URLs, the bound
@@ -286,11 +300,13 @@ def run_sandbox(host: str = "127.0.0.1", port: int = 8025, records_dir: str | Pa
             "service_account_path": str(service_account), "control_token_required": token is not None}
     options: dict[str, Any] = {"records_dir": str(root), "api_key": api_key, "webhook_url": webhook_url,
                "events_interval": events_interval, "memory_limit": memory_limit,
-               "shared_faults": workers > 1, "control_token": token, "info": info, "faults": faults or {}}
+               "shared_faults": workers > 1, "control_token": token, "info": info, "faults": faults or {},
+               "twilio_webhook_base": twilio_webhook_base}
     os.environ[_ENV_PREFIX + "OPTIONS"] = json.dumps(options)
     app = create_app_from_env()
     (root / "sandbox.json").write_text(json.dumps(
         {**info, "api_key": app.api_key, "webhook_public_key": app.webhook_public_key,
+         "twilio_account_sid": app.twilio.account_sid, "twilio_auth_token": app.twilio.auth_token,
          "records_dir": str(root)}, indent=2) + "\n")
     where = "every interface" if wildcard else "this address only"
     print(f"dispatcher sandbox listening on {info['bound_address']} ({where}); local URL {base_url}", flush=True)
