@@ -23,7 +23,7 @@ __all__ = ["client"]  # the fixture, imported to be used here
 
 ROOT = Path(__file__).resolve().parent.parent
 #: What a resident may see of a request, and nothing else.
-CARD_FIELDS = {"id", "agency", "incident_type", "details", "footage_window", "investigator", "area",
+CARD_FIELDS = {"kind", "id", "agency", "incident_type", "details", "footage_window", "investigator", "area",
                "published_at", "respond_until", "open"}
 
 
@@ -165,3 +165,12 @@ def test_the_edges_of_the_map_are_valid_points(client: TestClient, lat: float, l
     response = client.get("/v1/requests", params={"lat": lat, "lng": lng}, headers=AUTH)
     assert response.status_code == 200, response.text
     assert response.json() == {"requests": [], "next_cursor": None}
+
+
+def test_the_api_serves_the_relays_webhooks_outside_its_token(settings: Settings) -> None:
+    """Twilio cannot present the API's bearer token: its webhooks must answer for themselves (signature)."""
+    api = TestClient(create_app(settings.with_(api_token="t" * 32)))
+    unsigned = api.post("/relay/twilio/sms", data={"From": "+15550001111", "To": "+15550002222", "Body": "hi"})
+    # Refused for its missing Twilio signature, not for a missing bearer token.
+    assert unsigned.status_code == 403, unsigned.text
+    assert api.get("/v1/requests", params={"lat": 0, "lng": 0}).status_code == 401
