@@ -1,4 +1,5 @@
-"""The demo's summary check reads the whole record, so it holds beyond the sandbox's in-memory cap."""
+"""The demo's summary check reads the whole record, so it holds beyond the sandbox's in-memory cap; it
+checks one request of each kind and the Contact Me conversation."""
 
 from __future__ import annotations
 
@@ -58,3 +59,14 @@ def test_demo_check_holds_beyond_the_in_memory_cap() -> None:
     assert recorded > MEMORY_CAP, report
     assert "✗" not in report, report
     assert ok, report
+    # One request of each kind, each checked against the oracle, and the Contact Me conversation.
+    for label in ("community request", "video request", "safety alert"):
+        for check in ("completed", "every expected token got exactly one push", "no push to anyone else",
+                      "every expected address got exactly one email", "no email to anyone else"):
+            assert f"✓ {label}: {check}" in report, report
+        expected = int(report.split(f"{label} demo-")[1].split("in its audience")[1].split(": ")[1].split()[0]
+                       .replace(",", ""))
+        assert expected > 0, report
+    assert "✓ nothing was sent for anything but the demo's requests" in report, report
+    assert "✓ Contact Me: each side received the other's messages" in report, report
+    assert "✓ Contact Me: no real number in anything either side received" in report, report
