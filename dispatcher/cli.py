@@ -148,7 +148,8 @@ def demo(
     residents: Annotated[int, typer.Option(help="Residents in the synthetic town.")] = 30_000,
     seed: Annotated[int, typer.Option(help="Random seed of the town.")] = 7,
 ) -> None:
-    """Seed a synthetic town, publish one request over part of it, run the worker, print a summary."""
+    """Seed a synthetic town, publish one request of each kind, relay a Contact Me conversation, run the
+    worker, print a summary checked against an independent oracle."""
     from dispatcher.demo import run_demo
 
     ok = run_demo(residents=residents, seed=seed, console=console)
