@@ -6,8 +6,12 @@ or a mail client: reading a bounded body and answering with a short text is all 
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Mapping
-from typing import Any
+import contextlib
+import socket
+import threading
+import time
+from collections.abc import Awaitable, Callable, Iterator, Mapping
+from typing import Any, Literal
 
 Scope = Mapping[str, Any]
 Receive = Callable[[], Awaitable[Mapping[str, Any]]]
@@ -40,3 +44,33 @@ async def respond(send: Send, status: int, body: bytes, content_type: bytes = b"
         "headers": [(b"content-type", content_type), (b"content-length", str(len(body)).encode())],
     })
     await send({"type": "http.response.body", "body": body})
+
+
+@contextlib.contextmanager
+def served_in_thread(app: Any, *, name: str = "asgi", lifespan: Literal["on", "off"] = "off",
+                     start_timeout: float = 15.0) -> Iterator[str]:
+    """Serve ``app`` with uvicorn on a free loopback port in a daemon thread; yield its base URL.
+
+    For the demo and the tests, which need a real HTTP server in-process (a provider sandbox posting
+    signed webhooks to it), not for production, where each app runs under its own command.
+    """
+    import uvicorn
+
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    config = uvicorn.Config(app, loop="asyncio", http="httptools", lifespan=lifespan,
+                            access_log=False, log_level="warning")
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, name=name, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + start_timeout
+    while not server.started:
+        if not thread.is_alive() or time.monotonic() > deadline:
+            raise RuntimeError(f"{name} did not start")
+        time.sleep(0.01)
+    try:
+        yield f"http://127.0.0.1:{sock.getsockname()[1]}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)
+        sock.close()

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import functools
 import hmac
 import html
 import logging
@@ -93,10 +94,14 @@ class UnsubscribeLinks:
     def head(self) -> str:
         return f"{self.base_url}?resident="
 
+    @functools.cached_property
+    def _before_signature(self) -> str:
+        # The same for every resident of the request: encoded once, not once per email.
+        return f"&{urlencode({'request': self.request_id})}&expires={self.expires}&sig="
+
     def tail(self, resident_id: int) -> str:
         """Everything after the resident id; URL-safe characters only (no JSON escaping needed)."""
-        signature = sign(self.key, resident_id, self.request_id, self.expires)
-        return f"&{urlencode({'request': self.request_id})}&expires={self.expires}&sig={signature}"
+        return self._before_signature + sign(self.key, resident_id, self.request_id, self.expires)
 
     def link(self, resident_id: int) -> str:
         return f"{self.head}{resident_id}{self.tail(resident_id)}"

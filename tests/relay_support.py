@@ -3,9 +3,6 @@ HTTP app served by uvicorn, so every text and call crosses the same wire as in p
 
 from __future__ import annotations
 
-import socket
-import threading
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -13,8 +10,8 @@ from typing import Any
 import httpx
 import psycopg
 import pytest
-import uvicorn
 
+from dispatcher.asgi import served_in_thread
 from dispatcher.config import Settings, set_settings
 from dispatcher.relay import outbox
 from dispatcher.relay.pool import add_proxy_numbers
@@ -29,34 +26,11 @@ HELPER = "+15550100002"
 OTHER = "+15550100003"
 
 
-class _Server:
-    def __init__(self) -> None:
-        sock = socket.socket()
-        sock.bind(("127.0.0.1", 0))
-        self.sock = sock
-        self.url = f"http://127.0.0.1:{sock.getsockname()[1]}"
-        config = uvicorn.Config(create_relay_app(), loop="asyncio", http="httptools", lifespan="off",
-                                access_log=False, log_level="warning")
-        self.server = uvicorn.Server(config)
-        self.thread = threading.Thread(target=self.server.run, kwargs={"sockets": [sock]}, daemon=True)
-
-    def __enter__(self) -> _Server:
-        self.thread.start()
-        deadline = time.monotonic() + 15
-        while not self.server.started:
-            assert time.monotonic() < deadline, "relay app did not start"
-            time.sleep(0.01)
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.server.should_exit = True
-        self.thread.join(timeout=10)
-
-
 @pytest.fixture(scope="session")
-def relay_server() -> Iterator[_Server]:
-    with _Server() as server:
-        yield server
+def relay_server() -> Iterator[str]:
+    """The relay's webhook app over real HTTP for the whole run; its base URL."""
+    with served_in_thread(create_relay_app(), name="relay") as url:
+        yield url
 
 
 @dataclass
@@ -118,14 +92,14 @@ class Relay:
 
 
 @pytest.fixture
-def relay(engine: Settings, sandbox: Any, db: psycopg.Connection[Any], relay_server: _Server) -> Iterator[Relay]:
+def relay(engine: Settings, sandbox: Any, db: psycopg.Connection[Any], relay_server: str) -> Iterator[Relay]:
     """A clean relay wired to the sandbox: empty tables, no faults, no records, settings installed."""
     db.execute("TRUNCATE " + ", ".join(RELAY_TABLES) + " RESTART IDENTITY CASCADE")
-    configured = engine.with_(relay_public_base_url=relay_server.url, relay_api_token=API_TOKEN,
+    configured = engine.with_(relay_public_base_url=relay_server, relay_api_token=API_TOKEN,
                               relay_rate_per_number=1000.0)
     set_settings(configured)
-    sandbox.app.twilio.webhook_base = relay_server.url
+    sandbox.app.twilio.webhook_base = relay_server
     try:
-        yield Relay(configured, sandbox, db, relay_server.url)
+        yield Relay(configured, sandbox, db, relay_server)
     finally:
         set_settings(engine)

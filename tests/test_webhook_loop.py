@@ -3,9 +3,6 @@ webhook over HTTP, a real worker applying them, and the bounced resident no long
 
 from __future__ import annotations
 
-import socket
-import threading
-import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -13,9 +10,9 @@ import dramatiq
 import httpx
 import psycopg
 import pytest
-import uvicorn
 
 import dispatcher.preferences.actors  # noqa: F401  (declares the residents actors on the broker)
+from dispatcher.asgi import served_in_thread
 from dispatcher.broker import RESIDENTS_QUEUE
 from dispatcher.config import Settings
 from dispatcher.preferences import eligibility, updates
@@ -28,21 +25,8 @@ Conn = psycopg.Connection[Any]
 def webhook_url(engine: Settings, sandbox: Any) -> Iterator[str]:
     """Our webhook app served over HTTP, trusting the sandbox's signing key."""
     app = create_app(engine.with_(sendgrid_webhook_public_key=sandbox.webhook_public_key))
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    port = sock.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(app, lifespan="on", access_log=False, log_level="warning"))
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 10
-    while not server.started:
-        assert time.monotonic() < deadline, "webhook server did not start"
-        time.sleep(0.01)
-    try:
-        yield f"http://127.0.0.1:{port}/sendgrid/events"
-    finally:
-        server.should_exit = True
-        thread.join(timeout=10)
+    with served_in_thread(app, name="webhooks", lifespan="on") as url:
+        yield f"{url}/sendgrid/events"
 
 
 def _send_mail(engine: Settings, addresses: list[str]) -> None:
