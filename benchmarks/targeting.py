@@ -184,7 +184,7 @@ def island_residents(n: int) -> tuple[np.ndarray, np.ndarray]:
     lat = centres[pick, 1] + rng.normal(0, 1, on_land) * centres[pick, 2] * KM_LAT * 0.5
     lng = np.concatenate([lng, ISLANDS_LNG + rng.uniform(-2.6, 2.6, n - on_land)])
     lat = np.concatenate([lat, ISLANDS_LAT + rng.uniform(-2.1, 2.1, n - on_land)])
-    lng = np.where(lng > 180, lng - 360, lng)
+    lng = (lng + 180.0) % 360.0 - 180.0  # both ways across the antimeridian: longitudes stay in [-180, 180)
     return lng, lat
 
 

@@ -184,3 +184,22 @@ def test_a_band_too_big_to_hold_at_once_is_fetched_in_batches(db: Conn, monkeypa
     got = np.array([r[0] for r in db.execute("SELECT resident_id FROM matched ORDER BY 1").fetchall()])
     np.testing.assert_array_equal(got, ids[shapely.intersects_xy(area, lng, lat)])
     assert result.boundary_candidates >= len(got) and result.boundary_ranges >= len(batches)
+
+
+def test_the_adaptive_descent_never_stops_coarser_than_its_statistics(db: Conn) -> None:
+    """Statistics are read around the area only; a res-5 cell reaches a town beyond them. Stopping there
+    once tested every resident of the neighbouring town one by one (400,000 candidates for a district)."""
+    area = town()
+    _, south, east, north = area.bounds
+    # A dense town just outside the statistics read for the area (but under the area's coarse cells).
+    rng = np.random.default_rng(3)
+    far_lng = rng.uniform(east + 0.06, east + 0.12, 3000)
+    far_lat = rng.uniform(south, north, 3000)
+    near_lng, near_lat = hard_residents(area, 300, seed=4)
+    load(db, np.concatenate([near_lng, far_lng]), np.concatenate([near_lat, far_lat]))
+    plan = choose_plan(area, load_cell_counts(db, area), force="adaptive")
+    cover = plan.cover(area)
+    assert min(h3.get_resolution(c) for c in cover.boundary) >= STATS_RESOLUTION
+    db.execute("CREATE TEMP TABLE matched (resident_id bigint)")
+    result = match_area(db, area, sink=table_sink("matched"), plan="adaptive")
+    assert result.boundary_candidates < 3000  # the town outside is never fetched as candidates

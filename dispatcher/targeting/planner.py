@@ -4,7 +4,7 @@ Three plans, all exact (every resident they do not take whole is tested against 
 
 * ``cover``: today's plan, the interior taken whole and a band at one fine resolution tested;
 * ``adaptive``: the same descent, but a boundary cell stops being refined where the statistics say few
-  live under it (coarse in the countryside and around sparse islands, fine in the city);
+  live under it (at the statistics' resolution in the countryside, fine in the city);
 * ``direct``: a few coarse cells covering the area, every resident under them fetched and tested in
   one vectorised pass (small districts, sparse areas): no interior scans, two round trips.
 
@@ -34,7 +34,7 @@ from dispatcher.targeting.estimate import (
     finest_fitting_band,
     measure,
 )
-from dispatcher.targeting.stats import LOOKUP_PAD_DEG, CellCounts
+from dispatcher.targeting.stats import LOOKUP_PAD_DEG, STATS_RESOLUTION, CellCounts
 
 PLANS = ("cover", "adaptive", "direct")
 #: Seconds to scan one interior resident in the database (set-based, index-only).
@@ -93,6 +93,10 @@ class Plan:
         return area_to_cells(area, band_resolution=resolution)
 
     def _sparse(self, cells: list[int], resolution: int) -> npt.NDArray[np.bool_]:
+        if resolution < STATS_RESOLUTION:
+            # The statistics are read around the area only, and a coarser cell reaches far past them:
+            # its count would miss the town next door, and stopping there would test all of that town.
+            return np.zeros(len(cells), np.bool_)
         return self.counts.residents_under(cells, resolution) <= STOP_RESIDENTS
 
     def explain(self) -> str:
@@ -128,7 +132,7 @@ def choose_plan(area: Area, counts: CellCounts, *, budget: Budget | None = None,
 def _adaptive_resolutions(densities: npt.NDArray[np.float64], finest: int) -> npt.NDArray[np.int64]:
     """Per part, the first resolution where a cell's expected residents fall under :data:`STOP_RESIDENTS`."""
     resolutions = np.full(len(densities), finest)
-    for resolution in range(finest - 1, COARSEST_BAND_RESOLUTION - 1, -1):
+    for resolution in range(finest - 1, STATS_RESOLUTION - 1, -1):  # no coarser: see Plan._sparse
         cell_km2 = float(h3.average_hexagon_area(resolution, unit="km^2"))
         resolutions[densities * cell_km2 <= STOP_RESIDENTS] = resolution
     return resolutions
