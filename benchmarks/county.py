@@ -26,6 +26,9 @@ hundred residents, then reports, from the sandbox's records and the database:
   applied in numpy, not through the engine): every expected token and address exactly once, nobody else.
 
 Results: ``benchmarks/results/county.md`` (a section per run, with the command) and ``county.png``.
+
+Over 500 lines on purpose: the whole end-to-end run (metro, workers, sandbox, oracle, report) reads
+as one script, in the order it runs.
 """
 
 from __future__ import annotations

@@ -28,6 +28,9 @@ Steps:
 
 Needs the ``bench`` extra (matplotlib) and ``DATABASE_URL`` pointing at the server (default
 ``postgresql://root@127.0.0.1:5432/postgres``); the benchmark database is ``dispatcher_bench_targeting``.
+
+Over 500 lines on purpose: a benchmark is read and run as one script (data, areas, both engines,
+the report), and splitting it would scatter what a reader compares side by side.
 """
 
 from __future__ import annotations

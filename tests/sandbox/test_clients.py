@@ -1,4 +1,8 @@
-"""The sandbox providers, driven by the real firebase-admin and sendgrid libraries."""
+"""The sandbox providers, driven by the real firebase-admin and sendgrid libraries.
+
+Over 500 lines on purpose: one table of what each provider client (the real libraries) gets from the
+sandbox, kept together so a change in one provider's answers is read beside the others.
+"""
 
 from __future__ import annotations
 
