@@ -156,3 +156,29 @@ def worker(engine: Settings) -> Iterator[Any]:
         yield running
     finally:
         running.stop()
+
+
+@pytest.fixture
+def index_db(db: psycopg.Connection[tuple[object, ...]], redis_client: redis.Redis) -> psycopg.Connection[Any]:
+    """Empty tables and an empty broker, for tests of the residents' queue."""
+    import dramatiq
+
+    dramatiq.get_broker().flush_all()
+    return db
+
+
+@pytest.fixture
+def residents_worker(index_db: psycopg.Connection[Any]) -> Iterator[Any]:
+    """A real dramatiq worker consuming only the residents' queue, one thread (updates apply in order)."""
+    import dramatiq
+
+    from dispatcher.queues import RESIDENTS_QUEUE
+
+    worker = dramatiq.Worker(dramatiq.get_broker(), queues={RESIDENTS_QUEUE}, worker_threads=1,
+                             worker_timeout=100)
+    worker.start()
+    try:
+        yield worker
+    finally:
+        worker.stop()
+

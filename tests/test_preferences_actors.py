@@ -3,36 +3,17 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
 from typing import Any
 
 import dramatiq
 import psycopg
 import pytest
-import redis
 
 from dispatcher.broker import RESIDENTS_QUEUE
 from dispatcher.errors import ResidentUpdateFailed
 from dispatcher.preferences import actors
 
 Conn = psycopg.Connection[Any]
-
-
-@pytest.fixture
-def index_db(db: Conn, redis_client: redis.Redis) -> Iterator[Conn]:
-    dramatiq.get_broker().flush_all()
-    yield db
-
-
-@pytest.fixture
-def residents_worker(index_db: Conn) -> Iterator[dramatiq.Worker]:
-    worker = dramatiq.Worker(dramatiq.get_broker(), queues={RESIDENTS_QUEUE}, worker_threads=1,
-                             worker_timeout=100)
-    worker.start()
-    try:
-        yield worker
-    finally:
-        worker.stop()
 
 
 def test_main_application_messages_through_a_worker(index_db: Conn, residents_worker: dramatiq.Worker) -> None:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import Iterator
 from typing import Any
 
 import dramatiq
@@ -26,26 +25,9 @@ from tests.webhook_posts import OTHER_KEY, PRIVATE_KEY, event, post, public_key_
 Conn = psycopg.Connection[Any]
 
 @pytest.fixture
-def index_db(db: Conn, redis_client: redis.Redis) -> Iterator[Conn]:
-    dramatiq.get_broker().flush_all()
-    yield db
-
-
-@pytest.fixture
 def app(settings: Settings) -> EventWebhookApp:
     return create_app(settings.with_(sendgrid_webhook_public_key=public_key_text(PRIVATE_KEY),
                                      sendgrid_unsubscribe_group=7))
-
-
-@pytest.fixture
-def residents_worker(index_db: Conn) -> Iterator[dramatiq.Worker]:
-    broker = dramatiq.get_broker()
-    worker = dramatiq.Worker(broker, queues={RESIDENTS_QUEUE}, worker_threads=2, worker_timeout=100)
-    worker.start()
-    try:
-        yield worker
-    finally:
-        worker.stop()
 
 
 def _queued_messages(client: redis.Redis) -> list[bytes]:

@@ -6,7 +6,7 @@ it is applied."""
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import dramatiq
@@ -66,18 +66,6 @@ CASES: list[tuple[str, Callable[[], Any], str, list[str]]] = [
     ("megabyte token", lambda: actors.token_registered.send(1, 2, BIG),
      "dropped: push token is malformed", [BIG[:40]]),
 ]
-
-
-@pytest.fixture
-def residents_worker(db: Conn, redis_client: redis.Redis) -> Iterator[dramatiq.Worker]:
-    dramatiq.get_broker().flush_all()
-    worker = dramatiq.Worker(dramatiq.get_broker(), queues={RESIDENTS_QUEUE}, worker_threads=1,
-                             worker_timeout=100)
-    worker.start()
-    try:
-        yield worker
-    finally:
-        worker.stop()
 
 
 def _resident_one(db: Conn) -> tuple[Any, ...] | None:
