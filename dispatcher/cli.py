@@ -22,7 +22,7 @@ import typer
 from rich.console import Console
 from typer.core import TyperGroup
 
-from dispatcher.errors import DispatcherError, InvalidRequest
+from dispatcher.errors import ConfigurationError, DispatcherError, InvalidRequest
 
 #: Exit code of every failed command (click uses it for usage errors too).
 EXIT_ERROR = 2
@@ -114,6 +114,12 @@ def worker(
     queues: Annotated[list[str] | None, typer.Option("--queue", help="Only these queues.")] = None,
 ) -> None:
     """Run dramatiq workers for every stage (requests, push, email, residents)."""
+    # Workers log what happens to requests (accepted, targeted, completed) at INFO: forked worker processes
+    # inherit this level and the JSON handler on standard error. DISPATCHER_LOG_LEVEL changes it.
+    level = os.environ.get("DISPATCHER_LOG_LEVEL", "INFO").strip().upper()
+    if level not in logging.getLevelNamesMapping():
+        _fail(ConfigurationError(f"DISPATCHER_LOG_LEVEL must be DEBUG, INFO, WARNING or ERROR, not {level!r}"))
+    logging.getLogger().setLevel(level)
     from dispatcher.bootstrap import bootstrap
     from dispatcher.config import get_settings
 

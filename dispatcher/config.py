@@ -108,6 +108,8 @@ class Settings:
 
     #: How long a fan-out worker owns a claimed batch before another may take it.
     lease_seconds: int = 120
+    #: Most PostgreSQL connections one process keeps (worker threads, sending threads and targeting share them).
+    database_pool_size: int = 16
     #: Largest area accepted, in vertices and in km².
     max_area_vertices: int = 200_000
     max_area_km2: float = 20_000.0
@@ -204,6 +206,7 @@ class Settings:
             app_link_base=_env("APP_LINK_BASE", defaults.app_link_base) or defaults.app_link_base,
             unsubscribe_url=_env("UNSUBSCRIBE_URL", defaults.unsubscribe_url) or defaults.unsubscribe_url,
             lease_seconds=_env_int("LEASE_SECONDS", defaults.lease_seconds),
+            database_pool_size=_env_int("DATABASE_POOL_SIZE", defaults.database_pool_size),
             max_area_vertices=_env_int("MAX_AREA_VERTICES", defaults.max_area_vertices),
             max_area_km2=_env_float("MAX_AREA_KM2", defaults.max_area_km2),
             max_area_bytes=_env_int("MAX_AREA_BYTES", defaults.max_area_bytes),

@@ -27,6 +27,8 @@ from datetime import datetime
 from functools import cache
 from typing import Any
 
+import psycopg
+
 from dispatcher import ledger, lifecycle
 from dispatcher.channels.base import Channel as Sender
 from dispatcher.channels.concurrency import BatchGate, Sizing
@@ -56,6 +58,12 @@ FOLLOW_HOLDS_SECONDS = 300.0
 MAX_BATCHES_IN_FLIGHT: dict[Channel, int] = {Channel.PUSH: 24, Channel.EMAIL: 24}
 #: The time one batch is assumed to take before any has been timed.
 INITIAL_BATCH_SECONDS = 0.2
+#: A lease younger than this when its batch is handed to a sending thread is not renewed: it still covers
+#: the batch deadlines (lease minus the record margin), and a renewal is one more update of every row.
+FRESH_LEASE_SECONDS = 1.0
+#: Pauses between attempts to record a sent batch while PostgreSQL is busy or away (doubling up to the most).
+RECORD_FIRST_PAUSE_SECONDS = 0.1
+RECORD_MAX_PAUSE_SECONDS = 5.0
 
 
 def worker_identity() -> str:
@@ -81,6 +89,10 @@ def sender(channel: Channel) -> Sender[Any]:
 
 
 _gates: dict[tuple[int, Channel, float, int], BatchGate] = {}
+#: The last resident id each (process, request, channel) claimed: the next claim starts above it.
+_cursors: dict[tuple[int, str, Channel], int] = {}
+#: Cursors kept at most (one per request and channel being sent by this process; old ones are dropped).
+MAX_CURSORS = 1_000
 _senders: dict[int, ThreadPoolExecutor] = {}
 _shared = threading.Lock()
 
@@ -106,6 +118,21 @@ def _sending_threads() -> ThreadPoolExecutor:
         return executor
 
 
+def _claim(conn: Any, request_id: str, channel: Channel, *, size: int, owner: str, lease_seconds: int) -> list[int]:
+    """Claim the next batch above this process's cursor for the request and channel, going back to the
+    lowest id once nothing is left above it (rows written behind the cursor, rows handed back)."""
+    key = (os.getpid(), request_id, channel)
+    after = _cursors.get(key, 0)
+    ids = ledger.claim_batch(conn, request_id, channel, size=size, owner=owner, lease_seconds=lease_seconds,
+                             after=after)
+    if not ids and after > 0:
+        ids = ledger.claim_batch(conn, request_id, channel, size=size, owner=owner, lease_seconds=lease_seconds)
+    if len(_cursors) >= MAX_CURSORS:
+        _cursors.clear()
+    _cursors[key] = ids[-1] if ids else 0
+    return ids
+
+
 @dataclass
 class DrainReport:
     """What one drain did, for metrics and logs (counts only)."""
@@ -120,6 +147,10 @@ class DrainReport:
 
 def _count(report: DrainReport, result: SendResult) -> None:
     report.batches += 1
+    if result.problems:
+        log.warning("provider calls failed in a batch", extra={
+            "problems": result.problems, "calls": result.calls, "inline_retries": result.inline_retries,
+            "handed_back": len(result.retry), "accepted": result.accepted})
     for outcome in result.outcomes.values():
         report.outcomes[outcome.status.value] = report.outcomes.get(outcome.status.value, 0) + 1
     if result.retry:
@@ -175,6 +206,37 @@ def _expire(conn: Any, request_id: str, report: DrainReport) -> DrainReport:
     return report
 
 
+def _record(channel: Channel, request_id: str, result: SendResult, *, patience_seconds: float) -> None:
+    """Write a sent batch's outcomes, trying again while PostgreSQL is slow or unreachable.
+
+    Why so stubborn: the provider has taken these messages. Rows left leased are claimed again when the
+    lease ends, and every resident of the batch would be notified twice; so a busy pool, a dropped
+    connection or a deadlock is waited out (up to ``patience_seconds``, about a lease) rather than
+    failing the batch. Only a failure that outlasts that gives up, and then at most this batch repeats.
+    """
+    give_up = time.monotonic() + patience_seconds
+    pause = RECORD_FIRST_PAUSE_SECONDS
+    while True:
+        try:
+            with get_pool().connection(timeout=max(1.0, give_up - time.monotonic())) as conn:
+                ledger.record_outcomes(conn, request_id, channel, result.outcomes)
+                if result.retry:
+                    ledger.release(conn, request_id, channel, result.retry, retry_in_seconds=_wait(result),
+                                   reason="provider_retry")
+            break
+        except psycopg.OperationalError as error:  # pool timeout, lost connection, deadlock: all transient
+            if time.monotonic() + pause >= give_up:
+                raise
+            log.warning("recording a sent batch failed; trying again",
+                        extra={"request_id": request_id, "channel": channel.value, "error": type(error).__name__})
+            metrics.record_ledger_write_retry(channel.value)
+            time.sleep(pause)
+            pause = min(pause * 2, RECORD_MAX_PAUSE_SECONDS)
+    metrics.record_ledger_outcomes(channel.value, result.outcomes)
+    if result.retry:
+        metrics.record_retry(channel.value, len(result.retry))
+
+
 def _send_and_record(channel: Channel, request: PublishedRequest, respond_until: datetime, ids: list[int],
                      gate: BatchGate, entered: float) -> SendResult:
     """On a sending thread: send one leased batch, record its outcomes, then leave the gate with the time
@@ -182,14 +244,7 @@ def _send_and_record(channel: Channel, request: PublishedRequest, respond_until:
     took: float | None = None
     try:
         result = _send_batch(channel, request, respond_until, ids)
-        outcomes, retry = result.outcomes, result.retry
-        with get_pool().connection() as conn:
-            ledger.record_outcomes(conn, request.id, channel, outcomes)
-            metrics.record_ledger_outcomes(channel.value, outcomes)
-            if retry:
-                ledger.release(conn, request.id, channel, retry, retry_in_seconds=_wait(result),
-                               reason="provider_retry")
-                metrics.record_retry(channel.value, len(retry))
+        _record(channel, request.id, result, patience_seconds=float(get_settings().lease_seconds))
         took = time.monotonic() - entered
         _after_recording(channel, result)
         return result
@@ -238,7 +293,7 @@ def drain(request_id: str, channel: Channel, *, budget_seconds: float | None = N
                 except Exception as error:  # its rows stay leased: another worker sends them after expiry
                     failures.append(error)
 
-    window_closed = False
+    window_closed = exhausted = False
     try:
         while time.monotonic() < deadline and not failures and not report.quota_exceeded:
             collect(block=False)
@@ -250,14 +305,17 @@ def drain(request_id: str, channel: Channel, *, budget_seconds: float | None = N
                     if not lifecycle.window_open(conn, request_id):
                         window_closed = True
                         break
-                    ids = ledger.claim_batch(conn, request_id, channel, size=size, owner=owner,
-                                             lease_seconds=settings.lease_seconds)
+                    ids = _claim(conn, request_id, channel, size=size, owner=owner,
+                                 lease_seconds=settings.lease_seconds)
+                claimed_at = time.monotonic()
                 if not ids:
+                    exhausted = True
                     break
                 waited = acquire(channel, len(ids))
-                with pool.connection() as conn:
-                    ids = ledger.confirm_lease(conn, request_id, channel, ids, owner=owner,
-                                               lease_seconds=settings.lease_seconds)
+                if time.monotonic() - claimed_at > FRESH_LEASE_SECONDS:  # a long wait for the rate budget
+                    with pool.connection() as conn:
+                        ids = ledger.confirm_lease(conn, request_id, channel, ids, owner=owner,
+                                                   lease_seconds=settings.lease_seconds)
                 if not ids:
                     continue
                 running.add(_sending_threads().submit(_send_and_record, channel, request, stored.respond_until,
@@ -273,6 +331,12 @@ def drain(request_id: str, channel: Channel, *, budget_seconds: float | None = N
     if window_closed:
         with pool.connection() as conn:
             return _expire(conn, request_id, report)
+    if not exhausted and not report.quota_exceeded and report.retry_in is None:
+        # The budget ran out with batches still coming: go on at once (at the back of the queue), without
+        # counting what is left, which reads every pending row of the request.
+        report.more_work = True
+        return report
+    _cursors.pop((os.getpid(), request_id, channel), None)
     with pool.connection() as conn:
         if not lifecycle.window_open(conn, request_id):
             return _expire(conn, request_id, report)

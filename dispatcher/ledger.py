@@ -206,6 +206,7 @@ _CLAIM = """
 WITH batch AS (
     SELECT resident_id FROM deliveries
     WHERE request_id = %(request_id)s AND channel = %(channel)s AND status = 'pending'
+      AND resident_id > %(after)s
       AND (lease_until IS NULL OR lease_until < now())
       AND (not_before IS NULL OR not_before <= coalesce(%(now)s::timestamptz, now()))
       AND (SELECT respond_until FROM community_requests WHERE id = %(request_id)s) > now()
@@ -235,8 +236,12 @@ MAX_HOLD_ROUNDS = 50
 
 
 def claim_batch(conn: Conn, request_id: str, channel: Channel, *, size: int, owner: str,
-                lease_seconds: int, now: datetime | None = None) -> list[int]:
+                lease_seconds: int, now: datetime | None = None, after: int = 0) -> list[int]:
     """Lease up to ``size`` pending rows nobody else holds; return their resident ids, sorted.
+
+    Only residents above ``after`` are looked at: a drain that passes the last id it claimed starts
+    where it stopped instead of stepping again over every row it sent or holds in flight (the
+    caller goes back to 0 when nothing is left above it).
 
     Nothing is claimed once the request's response window has ended, and no row before its
     ``not_before``. Quiet hours are decided here, at the last moment (:func:`_hold_quiet`): rows whose
@@ -250,7 +255,7 @@ def claim_batch(conn: Conn, request_id: str, channel: Channel, *, size: int, own
             rows = conn.execute(
                 _CLAIM,
                 {"request_id": request_id, "channel": channel.value, "size": size, "owner": owner,
-                 "lease": lease_seconds, "now": now},
+                 "lease": lease_seconds, "now": now, "after": after},
             ).fetchall()
             if not rows:
                 return []
@@ -259,6 +264,7 @@ def claim_batch(conn: Conn, request_id: str, channel: Channel, *, size: int, own
             ready = _hold_quiet(conn, request_id, channel, claimed, owner=owner, now=now, spread=spread)
         if ready or len(claimed) < size:
             return ready
+        after = claimed[-1]  # every row of this batch was held: the next ones
     return []  # a night's worth of rows held; the caller sees claimable rows left and comes back
 
 
@@ -401,6 +407,9 @@ def release(conn: Conn, request_id: str, channel: Channel, resident_ids: Sequenc
 
 #: The reason of a row never sent because the response window ended (here and in the channels).
 WINDOW_ENDED = "response window ended"
+#: The reason of a row closed as sent whose call was written but never answered: the provider may have
+#: taken it, and sending again could reach the resident twice (both channels, see their docstrings).
+UNCONFIRMED_REASON = "unconfirmed"
 
 
 def expire_pending(conn: Conn, request_id: str) -> int:

@@ -9,6 +9,14 @@ import threading
 from typing import Any
 
 
+def refusing_port() -> tuple[socket.socket, int]:
+    """A port bound but not listening: every connection to it is refused while the socket stays open
+    (a closed port could be taken by another test's server meanwhile)."""
+    holder = socket.socket()
+    holder.bind(("127.0.0.1", 0))
+    return holder, holder.getsockname()[1]
+
+
 class ScriptedHttp:
     """A raw HTTP/1.1 server: ``answer(connection_number, call_number, body)`` gives the reply bytes,
     or None to hang up without answering, or ``b""`` to never answer."""

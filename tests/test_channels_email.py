@@ -20,7 +20,7 @@ from dispatcher.ledger import WINDOW_ENDED, Outcome, Status
 from dispatcher.sandbox import SandboxServer
 from tests.factories import request_payload
 from tests.recipients import mailbox
-from tests.scripted_http import ScriptedHttp
+from tests.scripted_http import ScriptedHttp, refusing_port
 
 
 @pytest.fixture(scope="module")
@@ -243,4 +243,45 @@ def test_calls_not_yet_made_when_the_window_ends_expire_instead(channel: EmailCh
     sent = {rid for rid, o in result.outcomes.items() if o.status is Status.SENT}
     late = {rid for rid, o in result.outcomes.items() if o == Outcome(Status.EXPIRED, WINDOW_ENDED)}
     assert 1 <= len(sent) <= 4 and sent | late == set(recipients) and not result.retry
+    assert {r["email"] for r in sendgrid.records("sendgrid")} == {f"z{i}@example.org" for i in sent}
+
+
+def test_a_call_written_but_never_answered_is_not_sent_again(sendgrid: SandboxServer) -> None:
+    """SendGrid may have taken a call it never answered, and it has no idempotency key: at most once."""
+    server = ScriptedHttp(lambda connection, call, request: None)  # reads the whole request, then hangs up
+    try:
+        settings = sendgrid.configure(Settings()).with_(sendgrid_endpoint=f"http://127.0.0.1:{server.port}")
+        result = EmailChannel(settings).send(_request(), _until(), dict([mailbox(1, "a@example.org", "UTC", False),
+                                                                         mailbox(2, "b@example.org", "UTC", True)]))
+    finally:
+        server.close()
+    assert len(server.calls) == 2  # one call per group (camera or not), neither tried again
+    assert result.outcomes == dict.fromkeys((1, 2), Outcome(Status.SENT, email.UNCONFIRMED))
+    assert not result.retry and result.inline_retries == 0 and result.accepted == 0
+    assert result.problems == {"RemoteProtocolError": 2}
+
+
+def test_a_call_that_never_reached_sendgrid_is_tried_again_then_handed_back(sendgrid: SandboxServer) -> None:
+    holder, port = refusing_port()  # nobody listens: the connection is refused before a byte is written
+    try:
+        settings = sendgrid.configure(Settings()).with_(sendgrid_endpoint=f"http://127.0.0.1:{port}")
+        result = EmailChannel(settings).send(_request(), _until(), dict([mailbox(1, "a@example.org", "UTC", False)]))
+    finally:
+        holder.close()
+    assert result.retry == [1] and not result.outcomes
+    assert result.calls == 2 and result.inline_retries == 1 and result.problems == {"ConnectError": 2}
+
+
+def test_a_batch_starts_no_call_that_could_outlive_its_lease(sendgrid: SandboxServer) -> None:
+    """Calls must end before the lease does; once too little is left, the rest go back for another worker."""
+    sendgrid.faults.update("sendgrid", latency_ms=400)
+    lease = int(email.RECORD_MARGIN_SECONDS) + 1  # 1 s for calls of 0.4 s each
+    short = EmailChannel(sendgrid.configure(Settings()).with_(lease_seconds=lease))
+    assert short.batch_deadline_seconds == 1.0
+    zones = ["UTC", "Europe/Berlin", "Asia/Tokyo", "America/Denver", "Africa/Lagos", "Australia/Perth"]
+    recipients = dict(mailbox(i, f"z{i}@example.org", zone, False) for i, zone in enumerate(zones))
+    result = short.send(_request(), _until(), recipients)
+    sent = {rid for rid, o in result.outcomes.items() if o.status is Status.SENT}
+    assert 1 <= len(sent) <= 4 and set(result.retry) == set(recipients) - sent
+    assert result.problems == {"lease_deadline": len(result.retry)}
     assert {r["email"] for r in sendgrid.records("sendgrid")} == {f"z{i}@example.org" for i in sent}

@@ -21,11 +21,11 @@ from dispatcher.channels.push.fcm_http import FcmConnection
 from dispatcher.channels.push.httpx_transport import httpx_transport
 from dispatcher.config import FCM_MAX_TTL_SECONDS, Settings
 from dispatcher.contract import CommunityRequest, parse_request
-from dispatcher.ledger import WINDOW_ENDED, Outcome, Status
+from dispatcher.ledger import UNCONFIRMED_REASON, WINDOW_ENDED, Outcome, Status
 from dispatcher.sandbox import SandboxServer
 from tests.factories import request_payload
 from tests.recipients import device
-from tests.scripted_http import ScriptedHttp
+from tests.scripted_http import ScriptedHttp, refusing_port
 
 pytestmark = pytest.mark.filterwarnings("ignore:Message.token is deprecated:DeprecationWarning")
 
@@ -192,16 +192,23 @@ def test_many_threads_share_one_channel(channel: PushChannel, fcm: SandboxServer
     assert len(set(_by_token(fcm))) == 600
 
 
-def test_messages_not_answered_by_the_batch_deadline_are_handed_back(fcm: SandboxServer) -> None:
+def test_the_batch_deadline_never_sends_a_message_twice(fcm: SandboxServer) -> None:
+    """Cut off by the deadline: messages in flight may still arrive (closed as unconfirmed, never sent
+    again); messages no lane took yet go back for a later batch."""
     fcm.faults.update("fcm", latency_ms=300)
     slow = PushChannel(fcm.configure(Settings()), connections=2, batch_deadline_seconds=0.5)
     try:
         result = slow.send(_request(), _until(), dict([device(i, (f"d-{i}",), False) for i in range(10)]))
     finally:
         slow.close()
-    sent = {rid for rid, o in result.outcomes.items() if o.status is Status.SENT}
-    assert 2 <= len(sent) <= 4 and sorted(result.retry) == sorted(set(range(10)) - sent)
+    answered = {rid for rid, o in result.outcomes.items() if o == Outcome(Status.SENT)}
+    unconfirmed = {rid for rid, o in result.outcomes.items() if o == Outcome(Status.SENT, UNCONFIRMED_REASON)}
+    assert 2 <= len(answered) <= 4 and 1 <= len(unconfirmed) <= 2
+    assert sorted(result.retry) == sorted(set(range(10)) - answered - unconfirmed)
     assert result.retry_after == push.TEMPORARY_DEFAULT_WAIT_SECONDS
+    assert result.problems["batch_deadline"] == len(unconfirmed) + len(result.retry)
+    time.sleep(0.5)  # the calls cut off in flight land now
+    assert set(_by_token(fcm)) <= {f"d-{i}" for i in answered | unconfirmed}, "a handed-back token was sent"
 
 
 # -- the lean HTTP client against a scripted server: what a general client would have handled for us --
@@ -254,28 +261,46 @@ def test_a_chunked_error_body_reaches_firebase_admins_error_mapping(scripted: An
     assert result.outcomes[2].status is Status.SENT and result.outcomes[1].reason == "token_unregistered"
 
 
-def test_a_hang_up_mid_call_is_retried_on_a_new_connection(scripted: Any) -> None:
+def test_a_hang_up_after_the_call_was_written_is_not_sent_again(scripted: Any) -> None:
+    """The server read the call and hung up: FCM may have delivered it, so it is closed, not retried."""
     def answer(number: int, call: int, body: bytes) -> bytes | None:
         return None if number == 1 and call == 2 else _OK
 
     server, sent = scripted(answer, connections=1)
     result = sent.send(_request(), _until(), dict([device(i, (f"h-{i}",), False) for i in range(5)]))
-    assert result.accepted == 5 and not result.retry
-    assert result.inline_retries == 1 and result.calls == 6 and server.connections == 2
+    unconfirmed = [rid for rid, o in result.outcomes.items() if o == Outcome(Status.SENT, UNCONFIRMED_REASON)]
+    assert result.accepted == 4 and len(unconfirmed) == 1 and not result.retry
+    assert result.inline_retries == 0 and result.calls == 5 and len(server.calls) == 5
+    assert server.connections == 2 and result.problems == {"ConnectionFailed": 1}
 
 
-def test_an_unanswered_call_times_out_and_the_resident_is_handed_back(scripted: Any,
-                                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_call_that_never_reached_the_wire_is_tried_again(fcm: SandboxServer) -> None:
+    """No connection at all: nothing was written, so the message is retried inline, then handed back."""
+    holder, port = refusing_port()
+    settings = fcm.configure(Settings()).with_(fcm_endpoint=f"http://127.0.0.1:{port}")
+    try:
+        for transport in (None, httpx_transport()):
+            sent = PushChannel(settings, **({"transport": transport} if transport else {}))
+            try:
+                result = sent.send(_request(), _until(), dict([device(1, ("n-1",), False)]))
+            finally:
+                sent.close()
+            assert result.retry == [1] and not result.outcomes, (transport, result)
+            assert result.inline_retries == lanes.INLINE_ATTEMPTS - 1, (transport, result)
+    finally:
+        holder.close()
+
+
+def test_an_unanswered_call_times_out_and_is_not_sent_again(scripted: Any, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(lanes, "REQUEST_TIMEOUT_SECONDS", 0.2)
-    monkeypatch.setattr(lanes, "INLINE_ATTEMPTS", 1)
 
     def answer(number: int, call: int, body: bytes) -> bytes:
         return b"" if b"slow" in body else _OK
 
     server, sent = scripted(answer, connections=1)
     result = sent.send(_request(), _until(), dict([device(1, ("slow-1",), False), device(2, ("fast-2",), False)]))
-    assert result.retry == [1] and result.outcomes[2].status is Status.SENT
-    assert result.retry_after == push.TEMPORARY_DEFAULT_WAIT_SECONDS
+    assert result.outcomes == {1: Outcome(Status.SENT, UNCONFIRMED_REASON), 2: Outcome(Status.SENT)}
+    assert not result.retry and sum(b"slow-1" in call for call in server.calls) == 1
     assert server.connections == 2, "the timed-out connection is not reused: its late answer would mislead"
 
 

@@ -72,7 +72,20 @@ def incident_label(incident_type: str, locale: ContentLocale | None = None) -> s
 
 def content_locale(locale: str | ContentLocale) -> ContentLocale:
     """A resident's locale tag resolved for rendering (fallbacks included); a resolved one as it is."""
-    return locale if isinstance(locale, ContentLocale) else resolve_locale(locale)
+    if isinstance(locale, ContentLocale):
+        return locale
+    found = _RESOLVED.get(locale) if isinstance(locale, str) else None
+    if found is None:
+        found = resolve_locale(locale)
+        if isinstance(locale, str) and len(_RESOLVED) < _RESOLVED_MAX:
+            _RESOLVED[locale] = found
+    return found
+
+
+#: Tags already resolved: a batch asks once per resident, and millions of residents share a few tags
+#: (one dictionary probe instead of the tag's validation; bounded, so hostile tags cannot grow it).
+_RESOLVED: dict[str, ContentLocale] = {}
+_RESOLVED_MAX = 4096
 
 
 def shorten(text: str, limit: int) -> str:

@@ -7,10 +7,20 @@ the address, a one-click unsubscribe header and custom args with ids only (reque
 webhook events can be traced back to ledger rows without any personal data.
 
 Errors: 429 hands the residents back to wait until the reset SendGrid gives (``X-RateLimit-Reset``,
-else Retry-After) and stops the batch's remaining calls; a 5xx or a network failure is tried again
-once inline after a short backoff, then handed back; any other 4xx fails the chunk's rows with the
-status and the field SendGrid names (never the message text, which may quote an address). Nothing is
-sent once the response window has ended: those rows expire.
+else Retry-After) and stops the batch's remaining calls; a 5xx or a failure before the body was
+written (no connection, a refused or reset one) is tried again once inline after a short backoff, then
+handed back; any other 4xx fails the chunk's rows with the status and the field SendGrid names (never
+the message text, which may quote an address). Nothing is sent once the response window has ended:
+those rows expire.
+
+A call whose body was written but never answered (a read timeout, a connection dropped before the
+status line) is ambiguous: SendGrid may have taken it, and it has no idempotency key, so sending again
+could email every recipient twice. Such rows are closed as ``sent`` with the reason
+:data:`UNCONFIRMED` (at most once, never twice; ops count them by reason) instead of being retried.
+And a batch never outlives its lease: every call must end before the lease renewed right before the
+batch does (:attr:`EmailChannel.batch_deadline_seconds`): its timeout is cut to the time left, and
+once too little is left the rest is handed back, so no other worker can claim rows this one is still
+sending.
 
 The sendgrid library gives the request headers (API key, user agent); the body is JSON bytes sent
 by one ``httpx.Client`` per process (keep-alive, thread-safe, its transport injectable for tests and
@@ -44,7 +54,7 @@ from dispatcher.channels.retry_after import retry_after_seconds, seconds_until
 from dispatcher.config import SENDGRID_MAX_PERSONALIZATIONS, Settings
 from dispatcher.contract import PublishedRequest
 from dispatcher.errors import ConfigurationError
-from dispatcher.ledger import WINDOW_ENDED, Outcome, Status
+from dispatcher.ledger import UNCONFIRMED_REASON, WINDOW_ENDED, Outcome, Status
 from dispatcher.preferences import eligibility
 from dispatcher.unsubscribe import unsubscribe_link, unsubscribe_links
 
@@ -83,6 +93,15 @@ INLINE_BACKOFF_SECONDS = 0.5
 TEMPORARY_DEFAULT_WAIT_SECONDS = 5.0
 #: Wait after a 429 without rate-limit headers.
 QUOTA_DEFAULT_WAIT_SECONDS = 60.0
+#: Time kept between a batch's last call and the end of its lease, for recording it.
+RECORD_MARGIN_SECONDS = 2.0
+#: A call is not started with less time than this left before the batch deadline.
+MIN_CALL_SECONDS = 0.5
+#: The ledger reason of recipients whose call was written but never answered (see the module's docstring).
+UNCONFIRMED = UNCONFIRMED_REASON
+#: Failures that happen before SendGrid could have read the request: safe to send again.
+NOT_SENT_ERRORS = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout, httpx.WriteError,
+                   httpx.WriteTimeout, httpx.UnsupportedProtocol, httpx.ProxyError)
 #: Keep-alive connections to SendGrid per process (one call in flight each): room for every batch the
 #: fan-out keeps in flight (``fanout.MAX_BATCHES_IN_FLIGHT``), each one call at a time.
 CONNECTIONS = 64
@@ -91,6 +110,7 @@ _ONE_CLICK = "List-Unsubscribe=One-Click"
 #: One immutable outcome shared by every accepted recipient.
 _SENT = Outcome(Status.SENT)
 _EXPIRED = Outcome(Status.EXPIRED, WINDOW_ENDED)
+_UNCONFIRMED = Outcome(Status.SENT, UNCONFIRMED)
 
 
 def _json_inner(text: str) -> str:
@@ -139,6 +159,9 @@ class EmailChannel:
     def __init__(self, settings: Settings, *, transport: httpx.BaseTransport | None = None) -> None:
         """Cheap: the client is made on the first send, so checking eligibility needs no API key."""
         self.settings = settings
+        #: Time from the start of a batch by which its last call must have ended (the lease renewed
+        #: right before the batch, less the time to record it).
+        self.batch_deadline_seconds = max(0.0, settings.lease_seconds - RECORD_MARGIN_SECONDS)
         self._transport = transport
         self._lock = threading.Lock()
         self._pid = -1
@@ -257,24 +280,25 @@ class EmailChannel:
         for rid, mailbox in recipients.items():
             groups[(mailbox.has_camera, mailbox.time_zone, content_locale(mailbox.locale))].append((rid, mailbox))
         result = EmailResult()
+        deadline = time.monotonic() + self.batch_deadline_seconds
         size = min(self.settings.email_batch_size, SENDGRID_MAX_PERSONALIZATIONS)
         for (camera, zone, locale), members in groups.items():
             content = email_content(request, has_camera=camera, time_zone=zone, settings=self.settings,
                                     locale=locale)
             for start in range(0, len(members), size):
                 chunk = members[start:start + size]
-                self._send_chunk(request, respond_until, content, chunk, result)
+                self._send_chunk(request, respond_until, content, chunk, result, deadline)
         return result
 
-    def _post(self, body: bytes) -> None:
+    def _post(self, body: bytes, timeout: float = REQUEST_TIMEOUT_SECONDS) -> None:
         """One mail send call; raises :class:`Rejected` for an error status, ``httpx.TransportError`` else."""
         client = self._http()
-        response = client.post(self._mail_send_url, content=body)
+        response = client.post(self._mail_send_url, content=body, timeout=timeout)
         if response.status_code >= 300:
             raise Rejected(response.status_code, response.headers, response.content)
 
     def _send_chunk(self, request: PublishedRequest, respond_until: datetime, content: EmailContent,
-                    chunk: Sequence[Addressee], result: EmailResult) -> None:
+                    chunk: Sequence[Addressee], result: EmailResult, deadline: float) -> None:
         ids = [rid for rid, _ in chunk]
         if result.quota_exceeded:
             result.retry.extend(ids)
@@ -284,10 +308,15 @@ class EmailChannel:
             if datetime.now(UTC) >= respond_until:
                 result.outcomes.update(dict.fromkeys(ids, _EXPIRED))
                 return
+            left = deadline - time.monotonic()
+            if left < MIN_CALL_SECONDS:  # the lease could end before SendGrid answers
+                result.saw("lease_deadline")
+                break
             result.calls += 1
             try:
-                self._post(body)
+                self._post(body, min(REQUEST_TIMEOUT_SECONDS, left))
             except Rejected as error:
+                result.saw(str(error.status))
                 if error.status == 429:
                     result.quota_exceeded = True
                     result.retry.extend(ids)
@@ -299,8 +328,12 @@ class EmailChannel:
                     reason = rejection_reason(error)
                     result.outcomes.update({i: Outcome(Status.FAILED, reason) for i in ids})
                     return
-            except httpx.TransportError:
-                pass  # a network failure or timeout: temporary, like a 5xx
+            except NOT_SENT_ERRORS as error:
+                result.saw(type(error).__name__)  # SendGrid never read it: temporary, like a 5xx
+            except httpx.TransportError as error:
+                result.saw(type(error).__name__)  # written, never answered: taken or not, never sent twice
+                result.outcomes.update(dict.fromkeys(ids, _UNCONFIRMED))
+                return
             else:
                 result.accepted += len(ids)
                 result.outcomes.update(dict.fromkeys(ids, _SENT))

@@ -24,3 +24,9 @@ class SendResult:
     inline_retries: int = 0
     #: messages (push) or recipients (email) the provider accepted.
     accepted: int = 0
+    #: failed calls by kind (an HTTP status or an exception's class name), for the operators' log line.
+    problems: dict[str, int] = field(default_factory=dict)
+
+    def saw(self, problem: str) -> None:
+        """Count one failed call of kind ``problem`` (no personal data: a status or a class name)."""
+        self.problems[problem] = self.problems.get(problem, 0) + 1

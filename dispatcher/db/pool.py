@@ -30,15 +30,16 @@ def connect(autocommit: bool = False) -> psycopg.Connection[tuple[object, ...]]:
     return psycopg.connect(database_url(), autocommit=autocommit)
 
 
-def get_pool(max_size: int = 8) -> ConnectionPool:
-    """The process-wide pool; connections are checked on checkout so a restarted server heals."""
+def get_pool() -> ConnectionPool:
+    """The process-wide pool (``DATABASE_POOL_SIZE`` connections at most); connections are checked on
+    checkout so a restarted server heals."""
     global _pool
     with _pool_lock:
         if _pool is None:
             _pool = ConnectionPool(
                 database_url(),
                 min_size=1,
-                max_size=max_size,
+                max_size=max(1, get_settings().database_pool_size),
                 check=ConnectionPool.check_connection,
                 name="dispatcher",
                 open=True,

@@ -121,6 +121,10 @@ def json_handler(stream: TextIO | None = None) -> logging.Handler:
     return _prepare(logging.StreamHandler(stream or sys.stderr))
 
 
+#: Libraries that log every HTTP call at INFO; the engine's own lines say what matters.
+QUIET_LIBRARIES = ("httpx", "httpcore", "hpack", "urllib3", "google.auth.transport.requests")
+
+
 def configure_logging(level: int | str | None = logging.INFO, *,
                       stream: TextIO | None = None) -> logging.Handler | None:
     """Make every log line JSON and redacted.
@@ -133,6 +137,8 @@ def configure_logging(level: int | str | None = logging.INFO, *,
     root = logging.getLogger()
     if level is not None:
         root.setLevel(level)
+    for chatty in QUIET_LIBRARIES:  # one INFO line per HTTP call: thousands a second in a fan-out
+        logging.getLogger(chatty).setLevel(max(logging.WARNING, root.level))
     added = None
     if stream is not None or not root.handlers:
         added = json_handler(stream)

@@ -50,6 +50,7 @@ class EngineMetrics:
     deliveries: prom.Counter
     provider_latency: prom.Histogram
     retries: prom.Counter
+    ledger_write_retries: prom.Counter
     retired_tokens: prom.Counter
     suppressed_emails: prom.Counter
     requests: prom.Gauge
@@ -83,6 +84,10 @@ def _create(registry: prom.CollectorRegistry) -> EngineMetrics:
             buckets=PROVIDER_BUCKETS, registry=registry),
         retries=prom.Counter(
             "dispatcher_provider_retries_total", "Residents handed back for a later attempt (429, 5xx).",
+            ["channel"], registry=registry),
+        ledger_write_retries=prom.Counter(
+            "dispatcher_ledger_write_retries_total",
+            "Attempts to record a sent batch that PostgreSQL did not take and that were tried again.",
             ["channel"], registry=registry),
         retired_tokens=prom.Counter(
             "dispatcher_retired_tokens_total", "Device tokens retired (unregistered, invalid).", registry=registry),
@@ -198,6 +203,11 @@ def record_retry(channel: str, n: int = 1) -> None:
     """``n`` residents go back to pending for a later attempt."""
     if n:
         engine_metrics().retries.labels(channel).inc(n)
+
+
+def record_ledger_write_retry(channel: str) -> None:
+    """Recording a sent batch failed for a transient reason and is tried again."""
+    engine_metrics().ledger_write_retries.labels(channel).inc()
 
 
 def record_retired_tokens(n: int) -> None:

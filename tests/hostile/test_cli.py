@@ -108,3 +108,10 @@ def test_a_valid_request_published_after_hostile_ones_still_goes_through(
     assert result.exit_code == 0, result.output
     assert "enqueued request good-1" in result.stdout
     assert redis_client.llen("dispatcher:requests") == 1
+
+
+def test_a_worker_with_an_unknown_log_level_fails_before_starting(cli_settings: Settings) -> None:
+    result = CliRunner().invoke(app, ["worker"], env={"DISPATCHER_LOG_LEVEL": "[/x]chatty"})
+    assert result.exit_code == 2, (result.output, result.exception)
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "DISPATCHER_LOG_LEVEL" in lines[0] and "[/X]CHATTY" in lines[0], result.stderr

@@ -18,11 +18,16 @@ import httpx
 from dispatcher.channels.push.transport import (
     ConnectionFailed,
     HttpAnswer,
+    NotWritten,
     PushConnection,
     PushTransport,
     Stop,
     TransportFactory,
 )
+
+#: httpx's failures before a request is written (no connection to write it on).
+_NOT_WRITTEN = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout, httpx.UnsupportedProtocol,
+                httpx.ProxyError)
 
 
 class _Lane:
@@ -40,6 +45,8 @@ class _Lane:
         for index in indexes:
             try:
                 response = await client.post(url, content=body(index), headers=headers, timeout=timeout)
+            except _NOT_WRITTEN as error:
+                return index, NotWritten(f"{type(error).__name__}: {error}")
             except httpx.HTTPError as error:
                 return index, ConnectionFailed(f"{type(error).__name__}: {error}")
             if response.status_code != 200:

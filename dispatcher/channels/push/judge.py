@@ -1,7 +1,8 @@
 """Judging a push batch: from each device's answer to one outcome per resident.
 
 A resident is reached when any of their devices accepted the message. Otherwise, in this order: a
-temporary failure on any device hands them back to be tried later; a window that ended before
+message written but never answered closes the row as sent but unconfirmed (FCM may have delivered it;
+it is never sent twice); a temporary failure on any device hands them back to be tried later; a window that ended before
 their messages went out expires the row; else the row fails with the first reason (a dead token's,
 or the FCM error's).
 """
@@ -12,9 +13,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from dispatcher.channels.push import errors
-from dispatcher.channels.push.lanes import EXPIRED, Answer, BatchState
+from dispatcher.channels.push.lanes import EXPIRED, UNCONFIRMED, Answer, BatchState
 from dispatcher.channels.result import SendResult
-from dispatcher.ledger import WINDOW_ENDED, Outcome, Status
+from dispatcher.ledger import UNCONFIRMED_REASON, WINDOW_ENDED, Outcome, Status
 
 #: Wait after a quota error when FCM gives no Retry-After (FCM asks for at least a minute).
 QUOTA_DEFAULT_WAIT_SECONDS = 60.0
@@ -23,6 +24,8 @@ TEMPORARY_DEFAULT_WAIT_SECONDS = 5.0
 
 _SENT = Outcome(Status.SENT)
 _EXPIRED = Outcome(Status.EXPIRED, WINDOW_ENDED)
+#: A message written but never answered may have reached the device: closed, never sent again.
+_UNCONFIRMED = Outcome(Status.SENT, UNCONFIRMED_REASON)
 
 
 @dataclass
@@ -43,10 +46,12 @@ def expired(resident_ids: Sequence[int]) -> PushResult:
 def judge(resident_ids: Sequence[int], pairs: Sequence[tuple[int, str]], answers: Sequence[Answer],
           state: BatchState) -> PushResult:
     """One outcome (or a hand-back) per resident of ``resident_ids``; ``pairs`` are (resident, token)."""
-    result = PushResult(messages=len(pairs), calls=state.calls, inline_retries=state.inline_retries)
+    result = PushResult(messages=len(pairs), calls=state.calls, inline_retries=state.inline_retries,
+                        problems=dict(state.problems))
     delivered: set[int] = set()
     temporary: set[int] = set()
     too_late: set[int] = set()
+    unconfirmed: set[int] = set()
     failed: dict[int, str] = {}
     waits: list[float] = []
     for (resident_id, token), answer in zip(pairs, answers, strict=True):
@@ -56,6 +61,9 @@ def judge(resident_ids: Sequence[int], pairs: Sequence[tuple[int, str]], answers
             continue
         if answer is EXPIRED:
             too_late.add(resident_id)
+            continue
+        if answer is UNCONFIRMED:
+            unconfirmed.add(resident_id)
             continue
         error = answer.error
         assert error is not None
@@ -73,6 +81,8 @@ def judge(resident_ids: Sequence[int], pairs: Sequence[tuple[int, str]], answers
     for rid in resident_ids:
         if rid in delivered:
             result.outcomes[rid] = _SENT
+        elif rid in unconfirmed:
+            result.outcomes[rid] = _UNCONFIRMED
         elif rid in temporary:
             result.retry.append(rid)
         elif rid in too_late:

@@ -17,14 +17,21 @@ import asyncio
 import math
 import random
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from firebase_admin import exceptions
 
 from dispatcher.channels.concurrency import AdaptiveLimit
 from dispatcher.channels.push import errors
 from dispatcher.channels.push.access_token import AccessToken
-from dispatcher.channels.push.transport import ConnectionFailed, HttpAnswer, PushConnection, PushTransport, Stop
+from dispatcher.channels.push.transport import (
+    ConnectionFailed,
+    HttpAnswer,
+    NotWritten,
+    PushConnection,
+    PushTransport,
+    Stop,
+)
 
 #: Attempts per message inside one batch for temporary failures (5xx, UNAVAILABLE, INTERNAL, network).
 INLINE_ATTEMPTS = 3
@@ -48,6 +55,12 @@ class Answer:
 ACCEPTED = Answer(True)
 #: Not sent: the response window ended first (compared by identity).
 EXPIRED = Answer(False)
+#: Written but never answered (the connection dropped, the call timed out, the batch deadline came): FCM
+#: may have delivered it, so it is never sent again (compared by identity). Sending again would be at
+#: least once; the ledger promises at most once, and records such rows as unconfirmed.
+UNCONFIRMED = Answer(False)
+#: What :meth:`LaneEngine._post` returns for a call written but never answered.
+_UNANSWERED = object()
 
 
 @dataclass
@@ -57,6 +70,11 @@ class BatchState:
     stop: bool = False
     calls: int = 0
     inline_retries: int = 0
+    #: failed calls by kind (FCM error class or network failure), counts only.
+    problems: dict[str, int] = field(default_factory=dict)
+
+    def saw(self, problem: str) -> None:
+        self.problems[problem] = self.problems.get(problem, 0) + 1
 
 
 class _Lane:
@@ -96,6 +114,12 @@ def _ignore(index: int) -> None:
     return None
 
 
+def _unanswered(problem: HttpAnswer | Exception) -> bool:
+    """Whether a pump stopped on a call that was written and never answered (not an error answer, not a
+    call that never reached the wire)."""
+    return isinstance(problem, Exception) and not isinstance(problem, NotWritten)
+
+
 class _Pending:
     """The batch's messages not yet taken by a lane; those left when the batch stopped get their answer here."""
 
@@ -110,6 +134,10 @@ class _Pending:
     @property
     def empty(self) -> bool:
         return self._next >= self._count
+
+    def taken(self, index: int) -> bool:
+        """Whether a lane took message ``index`` (and so wrote it, or is about to)."""
+        return index < self._next
 
     def __iter__(self) -> _Pending:
         return self
@@ -186,7 +214,10 @@ class LaneEngine:
                     if stop is None:
                         return
                     index, problem = stop
-                    if index >= 0:
+                    if index >= 0 and _unanswered(problem):
+                        state.saw(type(problem).__name__)
+                        answers[index] = UNCONFIRMED
+                    elif index >= 0:
                         answers[index] = await self._send_one(caller, bodies[index], state, cutoff,
                                                               self._error(problem))
             finally:
@@ -203,8 +234,15 @@ class LaneEngine:
             await self._finish(lanes)
         finally:
             self.batches -= 1
-        # A message cut off in flight may have reached the device: its retry is collapsed there.
-        return [answer if answer is not None else Answer(False, errors.overdue()) for answer in answers]
+        # Cut off by the batch deadline: a message a lane had taken may have reached the device (never
+        # again); one no lane took goes back for a later batch.
+        final: list[Answer] = []
+        for index, answer in enumerate(answers):
+            if answer is None:
+                state.saw("batch_deadline")
+                answer = UNCONFIRMED if pending.taken(index) else Answer(False, errors.overdue())
+            final.append(answer)
+        return final
 
     async def _finish(self, lanes: Sequence[asyncio.Future[None]]) -> None:
         """Wait for the lanes until the batch deadline; cancel the late ones; raise a lane's own failure."""
@@ -231,10 +269,14 @@ class LaneEngine:
                 if loop.time() >= cutoff:
                     return EXPIRED
                 state.calls += 1
-                error = await self._post(caller, body)
+                posted = await self._post(caller, body)
+                if posted is _UNANSWERED:
+                    return UNCONFIRMED
+                error = posted if isinstance(posted, exceptions.FirebaseError) else None
             attempt += 1
             if error is None:
                 return ACCEPTED
+            state.saw(type(error.cause).__name__ if error.cause is not None else type(error).__name__)
             if isinstance(error, exceptions.UnauthenticatedError) and not refreshed:
                 # The access token was revoked or expired early: one fresh token, then try again.
                 refreshed = True
@@ -253,8 +295,10 @@ class LaneEngine:
             state.inline_retries += 1
             await asyncio.sleep(delay)
 
-    async def _post(self, caller: _Lane, body: bytes) -> exceptions.FirebaseError | None:
-        """One HTTP call; None when FCM accepted the message, else firebase-admin's exception for it."""
+    async def _post(self, caller: _Lane, body: bytes) -> exceptions.FirebaseError | object | None:
+        """One HTTP call; None when FCM accepted the message, firebase-admin's exception for its error
+        answer or for a connection that could not be opened, :data:`_UNANSWERED` when it was written but
+        never answered."""
         while True:
             try:
                 connection = await caller.connection()
@@ -265,5 +309,7 @@ class LaneEngine:
             if stop is None:
                 return None
             index, problem = stop
+            if index >= 0 and _unanswered(problem):
+                return _UNANSWERED
             if index >= 0:
                 return self._error(problem)

@@ -25,6 +25,14 @@ class ConnectionFailed(Exception):
     """The connection broke before a whole response arrived (not a DispatcherError: mapped by the caller)."""
 
 
+class NotWritten(ConnectionFailed):
+    """A call that failed before its request could reach the provider (no connection): safe to send again.
+
+    Any other exception stopping a pump means the request was written and never answered: the provider
+    may have taken it, so it is never sent again (see :data:`~.lanes.UNCONFIRMED`).
+    """
+
+
 #: What stopped a pump: the index of the call and its non-200 answer or failure.
 Stop = tuple[int, HttpAnswer | Exception]
 #: A pump's result when the connection closed between calls: reopen and go on.
