@@ -149,3 +149,19 @@ def test_prepare_worker_metrics_dir_clears_earlier_runs(tmp_path: Path, monkeypa
 
     assert sorted(p.name for p in directory.iterdir()) == ["keep.txt"]
     assert os.environ[DRAMATIQ_PROM_DB_ENV] == str(directory)
+
+
+def test_one_process_of_the_fleet_reads_the_database_per_interval(db: Conn, redis_client: redis.Redis) -> None:
+    """Counting a county's ledger is costly: the fleet shares one database sample per interval."""
+    from dispatcher.ops import sampler
+
+    lifecycle.accept(db, parse_request(request_payload("sample-1")))
+    db.commit()
+    first = sampler.shared_database_sample(redis_client, 1.0)
+    lifecycle.accept(db, parse_request(request_payload("sample-2")))
+    db.commit()
+    # Another process within the same interval: the first sample, not a second count.
+    assert sampler.shared_database_sample(redis_client, 1.0) == first
+    assert first["by_state"][State.ACCEPTED.value] == 1
+    redis_client.delete(sampler.SAMPLE_LOCK_KEY)  # the interval is over
+    assert sampler.shared_database_sample(redis_client, 1.0)["by_state"][State.ACCEPTED.value] == 2

@@ -89,7 +89,7 @@ class WorkerPrometheus(Prometheus):
         self._stop.wait(random.uniform(0, min(self._sample_seconds, 2.0)))
         while not self._stop.is_set():
             try:
-                sample_once()
+                sample_once(self._sample_seconds)
             except Exception:
                 log.exception("ops sample failed")
             self._stop.wait(self._sample_seconds)
