@@ -297,7 +297,7 @@ def drain(request_id: str, channel: Channel, *, budget_seconds: float | None = N
     try:
         while time.monotonic() < deadline and not failures and not report.quota_exceeded:
             collect(block=False)
-            if not gate.enter(deadline - time.monotonic()):
+            if not gate.enter(deadline - time.monotonic(), urgent=stored.urgent):
                 break
             entered, handed = time.monotonic(), False
             try:

@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from dispatcher.channels.concurrency import AdaptiveLimit, BatchGate, LatencyAverage, Sizing
+from dispatcher.channels.concurrency import URGENT_EXTRA, AdaptiveLimit, BatchGate, LatencyAverage, Sizing
 
 PUSH = Sizing(10_000, minimum=64, maximum=1024)
 
@@ -123,3 +123,32 @@ def test_the_batch_gate_admits_rate_times_batch_time_and_times_out_when_full() -
         gate.enter(0)
         gate.leave(1.0)
     assert gate.limit == 4
+
+
+def test_an_urgent_caller_takes_the_next_free_slot_before_earlier_waiters() -> None:
+    async def scenario() -> list[str]:
+        limit = AdaptiveLimit(Sizing(1_000, minimum=1, maximum=1), initial_latency_seconds=0.0)
+        await limit.acquire()
+        order: list[str] = []
+
+        async def wait(name: str, urgent: bool) -> None:
+            await limit.acquire(urgent)
+            order.append(name)
+
+        waiting = [asyncio.ensure_future(wait(name, urgent)) for name, urgent in
+                   (("county-1", False), ("county-2", False), ("missing-person", True))]
+        await asyncio.sleep(0)
+        for _ in waiting:
+            limit.release()
+            await asyncio.sleep(0)
+        await asyncio.gather(*waiting)
+        return order
+
+    assert asyncio.run(scenario()) == ["missing-person", "county-1", "county-2"]
+
+
+def test_an_urgent_drain_enters_a_full_gate_within_its_reserve() -> None:
+    gate = BatchGate(Sizing(1_000, minimum=2, maximum=2, unit=100), initial_seconds=0.2)
+    assert gate.enter(0) and gate.enter(0) and not gate.enter(0)  # full for a county's drain
+    assert all(gate.enter(0, urgent=True) for _ in range(URGENT_EXTRA))
+    assert not gate.enter(0, urgent=True) and gate.running == 2 + URGENT_EXTRA

@@ -75,8 +75,9 @@ class Sizing:
 class AdaptiveLimit:
     """A semaphore for one event loop whose size follows Little's law as call latencies are observed.
 
-    Waiters are served in arrival order. When the size shrinks, calls already in flight finish; no new
-    one starts until the count is below the new size. Use on the loop thread only.
+    Waiters are served in arrival order, urgent ones (a missing person's request) before the rest. When
+    the size shrinks, calls already in flight finish; no new one starts until the count is below the
+    new size. Use on the loop thread only.
     """
 
     def __init__(self, sizing: Sizing, initial_latency_seconds: float) -> None:
@@ -88,13 +89,16 @@ class AdaptiveLimit:
         self.peak = 0
         self._waiters: deque[asyncio.Future[None]] = deque()
 
-    async def acquire(self) -> None:
-        """Wait for a slot (give it back with :meth:`release`)."""
+    async def acquire(self, urgent: bool = False) -> None:
+        """Wait for a slot (give it back with :meth:`release`); an urgent caller goes to the front."""
         if self.in_use < self.limit and not self._waiters:
             self._take()
             return
         waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._waiters.append(waiter)
+        if urgent:
+            self._waiters.appendleft(waiter)
+        else:
+            self._waiters.append(waiter)
         try:
             await waiter
         except asyncio.CancelledError:
@@ -128,12 +132,18 @@ class AdaptiveLimit:
                 waiter.set_result(None)
 
 
+#: Batches an urgent request's drain may have in flight beyond a gate's size.
+URGENT_EXTRA = 2
+
+
 class BatchGate:
     """Batches in flight for one channel in one worker process, however many threads drain at once.
 
     The size follows Little's law at batch level: rate × the average time one batch takes to send ÷
     the batch size. A drain enters before it claims rows and leaves when the batch is recorded, so the
-    rows a process holds under lease, and a killed process may re-send, stay bounded.
+    rows a process holds under lease, and a killed process may re-send, stay bounded. An urgent
+    request's drain may go :data:`URGENT_EXTRA` batches past the size, so it never waits for a
+    county-wide request's batches to finish.
     """
 
     def __init__(self, sizing: Sizing, initial_seconds: float, weight: float = 0.1) -> None:
@@ -148,10 +158,11 @@ class BatchGate:
     def limit(self) -> int:
         return self.sizing.in_flight(self.duration.seconds)
 
-    def enter(self, timeout: float) -> bool:
+    def enter(self, timeout: float, urgent: bool = False) -> bool:
         """Wait up to ``timeout`` seconds for room for one more batch; False when none came."""
+        extra = URGENT_EXTRA if urgent else 0
         with self._changed:
-            if not self._changed.wait_for(lambda: self.running < self.limit, max(0.0, timeout)):
+            if not self._changed.wait_for(lambda: self.running < self.limit + extra, max(0.0, timeout)):
                 return False
             self.running += 1
             self.peak = max(self.peak, self.running)

@@ -234,17 +234,17 @@ class PushChannel:
         kinds = {rid: (devices.has_camera, content_locale(devices.locale)) for rid, devices in recipients.items()}
         templates = {kind: self.template(request, kind[0], respond_until, kind[1]) for kind in set(kinds.values())}
         by_resident = {rid: templates[kind] for rid, kind in kinds.items()}
-        return self._loop_thread().run(self._send_batch(by_resident, recipients, left))
+        return self._loop_thread().run(self._send_batch(by_resident, recipients, left, request.urgent))
 
     async def _send_batch(self, templates: Mapping[int, MessageTemplate], recipients: Mapping[int, Devices],
-                          left: float) -> PushResult:
+                          left: float, urgent: bool = False) -> PushResult:
         """The whole batch on the loop thread: with several worker threads, the Python work of one batch
         does not hold the GIL against the loop serving the others."""
         cutoff = asyncio.get_running_loop().time() + left
         pairs = [(rid, token) for rid, devices in recipients.items() for token in devices.tokens]
         bodies = [templates[rid].body(token) for rid, token in pairs]
         state = BatchState()
-        answers = await self._lanes().send_all(bodies, state, cutoff)
+        answers = await self._lanes().send_all(bodies, state, cutoff, urgent)
         return judge(list(recipients), pairs, answers, state)
 
     def after_recording(self, result: SendResult) -> None:

@@ -174,8 +174,10 @@ class LaneEngine:
     def _error(self, problem: HttpAnswer | Exception) -> exceptions.FirebaseError:
         return errors.unreachable(problem) if isinstance(problem, Exception) else self.to_error(problem)
 
-    async def send_all(self, bodies: list[bytes], state: BatchState, cutoff: float) -> list[Answer]:
-        """An answer for every body; none is sent once the loop's clock reaches ``cutoff`` (window end)."""
+    async def send_all(self, bodies: list[bytes], state: BatchState, cutoff: float,
+                       urgent: bool = False) -> list[Answer]:
+        """An answer for every body; none is sent once the loop's clock reaches ``cutoff`` (window end).
+        An urgent batch's lanes take the next free slots of the limit, before other batches' lanes."""
         loop = asyncio.get_running_loop()
         authorization = await self.token.authorization()
         answers: list[Answer | None] = [None] * len(bodies)
@@ -185,7 +187,7 @@ class LaneEngine:
         async def lane() -> None:
             if pending.empty:
                 return
-            await limit.acquire()
+            await limit.acquire(urgent)
             caller = _Lane(self.transport, authorization)
             started = 0.0
 
