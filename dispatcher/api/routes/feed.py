@@ -1,7 +1,9 @@
-"""``/v1``: the feed, for a resident or for a point.
+"""``/v1``: the feed, for a resident or for a point, and one published request with its area.
 
-Both routes answer the requests whose area covers the location (boundary included), open ones first,
-newest first, a page at a time. They never answer counts or anything about other residents.
+The feed routes answer the requests whose area covers the location (boundary included), open ones
+first, newest first, a page at a time, each with its area's bounding box; the area itself comes from
+``/v1/requests/{request_id}`` when a resident opens one. They never answer counts or anything about
+other residents.
 """
 
 from __future__ import annotations
@@ -13,8 +15,9 @@ from fastapi.responses import Response
 
 from dispatcher.api.database import connection
 from dispatcher.api.errors import ErrorResponse
+from dispatcher.contract import REQUEST_ID_MAX_LENGTH, REQUEST_ID_PATTERN
 from dispatcher.db.types import Conn
-from dispatcher.feed.cards import FeedResponse, feed_json
+from dispatcher.feed.cards import FeedResponse, RequestDetail, feed_json, request_json
 from dispatcher.feed.cursor import MAX_CURSOR_LENGTH
 from dispatcher.feed.lookup import (
     DEFAULT_PAGE_SIZE,
@@ -60,3 +63,14 @@ def point_feed(
 ) -> Response:
     """The requests covering a point."""
     return _response(conn, requests_at_point(conn, lat, lng, limit=limit, cursor=cursor))
+
+
+@router.get("/requests/{request_id}", response_model=RequestDetail,
+            responses={404: {"model": ErrorResponse, "description": "No published request has this id."}})
+def published_request(
+    conn: Connection,
+    request_id: Annotated[str, Path(min_length=1, max_length=REQUEST_ID_MAX_LENGTH, pattern=REQUEST_ID_PATTERN,
+                                    description="The request's id, as on the feed.")],
+) -> Response:
+    """One published request with its area (GeoJSON as the agency sent it)."""
+    return Response(request_json(conn, request_id), media_type="application/json")
