@@ -21,6 +21,8 @@ from dispatcher.feed.errors import InvalidCursor, InvalidLocation
 from dispatcher.feed.geometry import PreparedAreas
 from dispatcher.feed.index import FEED_BAND_RESOLUTION, index_missing
 from dispatcher.feed.lookup import (
+    BAND_SLACK,
+    point_cell,
     prepared_areas,
     probe_cells,
     requests_at_point,
@@ -292,3 +294,17 @@ def test_warming_prepares_the_published_areas_within_the_budget(db: Conn, areas:
     assert cache.warm(wkb) == 2 and cache.vertices == 10  # the most wanted first, none evicted
     cache.get("r2", dict(wkb).__getitem__)
     assert len(cache) == 2 and cache.vertices == 10  # r1, warmed last, gave way to r2
+
+
+def test_a_page_reads_past_a_batch_of_band_candidates_the_exact_test_drops(db: Conn) -> None:
+    now = datetime.now(UTC)
+    publish(db, "covering", square(-105.30, 40.00, 0.01), published=now - timedelta(days=3))
+    beside = 2 * (1 + 1 + BAND_SLACK)  # two batches of a one-request page
+    for i in range(beside):  # newer, their west edge a few metres east of the point: in the band, not covering
+        publish(db, f"beside-{i:02d}", square(-105.2949 + i * 1e-6, 40.00, 0.01),
+                published=now - timedelta(hours=i + 1))
+    probes = probe_cells(point_cell(40.005, -105.295))
+    assert db.execute("SELECT count(*) FROM feed_cover WHERE cell = ANY(%s) AND band AND request_id LIKE 'beside-%%'",
+                      (probes,)).fetchone() == (beside,)
+    assert feed_ids(db, 40.005, -105.295, limit=1) == ["covering"]
+    assert [item.request_id for item in requests_at_point(db, 40.005, -105.295, limit=1).items] == ["covering"]
