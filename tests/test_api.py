@@ -10,11 +10,12 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
+from dispatcher import lifecycle
 from dispatcher.api.app import create_app, openapi_text
 from dispatcher.config import Settings, set_settings
 from dispatcher.db.pool import close_pool
 from dispatcher.errors import ConfigurationError
-from dispatcher.feed.cards import FeedResponse
+from dispatcher.feed.cards import FeedResponse, RequestDetail
 from tests.api_client import AUTH, TOKEN, assert_error, client
 from tests.factories import add_resident
 from tests.feed_helpers import publish, square
@@ -22,8 +23,8 @@ from tests.feed_helpers import publish, square
 __all__ = ["client"]  # the fixture, imported to be used here
 
 ROOT = Path(__file__).resolve().parent.parent
-#: What a resident may see of a request, and nothing else.
-CARD_FIELDS = {"kind", "id", "agency", "incident_type", "details", "footage_window", "investigator", "area",
+#: What a feed item shows of a request, and nothing else (the area is one call away).
+CARD_FIELDS = {"kind", "id", "agency", "incident_type", "details", "footage_window", "investigator", "bbox",
                "published_at", "respond_until", "open"}
 
 
@@ -39,10 +40,32 @@ def test_point_feed_answers_the_published_request(client: TestClient, db: Any) -
     assert card["id"] == "req-1" and card["open"] is True
     assert card["agency"] == {"id": "pd-1", "name": "Springfield Police"}
     assert card["investigator"]["email"] == "jpark@pd.example"
-    assert card["area"] == square(-105.30, 40.00, 0.01)
+    assert card["bbox"] == pytest.approx([-105.30, 40.00, -105.29, 40.01])  # the box, not the area
+    assert "coordinates" not in response.text
     assert "SPD-2026-0042" not in response.text  # the investigation code is the agency's, not the residents'
     outside = client.get("/v1/requests", params={"lat": 41.0, "lng": -105.295}, headers=AUTH)
     assert outside.json() == {"requests": [], "next_cursor": None}
+
+
+def test_one_request_answers_its_area_as_published(client: TestClient, db: Any) -> None:
+    area = {"type": "Feature", "properties": {"name": "Elm Street"}, "geometry": square(-105.30, 40.00, 0.01)}
+    publish(db, "req-1", area)
+    [card] = client.get("/v1/requests", params={"lat": 40.005, "lng": -105.295}, headers=AUTH).json()["requests"]
+    response = client.get("/v1/requests/req-1", headers=AUTH)
+    assert response.status_code == 200, response.text
+    RequestDetail.model_validate_json(response.content)  # the documented shape, exactly
+    body = response.json()
+    assert body == {**card, "area": area}  # the feed item, plus the area exactly as the agency sent it
+    assert "SPD-2026-0042" not in response.text
+
+
+def test_an_unknown_or_rejected_request_is_a_json_404(client: TestClient, db: Any) -> None:
+    assert assert_error(client.get("/v1/requests/nothing-here", headers=AUTH), 404)["code"] == "not_found"
+    publish(db, "gone", square(-105.30, 40.00, 0.01))
+    assert client.get("/v1/requests/gone", headers=AUTH).status_code == 200
+    lifecycle.reject(db, "gone", "moderation")
+    assert_error(client.get("/v1/requests/gone", headers=AUTH), 404)
+    assert client.get("/v1/requests", params={"lat": 40.005, "lng": -105.295}, headers=AUTH).json()["requests"] == []
 
 
 def test_resident_feed_pages_with_the_cursor(client: TestClient, db: Any) -> None:
@@ -75,7 +98,8 @@ def test_unknown_resident_is_a_json_404(client: TestClient) -> None:
     {"Authorization": TOKEN}, {"Authorization": f"Bearer {TOKEN}x"}, {"Authorization": f"Bearer {TOKEN[:-1]}"},
 ])
 def test_feed_routes_need_the_token(client: TestClient, headers: dict[str, str]) -> None:
-    for path in ("/v1/requests?lat=40&lng=-105", "/v1/residents/1/requests", "/v1/requests?lat=900"):
+    for path in ("/v1/requests?lat=40&lng=-105", "/v1/residents/1/requests", "/v1/requests?lat=900",
+                 "/v1/requests/req-1"):
         response = client.get(path, headers=headers)
         error = assert_error(response, 401)
         assert error["code"] == "unauthorized"
@@ -155,8 +179,10 @@ def test_openapi_document_is_in_sync() -> None:
     kept = (ROOT / "docs" / "openapi.json").read_text(encoding="utf-8")
     assert kept == openapi_text(), "regenerate it: dispatcher api --write-openapi docs/openapi.json"
     document = json.loads(kept)
-    assert set(document["paths"]) >= {"/v1/requests", "/v1/residents/{resident_id}/requests", "/healthz",
-                                      "/readyz", "/metrics"}
+    assert set(document["paths"]) >= {"/v1/requests", "/v1/requests/{request_id}",
+                                      "/v1/residents/{resident_id}/requests", "/healthz", "/readyz", "/metrics"}
+    feed_item = document["components"]["schemas"]["FeedRequest"]["properties"]
+    assert "area" not in feed_item and "bbox" in feed_item
     assert document["paths"]["/v1/requests"]["get"]["security"] == [{"HTTPBearer": []}]
 
 

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import h3.api.basic_int as h3
 import pytest
 import shapely
 from hypothesis import HealthCheck, given, settings
@@ -13,11 +15,20 @@ from hypothesis import strategies as st
 from dispatcher import lifecycle
 from dispatcher.contract import parse_request
 from dispatcher.errors import UnknownResident
+from dispatcher.feed.cards import FeedRequest, area_bbox
 from dispatcher.feed.cursor import PageKey, decode_cursor, encode_cursor
 from dispatcher.feed.errors import InvalidCursor, InvalidLocation
 from dispatcher.feed.geometry import PreparedAreas
-from dispatcher.feed.index import index_missing
-from dispatcher.feed.lookup import prepared_areas, requests_at_point, requests_for_resident
+from dispatcher.feed.index import FEED_BAND_RESOLUTION, index_missing
+from dispatcher.feed.lookup import (
+    BAND_SLACK,
+    point_cell,
+    prepared_areas,
+    probe_cells,
+    requests_at_point,
+    requests_for_resident,
+    warm_prepared_areas,
+)
 from dispatcher.lifecycle import State
 from dispatcher.preferences.updates import upsert_resident
 from dispatcher.targeting.area import Area
@@ -182,6 +193,7 @@ def test_a_new_request_is_on_the_feed_once_accepted_and_a_rejected_one_leaves_it
     assert feed_ids(db, 40.005, -105.295) == ["new"]
     lifecycle.reject(db, "new", "test")
     assert feed_ids(db, 40.005, -105.295) == []
+    assert db.execute("SELECT count(*) FROM feed_cover").fetchone() == (0,)  # off the index, not filtered
 
 
 def test_a_refused_area_is_not_indexed(db: Conn) -> None:
@@ -249,3 +261,50 @@ def test_a_resident_who_moves_in_after_targeting_sees_the_request_but_is_not_not
     assert [item.request_id for item in requests_for_resident(db, 2).items] == ["req"]
     rows = db.execute("SELECT resident_id, count(*) FROM deliveries GROUP BY resident_id").fetchall()
     assert rows == [(1, 2)]  # push and email for the resident inside at targeting; none for the newcomer
+
+
+@pytest.mark.parametrize(("lat", "lng"), [(40.005, -105.295), (-16.79, 179.99), (89.9, 0.0), (-89.9, -179.9),
+                                          (0.0, 0.0), (51.5, -0.12)])
+def test_the_databases_probe_cells_are_h3s_ancestors(db: Conn, lat: float, lng: float) -> None:
+    cell = h3.latlng_to_cell(lat, lng, 15)
+    row = db.execute("SELECT feed_probe_cells(%s, %s)", (cell, FEED_BAND_RESOLUTION)).fetchone()
+    assert row == (probe_cells(cell),)
+
+
+def test_stored_cards_are_the_documented_feed_item(db: Conn, areas: dict[str, Area]) -> None:
+    for request_id, card in db.execute("SELECT request_id, card FROM feed_requests").fetchall():
+        item = FeedRequest.model_validate({**json.loads(card), "respond_until": datetime.now(UTC), "open": True})
+        assert item.id == request_id and "investigation_code" not in card and "coordinates" not in card
+
+
+def test_the_bbox_of_an_area(areas: dict[str, Area]) -> None:
+    assert area_bbox(areas["square"]) == pytest.approx([-105.28, 40.01, -105.267, 40.023])
+    assert area_bbox(areas["towns"]) == pytest.approx([-105.27, 40.0, -105.23, 40.025])
+    # Split at the antimeridian: west of it is 179.98, east of it -179.98 (RFC 7946 §5.2).
+    assert area_bbox(areas["antimeridian"]) == pytest.approx([179.98, -16.80, -179.98, -16.78])
+
+
+def test_warming_prepares_the_published_areas_within_the_budget(db: Conn, areas: dict[str, Area]) -> None:
+    prepared_areas().clear()
+    assert warm_prepared_areas(db) == len(areas)
+    assert warm_prepared_areas(db) == 0  # already held
+    assert len(prepared_areas()) == len(areas)
+    cache = PreparedAreas(max_vertices=12)
+    wkb = [(f"r{i}", shapely.to_wkb(shapely.box(i, 0, i + 1, 1))) for i in range(4)]  # 5 vertices each
+    assert cache.warm(wkb) == 2 and cache.vertices == 10  # the most wanted first, none evicted
+    cache.get("r2", dict(wkb).__getitem__)
+    assert len(cache) == 2 and cache.vertices == 10  # r1, warmed last, gave way to r2
+
+
+def test_a_page_reads_past_a_batch_of_band_candidates_the_exact_test_drops(db: Conn) -> None:
+    now = datetime.now(UTC)
+    publish(db, "covering", square(-105.30, 40.00, 0.01), published=now - timedelta(days=3))
+    beside = 2 * (1 + 1 + BAND_SLACK)  # two batches of a one-request page
+    for i in range(beside):  # newer, their west edge a few metres east of the point: in the band, not covering
+        publish(db, f"beside-{i:02d}", square(-105.2949 + i * 1e-6, 40.00, 0.01),
+                published=now - timedelta(hours=i + 1))
+    probes = probe_cells(point_cell(40.005, -105.295))
+    assert db.execute("SELECT count(*) FROM feed_cover WHERE cell = ANY(%s) AND band AND request_id LIKE 'beside-%%'",
+                      (probes,)).fetchone() == (beside,)
+    assert feed_ids(db, 40.005, -105.295, limit=1) == ["covering"]
+    assert [item.request_id for item in requests_at_point(db, 40.005, -105.295, limit=1).items] == ["covering"]

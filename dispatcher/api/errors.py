@@ -18,7 +18,7 @@ from pydantic import BaseModel
 from starlette.exceptions import HTTPException
 
 from dispatcher.errors import UnknownResident
-from dispatcher.feed.errors import InvalidCursor, InvalidLocation
+from dispatcher.feed.errors import InvalidCursor, InvalidLocation, UnknownRequest
 
 log = logging.getLogger(__name__)
 
@@ -93,6 +93,10 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(UnknownResident)
     async def unknown_resident(request: Request, error: UnknownResident) -> JSONResponse:
         return error_response(404, "no such resident")
+
+    @app.exception_handler(UnknownRequest)
+    async def unknown_request(request: Request, error: UnknownRequest) -> JSONResponse:
+        return error_response(404, "no such published request")
 
     @app.exception_handler(PoolTimeout)
     async def busy(request: Request, error: PoolTimeout) -> JSONResponse:

@@ -1,4 +1,4 @@
-"""What a feed lookup can refuse; both are the caller's mistake, never retried."""
+"""What a feed lookup can refuse; each is the caller's mistake, never retried."""
 
 from __future__ import annotations
 
@@ -11,3 +11,7 @@ class InvalidCursor(DispatcherError):
 
 class InvalidLocation(DispatcherError):
     """A latitude or longitude is out of range or not a finite number."""
+
+
+class UnknownRequest(DispatcherError):
+    """No published request has this id (never accepted, rejected, or not indexed for the feed)."""

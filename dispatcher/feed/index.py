@@ -4,6 +4,10 @@ The cover is targeting's own (:func:`dispatcher.targeting.cover.area_to_cells`):
 resident under which is inside, and boundary band cells, whose residents are tested exactly. Here the
 band stops at :data:`FEED_BAND_RESOLUTION`, coarser than targeting's: a lookup tests one point per band
 hit against a cached prepared geometry, which costs little, while every band cell is a row to store.
+
+A request leaves the feed when it is rejected (:func:`unindex_request`), so a lookup never checks a
+candidate's state. Each request's card (what a feed item shows, :mod:`dispatcher.feed.cards`) is built
+here, once.
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ from dispatcher.config import get_settings
 from dispatcher.contract import PublishedRequest
 from dispatcher.db.types import Conn
 from dispatcher.errors import InvalidArea
+from dispatcher.feed.cards import card_json
 from dispatcher.lifecycle.states import State
 from dispatcher.targeting.area import Area, parse_area
 from dispatcher.targeting.cover import AreaCover, area_to_cells
@@ -49,10 +54,11 @@ def index_request(conn: Conn, request: PublishedRequest) -> bool:
     cover = area_cover(area)
     with conn.transaction():
         inserted = conn.execute(
-            "INSERT INTO feed_requests (request_id, published_at, respond_until, area_wkb)"
-            " SELECT id, published_at, respond_until, %s FROM community_requests WHERE id = %s"
+            "INSERT INTO feed_requests (request_id, published_at, respond_until, area_wkb, card)"
+            " SELECT id, published_at, respond_until, %s, %s FROM community_requests"
+            " WHERE id = %s AND state <> ALL(%s)"
             " ON CONFLICT (request_id) DO NOTHING RETURNING published_at, respond_until",
-            (shapely.to_wkb(area), request.id),
+            (shapely.to_wkb(area), card_json(request, area), request.id, [s.value for s in UNPUBLISHED_STATES]),
         ).fetchone()
         if inserted is None:
             return False
@@ -65,6 +71,11 @@ def index_request(conn: Conn, request: PublishedRequest) -> bool:
             for cell in cover.boundary:
                 copy.write_row((cell, request.id, True, published_at, respond_until))
     return True
+
+
+def unindex_request(conn: Conn, request_id: str) -> None:
+    """Take a rejected request off every feed (its cover goes with it)."""
+    conn.execute("DELETE FROM feed_requests WHERE request_id = %s", (request_id,))
 
 
 def index_missing(conn: Conn) -> int:

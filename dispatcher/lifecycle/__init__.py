@@ -161,8 +161,13 @@ def complete_if_done(conn: Conn, request_id: str) -> bool:
 
 
 def reject(conn: Conn, request_id: str, reason: str) -> None:
-    """Mark a stored request rejected with the reason (bad area, ...); nothing is sent for it."""
-    transition(conn, request_id, State.REJECTED, from_={State.ACCEPTED, State.TARGETING}, reason=reason)
+    """Mark a stored request rejected with the reason (bad area, ...); nothing is sent for it, and it
+    leaves the feed."""
+    from dispatcher.feed.index import unindex_request  # the feed shows only what stays published
+
+    with conn.transaction():
+        if transition(conn, request_id, State.REJECTED, from_={State.ACCEPTED, State.TARGETING}, reason=reason):
+            unindex_request(conn, request_id)
 
 
 def reject_unstored(conn: Conn, request_id: str, reason: str) -> bool:

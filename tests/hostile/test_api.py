@@ -45,6 +45,17 @@ HOSTILE_CALLS: list[tuple[str, str, dict[str, Any], int, str | None]] = [
     ("resident id NUL", "/v1/residents/1%00/requests", AUTH, 422, None),
     ("resident id traversal", "/v1/residents/..%2F..%2Fmetrics/requests", AUTH, 404, None),
     ("unknown resident", "/v1/residents/424242/requests", AUTH, 404, "424242"),
+    # request_id
+    ("request id too long", "/v1/requests/" + "r" * 129, AUTH, 422, "r" * 50),
+    ("request id with a space", "/v1/requests/req%201", AUTH, 422, None),
+    ("request id starting with a dot", "/v1/requests/.hidden", AUTH, 422, None),
+    ("request id NUL", "/v1/requests/req%00", AUTH, 422, None),
+    ("request id not ASCII", "/v1/requests/r%C3%A9q", AUTH, 422, None),
+    ("request id with SQL", "/v1/requests/x%27%3B%20DROP%20TABLE%20feed_cover%3B--", AUTH, 422, "DROP TABLE"),
+    ("request id traversal", "/v1/requests/..%2F..%2Fmetrics", AUTH, 404, None),
+    ("unknown request", "/v1/requests/req-424242", AUTH, 404, "req-424242"),
+    ("request id of another case", "/v1/requests/GOOD", AUTH, 404, None),
+    ("no token, known request", "/v1/requests/good", {}, 401, None),
     # lat / lng
     ("lat missing", "/v1/requests?lng=-105.295", AUTH, 422, None),
     ("lng missing", "/v1/requests?lat=40.005", AUTH, 422, None),
@@ -107,6 +118,8 @@ HOSTILE_CALLS: list[tuple[str, str, dict[str, Any], int, str | None]] = [
 HOSTILE_METHODS: list[tuple[str, str, str, int]] = [
     ("POST to the point feed", "POST", POINT, 405),
     ("DELETE a resident feed", "DELETE", RESIDENT, 405),
+    ("DELETE a published request", "DELETE", "/v1/requests/good", 405),
+    ("PUT a published request", "PUT", "/v1/requests/good", 405),
     ("PUT to readiness", "PUT", "/readyz", 405),
     ("POST to metrics", "POST", "/metrics", 405),
 ]
@@ -125,6 +138,7 @@ def test_hostile_calls_end_in_one_json_error(client: TestClient, db: Any, name: 
     # The service still answers the next good call.
     good = client.get(POINT, headers=AUTH)
     assert good.status_code == 200 and [card["id"] for card in good.json()["requests"]] == ["good"]
+    assert client.get("/v1/requests/good", headers=AUTH).json()["area"] == square(-105.30, 40.00, 0.01)
     assert db.execute("SELECT count(*) FROM feed_cover").fetchone() != (0,)
 
 
