@@ -364,11 +364,32 @@ def mark_activity(conn: Conn, request_id: str, stage: str) -> None:
     conn.execute(_TOUCH, (request_id, stage))
 
 
+_SENT_PLAIN = Outcome(Status.SENT)
+
+
 def record_outcomes(conn: Conn, request_id: str, channel: Channel, outcomes: Mapping[int, Outcome]) -> int:
-    """Close rows with their outcome; only rows still pending change (the first outcome wins)."""
+    """Close rows with their outcome; only rows still pending change (the first outcome wins).
+
+    Most rows of most batches are plainly sent: those are closed by one statement over their ids, the
+    rest (skipped, failed, unconfirmed ...) by one that joins each id with its outcome. The ledger's
+    most frequent write costs PostgreSQL the least.
+    """
     if not outcomes:
         return 0
-    ids = list(outcomes)
+    sent = [i for i, outcome in outcomes.items() if outcome == _SENT_PLAIN]
+    closed = 0
+    if sent:
+        closed += conn.execute(
+            """
+            UPDATE deliveries SET status = 'sent', reason = NULL, lease_owner = NULL, lease_until = NULL,
+                sent_at = now(), updated_at = now()
+            WHERE request_id = %s AND channel = %s AND resident_id = ANY(%s::bigint[]) AND status = 'pending'
+            """,
+            (request_id, channel.value, sent),
+        ).rowcount
+    if len(sent) == len(outcomes):
+        return closed
+    ids = [i for i, outcome in outcomes.items() if outcome != _SENT_PLAIN]
     statuses = [outcomes[i].status.value for i in ids]
     reasons = [outcomes[i].reason for i in ids]
     cur = conn.execute(
@@ -382,7 +403,7 @@ def record_outcomes(conn: Conn, request_id: str, channel: Channel, outcomes: Map
         """,
         (ids, statuses, reasons, request_id, channel.value, ids),
     )
-    return cur.rowcount
+    return closed + cur.rowcount
 
 
 def release(conn: Conn, request_id: str, channel: Channel, resident_ids: Sequence[int], *,
