@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import collections
 import math
 import os
 import random
@@ -127,14 +128,15 @@ async def _load(url: str, requests: list[bytes], rate: float, connections: int =
     all are busy, so a slow answer never delays the next send); time each from its write to its answer."""
     parts = urlsplit(url)
     host, port = parts.hostname or "127.0.0.1", parts.port or 80
-    idle = [await asyncio.open_connection(host, port) for _ in range(connections)]
+    # First in, first out: every connection stays busy enough for the server's keep-alive timeout.
+    idle = collections.deque([await asyncio.open_connection(host, port) for _ in range(connections)])
     result = LoadResult(connections=connections)
     failures = 0
 
     async def one(request: bytes, due: float) -> None:
         nonlocal failures
         if idle:
-            reader, writer = idle.pop()
+            reader, writer = idle.popleft()
         else:
             reader, writer = await asyncio.open_connection(host, port)
             result.connections += 1

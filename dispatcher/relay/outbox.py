@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 import queue
 import threading
+import time
 from dataclasses import dataclass
 
 from cryptography.fernet import InvalidToken
@@ -80,6 +81,9 @@ def dispatch(outbox_ids: list[int]) -> None:
             log.warning("relay text not enqueued", extra={"outbox_id": outbox_id, "error": type(error).__name__})
 
 
+#: How long the enqueueing thread waits after the first id for others to join it: it wakes (and takes
+#: the GIL from the event loop) once a batch rather than once a text.
+ENQUEUE_LINGER_SECONDS = 0.02
 _handoff: queue.SimpleQueue[int] | None = None
 _handoff_lock = threading.Lock()
 
@@ -99,16 +103,24 @@ def dispatch_soon(outbox_ids: list[int]) -> None:
         _handoff.put(outbox_id)
 
 
+def _dispatch_pipelined(outbox_ids: list[int]) -> None:
+    from dispatcher.broker import enqueue_pipelined
+    from dispatcher.relay.actors import broker, send_relay_text
+
+    enqueue_pipelined(broker, [send_relay_text.message(outbox_id) for outbox_id in outbox_ids])
+
+
 def _enqueue_forever(handoff: queue.SimpleQueue[int]) -> None:
     while True:
         ids = [handoff.get()]
+        time.sleep(ENQUEUE_LINGER_SECONDS)
         while True:  # whatever else arrived meanwhile goes in the same pass
             try:
                 ids.append(handoff.get_nowait())
             except queue.Empty:
                 break
         try:
-            dispatch(ids)
+            _dispatch_pipelined(ids)
         except Exception as error:  # the thread must outlive any failure: the sweep enqueues these rows again
             log.warning("relay texts not enqueued", extra={"count": len(ids), "error": type(error).__name__})
 
