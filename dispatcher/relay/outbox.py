@@ -83,7 +83,7 @@ def dispatch(outbox_ids: list[int]) -> None:
 
 #: How long the enqueueing thread waits after the first id for others to join it: it wakes (and takes
 #: the GIL from the event loop) once a batch rather than once a text.
-ENQUEUE_LINGER_SECONDS = 0.02
+ENQUEUE_LINGER_SECONDS = 0.05
 _handoff: queue.SimpleQueue[int] | None = None
 _handoff_lock = threading.Lock()
 
