@@ -223,6 +223,7 @@ def main() -> None:
                "RELAY_PUBLIC_BASE_URL": server_url}
         port = sock.getsockname()[1]
         sock.close()
+        _flush_relay_queue()  # ids enqueued counts this run's only
         server = subprocess.Popen([sys.executable, "-c", "from dispatcher.relay.webhooks import run_relay; "
                                    f"run_relay('127.0.0.1', {port})"], env=env, cwd=ROOT)
         try:
@@ -243,27 +244,33 @@ def main() -> None:
         report(Run(sessions, rate, seconds, result, cpu, server_cpu, built, stored[0] if stored else 0, enqueued,
                    load_before), args.quick)
     finally:
-        import dramatiq
-
-        from dispatcher.relay.actors import RELAY_QUEUE
-
-        dramatiq.get_broker().flush(RELAY_QUEUE)
+        _flush_relay_queue()
         close_pool()
         with psycopg.connect(base_url, autocommit=True) as admin:
             admin.execute(f'DROP DATABASE IF EXISTS "{dbname}" WITH (FORCE)')
+
+
+def _flush_relay_queue() -> None:
+    from dispatcher.relay.actors import RELAY_QUEUE, broker
+
+    broker.flush(RELAY_QUEUE)
+
+
+def _relay_queue_key() -> str:
+    from dispatcher.queues import NAMESPACE
+    from dispatcher.relay.actors import RELAY_QUEUE
+
+    return f"{NAMESPACE}:{RELAY_QUEUE}.msgs"
 
 
 def _wait_for_enqueued(redis_url: str, expected: int, timeout: float = 10.0) -> int:
     """Messages on the relay queue once the relay's enqueueing thread has caught up (or the timeout)."""
     import redis
 
-    from dispatcher.queues import NAMESPACE
-    from dispatcher.relay.actors import RELAY_QUEUE
-
     client = redis.Redis.from_url(redis_url)
     deadline = time.monotonic() + timeout
     while True:
-        count = int(client.hlen(f"{NAMESPACE}:{RELAY_QUEUE}.msgs"))
+        count = int(client.hlen(_relay_queue_key()))
         if count >= expected or time.monotonic() > deadline:
             return count
         time.sleep(0.05)
