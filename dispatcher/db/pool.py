@@ -60,8 +60,11 @@ def close_pool() -> None:
             _pool = None
 
 
-async def get_async_pool(max_size: int = 8) -> AsyncConnectionPool:
+async def get_async_pool(min_size: int = 4, max_size: int = 8) -> AsyncConnectionPool:
     """The running event loop's pool of autocommit connections (each statement its own transaction).
+
+    ``min_size`` connections are kept open: a burst then waits for none to be established (a new
+    PostgreSQL backend takes tens of milliseconds on a busy machine).
 
     Connections are not checked on checkout (a round trip per request); a caller that meets a broken
     connection retries once, and the pool drops the broken one when it comes back.
@@ -69,7 +72,7 @@ async def get_async_pool(max_size: int = 8) -> AsyncConnectionPool:
     loop = asyncio.get_running_loop()
     pool = _async_pools.get(loop)
     if pool is None:
-        pool = AsyncConnectionPool(database_url(), min_size=1, max_size=max_size, kwargs={"autocommit": True},
+        pool = AsyncConnectionPool(database_url(), min_size=min_size, max_size=max_size, kwargs={"autocommit": True},
                                    name="dispatcher-async", open=False)
         _async_pools[loop] = pool
     await pool.open()  # idempotent: also covers a second caller arriving while the first one opens it
