@@ -6,6 +6,10 @@ encrypted with the number key, and enqueues only the row id. The actor loads, de
 the row in one transaction holding the row lock. A row is also deleted when Twilio refuses it for good,
 and the sweep deletes rows older than ``RELAY_OUTBOX_TTL_SECONDS`` (a text that late is no use), so a
 body lives in the database for seconds, at most for that TTL, and never in clear.
+
+Rows are written here (:func:`put`, bodies sealed by :func:`seal_body`) and by the relay's one-statement
+path for ordinary texts (:data:`dispatcher.relay.inbound.RELAY_TEXT`, which stores a body sealed here).
+Webhooks hand ids to :func:`dispatch_soon`, whose thread enqueues them in batches.
 """
 
 from __future__ import annotations
