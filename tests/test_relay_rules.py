@@ -61,6 +61,18 @@ def test_texts_are_relayed_both_ways_from_proxy_numbers_only(relay: Relay) -> No
     assert relay.conn.execute("SELECT count(*) FROM relay_outbox").fetchone() == (0,)  # bodies not kept
 
 
+def test_yes_and_start_out_of_context_are_relayed_as_ordinary_texts(relay: Relay) -> None:
+    relay.add_numbers(3)
+    relay.confirm("p1")
+    helper_proxy = relay.proxy_for("p1")
+    for word in ("Yes", "START"):  # the author has nothing pending, the helper never texted STOP
+        assert relay.text(HELPER, helper_proxy, word)["replies"] == []
+    relay.deliver()
+    assert relay.relayed_to(AUTHOR) == ["Yes", "START"]
+    outcomes = relay.conn.execute("SELECT outcome FROM relay_abuse_log ORDER BY id").fetchall()
+    assert outcomes[-2:] == [("relayed",), ("relayed",)]
+
+
 def test_a_call_is_bridged_with_the_proxy_number_as_caller_id(relay: Relay) -> None:
     relay.add_numbers(3)
     relay.confirm("p1")

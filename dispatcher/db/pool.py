@@ -1,20 +1,25 @@
-"""One psycopg 3 connection pool per process, opened on first use.
+"""One psycopg 3 connection pool per process, opened on first use; an asynchronous one per event loop.
 
-Workers share it across threads; short-lived tools use :func:`connect` instead.
+Workers share the pool across threads; short-lived tools use :func:`connect` instead. Request handlers
+whose work is one statement use :func:`get_async_pool` and await it on their event loop, with no thread
+hop.
 """
 
 from __future__ import annotations
 
+import asyncio
 import threading
+import weakref
 
 import psycopg
-from psycopg_pool import ConnectionPool
+from psycopg_pool import AsyncConnectionPool, ConnectionPool
 
 from dispatcher.config import get_settings
 from dispatcher.errors import ConfigurationError
 
 _pool: ConnectionPool | None = None
 _pool_lock = threading.Lock()
+_async_pools: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, AsyncConnectionPool] = weakref.WeakKeyDictionary()
 
 
 def database_url() -> str:
@@ -54,3 +59,22 @@ def close_pool() -> None:
         if _pool is not None:
             _pool.close()
             _pool = None
+
+
+async def get_async_pool(min_size: int = 4, max_size: int = 8) -> AsyncConnectionPool:
+    """The running event loop's pool of autocommit connections (each statement its own transaction).
+
+    ``min_size`` connections are kept open: a burst then waits for none to be established (a new
+    PostgreSQL backend takes tens of milliseconds on a busy machine).
+
+    Connections are not checked on checkout (a round trip per request); a caller that meets a broken
+    connection retries once, and the pool drops the broken one when it comes back.
+    """
+    loop = asyncio.get_running_loop()
+    pool = _async_pools.get(loop)
+    if pool is None:
+        pool = AsyncConnectionPool(database_url(), min_size=min_size, max_size=max_size, kwargs={"autocommit": True},
+                                   name="dispatcher-async", open=False)
+        _async_pools[loop] = pool
+    await pool.open()  # idempotent: also covers a second caller arriving while the first one opens it
+    return pool

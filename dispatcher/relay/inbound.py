@@ -8,18 +8,27 @@ the webhook's answer (Twilio sends it from the number that was texted), so they 
 
 Each outcome leaves one row of abuse metadata (session, sender's row id, kind, outcome, length): no
 number, no body.
+
+A text that is no keyword (nearly all of them) is routed and stored by one statement, :data:`RELAY_TEXT`:
+one round trip, one implicit transaction, prepared once per connection. The webhook runs it on an
+asynchronous connection (:func:`relay_plain_text`), the synchronous :func:`handle_text` runs the same
+statement, so both follow the same rules. Keywords change state and take the slower path of several
+statements in one transaction.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import cache
+from typing import Any
 
+import psycopg
 from twilio.twiml.messaging_response import MessagingResponse
 from twilio.twiml.voice_response import Dial, VoiceResponse
 
 from dispatcher.db.types import Conn
 from dispatcher.relay import outbox, posts, rules
-from dispatcher.relay.phones import find_phone, normalize_number, phone_number
+from dispatcher.relay.phones import find_phone, normalize_number, number_hash, phone_number
 from dispatcher.relay.pool import find_proxy
 from dispatcher.relay.rules import Keyword
 from dispatcher.relay.sessions import Route, cancel_sessions_of_pair, route
@@ -34,6 +43,7 @@ class InboundResult:
     outbox_ids: list[int] = field(default_factory=list)
 
 
+@cache
 def _reply(text: str | None) -> str:
     response = MessagingResponse()
     if text:
@@ -46,33 +56,92 @@ def _log(conn: Conn, session_id: int | None, phone_id: int | None, kind: str, ou
                  " VALUES (%s, %s, %s, %s, %s)", (session_id, phone_id, kind, outcome, chars))
 
 
+#: A text that is no keyword, in one statement: find our number and the sender's row, route it (as
+#: :func:`dispatcher.relay.sessions.route`), store the encrypted body in the outbox when the session is
+#: active and the recipient has not texted STOP, and log the outcome. Answers (our number?, outcome or
+#: NULL for an unknown sender, outbox id or NULL).
+RELAY_TEXT = """
+WITH proxy AS (SELECT id FROM relay_proxy_numbers WHERE number = %(to)s),
+sender AS (SELECT id FROM relay_phones WHERE number_hmac = %(sender)s),
+found AS (
+    SELECT s.id AS session_id, other.phone_id AS to_phone_id, p.number AS from_proxy,
+           other.stopped_at IS NOT NULL AS to_stopped
+    FROM relay_participants me
+    JOIN relay_participants other ON other.pair_id = me.pair_id AND other.phone_id <> me.phone_id
+    JOIN relay_proxy_numbers p ON p.id = other.proxy_id
+    LEFT JOIN relay_sessions s ON s.pair_id = me.pair_id AND s.state = 'active' AND s.expires_at > now()
+    WHERE me.phone_id = (SELECT id FROM sender) AND me.proxy_id = (SELECT id FROM proxy)
+),
+verdict AS (
+    SELECT sender.id AS phone_id, found.session_id, found.to_phone_id, found.from_proxy,
+           CASE WHEN found.session_id IS NULL THEN 'ended'
+                WHEN found.to_stopped THEN 'recipient_stopped' ELSE 'relayed' END AS outcome
+    FROM sender LEFT JOIN found ON true
+    WHERE EXISTS (SELECT 1 FROM proxy)
+),
+stored AS (
+    INSERT INTO relay_outbox (to_phone_id, from_number, body_encrypted, purpose, session_id)
+    SELECT to_phone_id, from_proxy, %(body)s, 'relay', session_id FROM verdict WHERE outcome = 'relayed'
+    RETURNING id
+),
+logged AS (
+    INSERT INTO relay_abuse_log (session_id, phone_id, kind, outcome, body_chars)
+    SELECT session_id, phone_id, 'sms', outcome, %(chars)s FROM verdict
+)
+SELECT EXISTS (SELECT 1 FROM proxy), (SELECT outcome FROM verdict), (SELECT id FROM stored)
+"""
+
+
+def _plain_text_params(from_number: str, to_number: str, body: str) -> dict[str, Any]:
+    """The statement's parameters: our number, the sender's keyed hash, the body encrypted (never in clear)."""
+    sender = normalize_number(from_number)
+    return {"to": normalize_number(to_number), "sender": number_hash(sender), "chars": len(body),
+            "body": outbox.seal_body(body)}
+
+
+def _plain_text_result(row: Any) -> InboundResult:
+    ours, outcome, text_id = row
+    if not ours:
+        return InboundResult(_reply(None), "not_our_number")
+    if outcome is None:  # never seen: nothing to relay, nothing remembered
+        return InboundResult(_reply(rules.ENDED), "unknown_sender")
+    if outcome != "relayed":
+        return InboundResult(_reply(rules.ENDED), str(outcome))
+    return InboundResult(_reply(None), "relayed", [int(text_id)])
+
+
+def relay_plain_text_sync(conn: Conn, from_number: str, to_number: str, body: str) -> InboundResult:
+    """A text that is no keyword, by :data:`RELAY_TEXT` on a synchronous connection."""
+    row = conn.execute(RELAY_TEXT, _plain_text_params(from_number, to_number, body), prepare=True).fetchone()
+    return _plain_text_result(row)
+
+
+async def relay_plain_text(conn: psycopg.AsyncConnection[Any], from_number: str, to_number: str,
+                           body: str) -> InboundResult:
+    """A text that is no keyword, by :data:`RELAY_TEXT`; ``conn`` in autocommit (one implicit transaction)."""
+    cur = await conn.execute(RELAY_TEXT, _plain_text_params(from_number, to_number, body), prepare=True)
+    return _plain_text_result(await cur.fetchone())
+
+
 def handle_text(conn: Conn, from_number: str, to_number: str, body: str) -> InboundResult:
     """A text from ``from_number`` to our number ``to_number``; run in one transaction by the caller."""
+    keyword = rules.keyword_of(body)
+    if keyword is None:
+        return relay_plain_text_sync(conn, from_number, to_number, body)
     sender = normalize_number(from_number)
     proxy_id = find_proxy(conn, normalize_number(to_number))
     if proxy_id is None:
         return InboundResult(_reply(None), "not_our_number")
     phone_id = find_phone(conn, sender)
-    keyword = rules.keyword_of(body)
     if phone_id is None:  # never seen: nothing to relay, nothing to remember
         text = rules.HELP if keyword is Keyword.HELP else None if keyword is Keyword.STOP else rules.ENDED
         return InboundResult(_reply(text), "unknown_sender")
     found = route(conn, phone_id, proxy_id)
-    if keyword is not None:
-        handled = _keyword(conn, keyword, phone_id, proxy_id, found)
-        if handled is not None:
-            _log(conn, found.session_id if found else None, phone_id, "sms", handled.outcome)
-            return handled
-    if found is None or found.session_id is None:
-        _log(conn, None, phone_id, "sms", "ended", len(body))
-        return InboundResult(_reply(rules.ENDED), "ended")
-    if found.to_stopped:
-        _log(conn, found.session_id, phone_id, "sms", "recipient_stopped", len(body))
-        return InboundResult(_reply(rules.ENDED), "recipient_stopped")
-    text_id = outbox.put(conn, found.to_phone_id, found.from_proxy, body, purpose="relay",
-                         session_id=found.session_id)
-    _log(conn, found.session_id, phone_id, "sms", "relayed", len(body))
-    return InboundResult(_reply(None), "relayed", [text_id])
+    handled = _keyword(conn, keyword, phone_id, proxy_id, found)
+    if handled is not None:
+        _log(conn, found.session_id if found else None, phone_id, "sms", handled.outcome)
+        return handled
+    return relay_plain_text_sync(conn, from_number, to_number, body)  # YES or START out of context: a message
 
 
 def _keyword(conn: Conn, keyword: Keyword, phone_id: int, proxy_id: int, found: Route | None) -> InboundResult | None:

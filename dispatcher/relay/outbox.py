@@ -6,11 +6,18 @@ encrypted with the number key, and enqueues only the row id. The actor loads, de
 the row in one transaction holding the row lock. A row is also deleted when Twilio refuses it for good,
 and the sweep deletes rows older than ``RELAY_OUTBOX_TTL_SECONDS`` (a text that late is no use), so a
 body lives in the database for seconds, at most for that TTL, and never in clear.
+
+Rows are written here (:func:`put`, bodies sealed by :func:`seal_body`) and by the relay's one-statement
+path for ordinary texts (:data:`dispatcher.relay.inbound.RELAY_TEXT`, which stores a body sealed here).
+Webhooks hand ids to :func:`dispatch_soon`, whose thread enqueues them in batches.
 """
 
 from __future__ import annotations
 
 import logging
+import queue
+import threading
+import time
 from dataclasses import dataclass
 
 from cryptography.fernet import InvalidToken
@@ -46,6 +53,11 @@ class SendOutcome:
     from_number: str | None = None
 
 
+def seal_body(body: str) -> bytes:
+    """A text's body as the outbox keeps it: cut to the longest text relayed, encrypted with the number key."""
+    return number_fernet(get_settings()).encrypt(body[:MAX_BODY_CHARS].encode())
+
+
 def put(conn: Conn, to_phone_id: int, from_number: str | None, body: str, *, purpose: str,
         session_id: int | None = None) -> int:
     """Store one text for sending; ``from_number`` None: the pool's first number (service texts)."""
@@ -54,10 +66,10 @@ def put(conn: Conn, to_phone_id: int, from_number: str | None, body: str, *, pur
         if row is None:
             raise ProxyPoolExhausted("the proxy pool holds no number to send from")
         from_number = str(row[0])
-    token = number_fernet(get_settings()).encrypt(body[:MAX_BODY_CHARS].encode())
     made = conn.execute(
         "INSERT INTO relay_outbox (to_phone_id, from_number, body_encrypted, purpose, session_id)"
-        " VALUES (%s, %s, %s, %s, %s) RETURNING id", (to_phone_id, from_number, token, purpose, session_id)).fetchone()
+        " VALUES (%s, %s, %s, %s, %s) RETURNING id",
+        (to_phone_id, from_number, seal_body(body), purpose, session_id)).fetchone()
     assert made is not None
     return int(made[0])
 
@@ -71,6 +83,50 @@ def dispatch(outbox_ids: list[int]) -> None:
             send_relay_text.send(outbox_id)
         except Exception as error:  # Redis down: the sweep enqueues the row again
             log.warning("relay text not enqueued", extra={"outbox_id": outbox_id, "error": type(error).__name__})
+
+
+#: How long the enqueueing thread waits after the first id for others to join it: it wakes (and takes
+#: the GIL from the event loop) once a batch rather than once a text.
+ENQUEUE_LINGER_SECONDS = 0.05
+_handoff: queue.SimpleQueue[int] | None = None
+_handoff_lock = threading.Lock()
+
+
+def dispatch_soon(outbox_ids: list[int]) -> None:
+    """Enqueue the rows' ids from a background thread, so a webhook answers without waiting for Redis.
+
+    The rows are committed already; an id lost with the process (or refused by Redis) is the sweep's, as
+    with :func:`dispatch`.
+    """
+    global _handoff
+    with _handoff_lock:
+        if _handoff is None:
+            _handoff = queue.SimpleQueue()
+            threading.Thread(target=_enqueue_forever, args=(_handoff,), name="relay-enqueue", daemon=True).start()
+    for outbox_id in outbox_ids:
+        _handoff.put(outbox_id)
+
+
+def _dispatch_pipelined(outbox_ids: list[int]) -> None:
+    from dispatcher.broker import enqueue_pipelined
+    from dispatcher.relay.actors import broker, send_relay_text
+
+    enqueue_pipelined(broker, [send_relay_text.message(outbox_id) for outbox_id in outbox_ids])
+
+
+def _enqueue_forever(handoff: queue.SimpleQueue[int]) -> None:
+    while True:
+        ids = [handoff.get()]
+        time.sleep(ENQUEUE_LINGER_SECONDS)
+        while True:  # whatever else arrived meanwhile goes in the same pass
+            try:
+                ids.append(handoff.get_nowait())
+            except queue.Empty:
+                break
+        try:
+            _dispatch_pipelined(ids)
+        except Exception as error:  # the thread must outlive any failure: the sweep enqueues these rows again
+            log.warning("relay texts not enqueued", extra={"count": len(ids), "error": type(error).__name__})
 
 
 def send_one(conn: Conn, outbox_id: int) -> SendOutcome:

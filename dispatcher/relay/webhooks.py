@@ -7,7 +7,13 @@ sees is not the one Twilio signed. The app's routes (``/relay/posts/...``) requi
 ``Authorization: Bearer <RELAY_API_TOKEN>`` and never answer with a real number.
 
 :func:`relay_routes` gives the routes for the main API to include; :func:`create_relay_app` serves them
-alone (``dispatcher relay``). Database work runs in Starlette's thread pool (psycopg is synchronous).
+alone (``dispatcher relay``).
+
+An ordinary text (no keyword: nearly every webhook) costs one signature computed once, one statement
+awaited on the event loop's own connection pool (:func:`dispatcher.relay.inbound.relay_plain_text`) and
+a hand-off of the stored text's id to the enqueueing thread; the answer does not wait for Redis.
+Keywords, calls and the app's routes run their transactions in Starlette's thread pool (synchronous
+psycopg).
 """
 
 from __future__ import annotations
@@ -16,10 +22,12 @@ import hmac
 import logging
 import time
 from collections.abc import Callable
+from functools import lru_cache
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit, urlunsplit
 
 import orjson
+import psycopg
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
@@ -55,10 +63,34 @@ def _connection() -> Any:
     return get_pool().connection()
 
 
+@lru_cache(maxsize=8)
+def _public_base(configured: str) -> tuple[str, str, str]:
+    base = urlsplit(configured)
+    return base.scheme, base.netloc, base.path.rstrip("/")
+
+
 def public_url(settings: Settings, request: Request) -> str:
     """The URL Twilio signed: the configured public base with this request's path and query."""
-    base = urlsplit(settings.relay_public_base_url)
-    return urlunsplit((base.scheme, base.netloc, base.path.rstrip("/") + request.url.path, request.url.query, ""))
+    scheme, netloc, path = _public_base(settings.relay_public_base_url)
+    return urlunsplit((scheme, netloc, path + request.url.path, request.url.query, ""))
+
+
+@lru_cache(maxsize=8)
+def _validator(auth_token: str) -> RequestValidator:
+    return RequestValidator(auth_token)
+
+
+def signature_matches(auth_token: str, url: str, form: dict[str, str], signature: str) -> bool:
+    """Twilio's check, the signature computed once for the URL as configured.
+
+    The library's ``validate`` computes it twice (the URL with and without its port); that second form
+    only matters for a URL configured differently from what Twilio posts to, so it is tried only after
+    a mismatch.
+    """
+    validator = _validator(auth_token)
+    if hmac.compare_digest(validator.compute_signature(url, form), signature):
+        return True
+    return bool(validator.validate(url, form, signature))
 
 
 async def _body(request: Request) -> bytes:
@@ -82,7 +114,7 @@ async def verified_form(request: Request, settings: Settings) -> dict[str, str]:
                               max_num_fields=100, strict_parsing=False))
     except (UnicodeDecodeError, ValueError):
         raise RelaySignatureRejected("malformed form body") from None
-    if not RequestValidator(settings.twilio_auth_token).validate(public_url(settings, request), form, signature):
+    if not signature_matches(settings.twilio_auth_token, public_url(settings, request), form, signature):
         raise RelaySignatureRejected("X-Twilio-Signature does not match")
     return form
 
@@ -97,6 +129,20 @@ def _in_transaction(work: Callable[[Conn], inbound.InboundResult]) -> inbound.In
         return result
 
 
+async def _plain_text(sender: str, to: str, body: str) -> inbound.InboundResult:
+    """An ordinary text in one statement, tried once more on another connection if the pooled one was broken
+    (the server restarted since): at least once, like every step of the engine, rather than a lost text."""
+    from dispatcher.db.pool import get_async_pool
+
+    pool = await get_async_pool()
+    try:
+        async with pool.connection() as conn:
+            return await inbound.relay_plain_text(conn, sender, to, body)
+    except psycopg.OperationalError:  # the pool drops the broken connection when it comes back
+        async with pool.connection() as conn:
+            return await inbound.relay_plain_text(conn, sender, to, body)
+
+
 async def _twilio_hook(request: Request, kind: str) -> Response:
     started = time.perf_counter()
     settings = get_settings()
@@ -108,7 +154,11 @@ async def _twilio_hook(request: Request, kind: str) -> Response:
         return Response(str(error), status_code=403 if isinstance(error, RelaySignatureRejected) else 413)
     sender, to, body = form.get("From", ""), form.get("To", ""), form.get("Body", "")
     try:
-        if kind == "sms":
+        if kind == "sms" and rules.keyword_of(body) is None:
+            result = await _plain_text(sender, to, body)
+            if result.outbox_ids:
+                outbox.dispatch_soon(result.outbox_ids)
+        elif kind == "sms":
             result = await run_in_threadpool(_in_transaction, lambda c: inbound.handle_text(c, sender, to, body))
         else:
             result = await run_in_threadpool(_in_transaction, lambda c: inbound.handle_call(c, sender, to))
