@@ -25,7 +25,7 @@ import numpy.typing as npt
 import shapely
 
 from dispatcher.errors import InvalidArea
-from dispatcher.targeting.area import Area, part_areas_km2
+from dispatcher.targeting.area import Area, part_areas_km2, remember_last
 from dispatcher.targeting.cover import BAND_RESOLUTION, reach_m
 
 #: km per degree of latitude (and of longitude at the equator) on the sphere H3 uses.
@@ -33,6 +33,10 @@ KM_PER_DEGREE = math.pi * 6371.007180918475 / 180
 #: CPU seconds to classify the cells of one band cell's whole branch (its ancestors' siblings included),
 #: measured on the 2-core development machine; the budget's time unit.
 SECONDS_PER_BAND_CELL = 20e-6
+#: CPU seconds per cell when a small area is classified in one step from the cells around its boxes
+#: (:func:`dispatcher.targeting.cover.cells_near`): no descent, about 1.5 µs a cell on a quiet machine
+#: and the area's preparation and the compaction on top.
+SECONDS_PER_NEAR_CELL = 4e-6
 #: ... times this for each factor of ten in the number of parts: each box is tested against every
 #: ring near it (measured: twice the time per cell for an archipelago of 300 islands).
 PARTS_COST_FACTOR = 0.5
@@ -112,6 +116,7 @@ class BandEstimate:
         return self.seconds <= budget.seconds and self.bytes <= budget.bytes
 
 
+@remember_last
 def measure(area: Area) -> Shape:
     """Perimeter (km, edges straight in lon/lat, measured at each edge's mid-latitude), km², boxes,
     for every part at once."""

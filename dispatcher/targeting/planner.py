@@ -23,11 +23,12 @@ import numpy as np
 import numpy.typing as npt
 
 from dispatcher.targeting.area import Area
-from dispatcher.targeting.cover import BAND_RESOLUTION, AreaCover, area_to_cells
+from dispatcher.targeting.cover import BAND_RESOLUTION, AreaCover, area_to_cells, near_cell_count
 from dispatcher.targeting.estimate import (
     COARSEST_BAND_RESOLUTION,
     SECONDS_PER_BAND_CELL,
     SECONDS_PER_CANDIDATE,
+    SECONDS_PER_NEAR_CELL,
     Budget,
     Shape,
     band_estimate,
@@ -88,8 +89,9 @@ class Plan:
         plan decides which to test: what ``dispatcher preview`` draws."""
         resolution = self.chosen.band_resolution
         if self.name == "adaptive":
+            # Stopping coarser than the statistics is never allowed (see _sparse): the descent may start there.
             return area_to_cells(area, band_resolution=resolution, stop=self._sparse,
-                                 start_resolution=COARSEST_BAND_RESOLUTION)
+                                 start_resolution=STATS_RESOLUTION)
         return area_to_cells(area, band_resolution=resolution)
 
     def _sparse(self, cells: list[int], resolution: int) -> npt.NDArray[np.bool_]:
@@ -154,6 +156,9 @@ def _estimate(name: str, shape: Shape, densities: npt.NDArray[np.float64],
     else:
         interior = inside
     queries = 2 if name == "direct" else 3
-    seconds = (cells * SECONDS_PER_BAND_CELL + candidates * SECONDS_PER_CANDIDATE
+    # A small area without a density rule is classified in one step from the cells around it.
+    near = near_cell_count(shape.boxes, int(resolutions.max())) if name != "adaptive" else None
+    cover_seconds = near * SECONDS_PER_NEAR_CELL if near is not None else cells * SECONDS_PER_BAND_CELL
+    seconds = (cover_seconds + candidates * SECONDS_PER_CANDIDATE
                + interior * SECONDS_PER_INTERIOR_ROW + queries * SECONDS_PER_QUERY)
     return PlanEstimate(name, int(resolutions.max()), round(cells), round(candidates), round(interior), seconds)
