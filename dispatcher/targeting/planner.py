@@ -22,6 +22,7 @@ import h3.api.basic_int as h3
 import numpy as np
 import numpy.typing as npt
 
+from dispatcher.errors import InvalidArea
 from dispatcher.targeting.area import Area
 from dispatcher.targeting.cover import BAND_RESOLUTION, AreaCover, area_to_cells, near_cell_count
 from dispatcher.targeting.estimate import (
@@ -123,12 +124,30 @@ def choose_plan(area: Area, counts: CellCounts, *, budget: Budget | None = None,
         "direct": min((_estimate("direct", shape, densities, np.full(shape.parts, r))
                        for r in range(COARSEST_BAND_RESOLUTION, fitting + 1)), key=lambda e: e.seconds),
     }
-    chosen = estimates[force] if force is not None else min(estimates.values(), key=lambda e: e.seconds)
+    cheapest = min(estimates.values(), key=lambda e: e.seconds)
+    check_candidates_budget(shape, cheapest, budget)
+    chosen = estimates[force] if force is not None else cheapest
     if chosen.name == "adaptive":
         # The descent goes as fine as the budget allows; the statistics stop it earlier where few live.
         chosen = PlanEstimate("adaptive", fitting, chosen.cells, chosen.candidates, chosen.interior_rows,
                               chosen.seconds)
     return Plan(chosen, tuple(e for e in estimates.values() if e.name != chosen.name), counts)
+
+
+def check_candidates_budget(shape: Shape, cheapest: PlanEstimate, budget: Budget) -> None:
+    """Refuse, naming it, an area whose cheapest plan would test more residents one by one than the
+    budget's seconds allow: the statistics' side of :func:`dispatcher.targeting.estimate.check_area_budget`
+    (a short boundary through the densest blocks passes the geometry's check but not this one).
+
+    The interior is not counted: its rows never leave the database and are written in chunks.
+    """
+    seconds = cheapest.seconds - cheapest.interior_rows * SECONDS_PER_INTERIOR_ROW
+    if seconds > budget.seconds:
+        raise InvalidArea(
+            f"too many residents along its boundary to test one by one: about {cheapest.candidates:,} "
+            f"candidates around {shape.area_km2:,.1f} km² even with the cheapest plan ({cheapest.name} at "
+            f"H3 resolution {cheapest.band_resolution}, ~{seconds:,.1f} s, over the targeting budget of "
+            f"{budget.seconds:g} s)")
 
 
 def _adaptive_resolutions(densities: npt.NDArray[np.float64], finest: int) -> npt.NDArray[np.int64]:
