@@ -16,6 +16,7 @@ cheapest plan that fits the budget is chosen, like a database planner does, and 
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field
 
 import h3.api.basic_int as h3
@@ -118,10 +119,11 @@ def choose_plan(area: Area, counts: CellCounts, *, budget: Budget | None = None,
     densities = counts.densities_near(shape.boxes, LOOKUP_PAD_DEG)
     fitting = finest_fitting_band(shape, budget, finest).resolution
     everywhere = np.full(shape.parts, fitting)
+    costs = _Costs(shape, densities)
     estimates = {
-        "cover": _estimate("cover", shape, densities, everywhere),
-        "adaptive": _estimate("adaptive", shape, densities, _adaptive_resolutions(densities, fitting)),
-        "direct": min((_estimate("direct", shape, densities, np.full(shape.parts, r))
+        "cover": costs.estimate("cover", everywhere),
+        "adaptive": costs.estimate("adaptive", _adaptive_resolutions(densities, fitting)),
+        "direct": min((costs.estimate("direct", np.full(shape.parts, r))
                        for r in range(COARSEST_BAND_RESOLUTION, fitting + 1)), key=lambda e: e.seconds),
     }
     cheapest = min(estimates.values(), key=lambda e: e.seconds)
@@ -159,25 +161,36 @@ def _adaptive_resolutions(densities: npt.NDArray[np.float64], finest: int) -> np
     return resolutions
 
 
-def _estimate(name: str, shape: Shape, densities: npt.NDArray[np.float64],
-              resolutions: npt.NDArray[np.int64]) -> PlanEstimate:
-    """Seconds of a plan whose band around part ``i`` is at ``resolutions[i]``."""
-    cells = candidates = 0.0
-    inside = float(shape.part_areas_km2 @ densities)
-    for resolution in np.unique(resolutions).tolist():
-        band = band_estimate(shape, resolution)
-        here = resolutions == resolution
-        cells += float(band.part_cells[here].sum())
-        candidates += float(band.part_band_km2[here] @ densities[here])
-    interior = 0.0
-    if name == "direct":
-        candidates += inside
-    else:
-        interior = inside
-    queries = 2 if name == "direct" else 3
-    # A small area without a density rule is classified in one step from the cells around it.
-    near = near_cell_count(shape.boxes, int(resolutions.max())) if name != "adaptive" else None
-    cover_seconds = near * SECONDS_PER_NEAR_CELL if near is not None else cells * SECONDS_PER_BAND_CELL
-    seconds = (cover_seconds + candidates * SECONDS_PER_CANDIDATE
-               + interior * SECONDS_PER_INTERIOR_ROW + queries * SECONDS_PER_QUERY)
-    return PlanEstimate(name, int(resolutions.max()), round(cells), round(candidates), round(interior), seconds)
+class _Costs:
+    """Estimates of the plans for one area; each band and each one-step cover estimated once, though
+    several plans ask for the same resolution."""
+
+    def __init__(self, shape: Shape, densities: npt.NDArray[np.float64]) -> None:
+        self.shape = shape
+        self.densities = densities
+        self.band = functools.cache(functools.partial(band_estimate, shape))
+        self.near = functools.cache(functools.partial(near_cell_count, shape.boxes))
+
+    def estimate(self, name: str, resolutions: npt.NDArray[np.int64]) -> PlanEstimate:
+        """Seconds of a plan whose band around part ``i`` is at ``resolutions[i]``."""
+        shape, densities = self.shape, self.densities
+        cells = candidates = 0.0
+        inside = float(shape.part_areas_km2 @ densities)
+        finest = int(resolutions.max())
+        for resolution in {finest} if finest == resolutions.min() else np.unique(resolutions).tolist():
+            band = self.band(resolution)
+            here = resolutions == resolution
+            cells += float(band.part_cells[here].sum())
+            candidates += float(band.part_band_km2[here] @ densities[here])
+        interior = 0.0
+        if name == "direct":
+            candidates += inside
+        else:
+            interior = inside
+        queries = 2 if name == "direct" else 3
+        # A small area without a density rule is classified in one step from the cells around it.
+        near = self.near(finest) if name != "adaptive" else None
+        cover_seconds = near * SECONDS_PER_NEAR_CELL if near is not None else cells * SECONDS_PER_BAND_CELL
+        seconds = (cover_seconds + candidates * SECONDS_PER_CANDIDATE
+                   + interior * SECONDS_PER_INTERIOR_ROW + queries * SECONDS_PER_QUERY)
+        return PlanEstimate(name, finest, round(cells), round(candidates), round(interior), seconds)
