@@ -7,8 +7,11 @@ to lie within a *reach* of ``C``'s centre: at most ``REACH_FACTOR`` average edge
 resolution (measured over the whole globe, pentagons included, the worst is 1.14; the factor leaves
 40% to spare, and ``tests/test_targeting_cover.py`` checks the bound).
 
-The cover descends the H3 tree from the 122 base cells. At each resolution a cell's reach is bounded by
-a lon/lat box that contains its spherical cap, and the box is tested against the prepared area:
+The cover descends the H3 tree from the cells near the area at the finest resolution where they are
+few (H3's polyfill, in C, of each part's box padded by a reach: a district starts at res 9 or 10 with a
+few hundred cells and is classified in one step), else from the 122 base cells. At each resolution a
+cell's reach is bounded by a lon/lat box that contains its spherical cap, and the box is tested against
+the prepared area:
 
 * box covered by the area: every resident under the cell is inside; the cell is *interior*;
 * box disjoint from the area: no resident under the cell can be inside; the cell is dropped;
