@@ -63,6 +63,7 @@ _KM2_PER_DEG2 = (math.pi * H3_EARTH_RADIUS_M / 180_000) ** 2
 _RES_SHIFT = 52
 _RES_MASK = np.uint64(0xF << _RES_SHIFT)
 _DIGIT_BITS = 3
+_DIGIT_SHIFTS = np.arange(RESIDENT_CELL_RESOLUTION, dtype=np.uint64) * np.uint64(_DIGIT_BITS)
 
 CellArray = npt.NDArray[np.int64]
 #: ``stop(cells, resolution)``: which boundary cells to keep at this resolution rather than refine.
@@ -315,15 +316,12 @@ def _merge(low: npt.NDArray[np.uint64], high: npt.NDArray[np.uint64]) -> list[tu
 def _next_cells_after(cells: npt.NDArray[np.uint64]) -> npt.NDArray[np.uint64]:
     """For each res-15 id, the smallest id above it that can be a valid cell (digits only 0..6):
     the lowest digit below 6 goes up by one and the digits under it (all 6) become 0."""
-    result = np.empty_like(cells)
-    found = np.zeros(len(cells), dtype=bool)
-    for digit in range(RESIDENT_CELL_RESOLUTION):  # digit 15 first, in the lowest bits
-        shift = np.uint64(_DIGIT_BITS * digit)
-        below = (np.uint64(1) << shift) - np.uint64(1)
-        value = (cells >> shift) & np.uint64(0b111)
-        here = ~found & (value < 6)
-        result[here] = (cells[here] & ~below) + (np.uint64(1) << shift)
-        found |= here
+    digits = (cells[:, None] >> _DIGIT_SHIFTS) & np.uint64(0b111)  # digit 15 first, in the lowest bits
+    below_six = digits < 6
+    lowest = below_six.argmax(axis=1)
+    found = below_six[np.arange(len(cells)), lowest]
+    shift = _DIGIT_SHIFTS[lowest]
+    result = (cells & ~((np.uint64(1) << shift) - np.uint64(1))) + (np.uint64(1) << shift)
     above_digits = ~np.uint64((1 << 45) - 1)  # every digit was 6: the next base cell, digits all 0
     result[~found] = (cells[~found] & above_digits) + np.uint64(1 << 45)
     return result
