@@ -321,7 +321,7 @@ def _next_cells_after(cells: npt.NDArray[np.uint64]) -> npt.NDArray[np.uint64]:
     lowest = below_six.argmax(axis=1)
     found = below_six[np.arange(len(cells)), lowest]
     shift = _DIGIT_SHIFTS[lowest]
-    result = (cells & ~((np.uint64(1) << shift) - np.uint64(1))) + (np.uint64(1) << shift)
+    result: npt.NDArray[np.uint64] = (cells & ~((np.uint64(1) << shift) - np.uint64(1))) + (np.uint64(1) << shift)
     above_digits = ~np.uint64((1 << 45) - 1)  # every digit was 6: the next base cell, digits all 0
     result[~found] = (cells[~found] & above_digits) + np.uint64(1 << 45)
     return result
