@@ -18,7 +18,9 @@ The caller decides where recipients go. A sink is a callable::
 how many rows it wrote. :func:`match_area` calls it once for the boundary residents that passed the
 exact test (``SELECT unnest(%s::bigint[])``; once per batch when the band is too big to hold at once, see
 :func:`candidate_batches`) and once per part of the interior (an index range scan per
-range). The id sets of the calls are disjoint and free of duplicates. Each call is its own statement
+range). Its ``params`` must be bound on ``conn``: the id arrays are binary ``bigint[]`` parameters
+(:class:`BigintArray`) whose dumper is registered there. The id sets of the calls are disjoint and free
+of duplicates. Each call is its own statement
 (in the caller's transaction, if any, else autocommitted); with ``workers`` the interior is split into
 chunks written at the same time, each worker connection in its own thread, so a sink that keeps state
 must be thread-safe.
@@ -29,6 +31,7 @@ table should be vacuumed after a bulk load so that range scans are index-only.
 
 from __future__ import annotations
 
+import struct
 import time
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
@@ -42,6 +45,8 @@ import numpy as np
 import numpy.typing as npt
 import shapely
 from psycopg import sql
+from psycopg.adapt import Dumper
+from psycopg.pq import Format
 
 from dispatcher.db.types import Conn
 from dispatcher.targeting.area import Area, area_km2
@@ -76,6 +81,8 @@ _CANDIDATES_SQL = sql.SQL(
     "CROSS JOIN LATERAL (SELECT id, lng, lat FROM residents WHERE cell BETWEEN g.lo AND g.hi) AS r"
 )
 _CANDIDATE_RECORD = np.dtype([("id", ">i8"), ("lng", ">f8"), ("lat", ">f8")])
+_ARRAY_ELEMENT = np.dtype([("length", ">i4"), ("value", ">i8")])
+_INT8_OID = 20
 #: JIT off for the rest of the session, returning its previous setting.
 _JIT_OFF_SQL = "SELECT current_setting('jit'), set_config('jit', 'off', false)"
 
@@ -158,7 +165,7 @@ def match_area(
                 fetching, testing = fetching + fetched - step, testing + time.perf_counter() - fetched
                 candidates, kept = candidates + len(ids), kept + len(inside)
                 if len(inside):
-                    boundary_written += sink(conn, BOUNDARY_IDS_SQL, [_array_literal(inside.tolist())])
+                    boundary_written += sink(conn, BOUNDARY_IDS_SQL, [bigint_array(conn, inside)])
             interior_written = _write_interior_chunks(conn, sink, chunks)  # then help the workers with what is left
             interior_written += sum(future.result() for future in futures)
     finally:
@@ -239,7 +246,7 @@ def _write_interior_chunks(conn: Conn, sink: Sink, chunks: deque[list[tuple[int,
         except IndexError:
             return written
         if ranges:
-            written += sink(conn, INTERIOR_IDS_SQL, _range_params(ranges))
+            written += sink(conn, INTERIOR_IDS_SQL, _range_params(conn, ranges))
 
 
 @contextmanager
@@ -268,22 +275,53 @@ def fetch_candidates(
     """(ids, lng, lat) of the residents whose cell falls in ``ranges``, as binary arrays in one query."""
     if not ranges:
         return np.zeros(0, np.int64), np.zeros(0, np.float64), np.zeros(0, np.float64)
+    params = _range_params(conn, ranges)  # before the cursor, which copies the connection's adapters
     with conn.cursor(binary=True) as cur:
-        row = cur.execute(_CANDIDATES_SQL, _range_params(ranges)).fetchone()
+        row = cur.execute(_CANDIDATES_SQL, params).fetchone()
     if row is None or row[0] is None:
         return np.zeros(0, np.int64), np.zeros(0, np.float64), np.zeros(0, np.float64)
     records = np.frombuffer(row[0], dtype=_CANDIDATE_RECORD)
     return records["id"].astype(np.int64), records["lng"].astype(np.float64), records["lat"].astype(np.float64)
 
 
-def _range_params(ranges: list[tuple[int, int]]) -> list[object]:
-    return [_array_literal([lo for lo, _ in ranges]), _array_literal([hi for _, hi in ranges])]
+def _range_params(conn: Conn, ranges: list[tuple[int, int]]) -> list[object]:
+    bounds = np.array(ranges, dtype=np.int64).reshape(-1, 2)
+    return [bigint_array(conn, bounds[:, 0]), bigint_array(conn, bounds[:, 1])]
 
 
-def _array_literal(values: list[int]) -> str:
-    """``{1,2,3}``, cast to ``bigint[]`` by the query: psycopg's list adapter inspects every element to
-    pick an integer type, which costs more than the whole scan for a small area."""
-    return "{" + ",".join(map(str, values)) + "}"
+class BigintArray:
+    """Integers for a ``%s::bigint[]`` parameter, sent in PostgreSQL's binary array format built by numpy.
+
+    psycopg's list adapter inspects every element to pick a type, and a text literal is written by
+    Python and parsed again by the server: for a district's 1,600 ids that was 0.4 ms of a 10 ms match.
+    """
+
+    __slots__ = ("values",)
+
+    def __init__(self, values: npt.ArrayLike) -> None:
+        self.values = np.asarray(values, dtype=np.int64)
+
+
+class _BigintArrayDumper(Dumper):
+    """Binary ``bigint[]``: a header (dimensions, no nulls, element type, length, lower bound), then
+    each element's length and value. No oid: the statement's cast types the parameter, and the
+    connection's own ``bigint[]`` dumper stays as it was."""
+
+    format = Format.BINARY
+
+    def dump(self, obj: BigintArray) -> bytes:
+        if not len(obj.values):
+            return struct.pack(">iii", 0, 0, _INT8_OID)
+        body = np.empty(len(obj.values), dtype=_ARRAY_ELEMENT)
+        body["length"] = 8
+        body["value"] = obj.values
+        return struct.pack(">iiiii", 1, 0, _INT8_OID, len(obj.values), 1) + body.tobytes()
+
+
+def bigint_array(conn: Conn, values: npt.ArrayLike) -> BigintArray:
+    """``values`` as a binary ``bigint[]`` parameter on ``conn`` (its dumper registered there, a dict entry)."""
+    conn.adapters.register_dumper(BigintArray, _BigintArrayDumper)
+    return BigintArray(values)
 
 
 def count_sink(conn: Conn, ids_sql: sql.Composable, params: Sequence[object]) -> int:
