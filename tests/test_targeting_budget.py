@@ -90,26 +90,46 @@ def test_a_boundary_through_the_densest_blocks_is_refused_by_the_statistics() ->
         choose_plan(area, dense_counts(area, 10_000_000.0), budget=BUDGET)
 
 
-def test_the_worker_records_a_rejection_by_the_statistics(engine: Settings, db: psycopg.Connection[Any]) -> None:
-    """With the budget set between what the geometry and what the statistics ask, the worker refuses the
-    area by the statistics of the residents really loaded, and records why."""
-    from dispatcher.pipeline import distribute
+def _budget_between_geometry_and_statistics(db: psycopg.Connection[Any]) -> tuple[Polygon, float]:
+    """A town with 20,000 residents loaded, and a budget in seconds that its geometry fits but the
+    statistics of its residents do not."""
     from dispatcher.targeting.planner import SECONDS_PER_INTERIOR_ROW
     from dispatcher.targeting.stats import load_cell_counts
     from tests.test_targeting_match import hard_residents, load, town
 
     area = town()
-    register_agency(db, "pd-town", jurisdiction=mapping(area.buffer(0.05)))  # a town's police, not the world's
     load(db, *hard_residents(area, 20_000, seed=3))
     roomy = Budget(seconds=10.0, bytes=BUDGET.bytes)
     cheapest = choose_plan(area, load_cell_counts(db, area), budget=roomy).chosen
     by_statistics = cheapest.seconds - cheapest.interior_rows * SECONDS_PER_INTERIOR_ROW
     by_geometry = check_area_budget(area, roomy).seconds
     assert by_geometry < by_statistics
-    set_settings(engine.with_(targeting_budget_seconds=(by_geometry + by_statistics) / 2))
+    return area, (by_geometry + by_statistics) / 2
+
+
+def test_the_worker_records_a_rejection_by_the_statistics(engine: Settings, db: psycopg.Connection[Any]) -> None:
+    """With the budget set between what the geometry and what the statistics ask, the worker refuses the
+    area by the statistics of the residents really loaded, and records why."""
+    from dispatcher.pipeline import distribute
+
+    area, seconds = _budget_between_geometry_and_statistics(db)
+    register_agency(db, "pd-town", jurisdiction=mapping(area.buffer(0.05)))  # a town's police, not the world's
+    set_settings(engine.with_(targeting_budget_seconds=seconds))
     outcome = distribute(request_payload("dense-1", area=mapping(area), agency={"id": "pd-town", "name": "Town"}))
     assert outcome.state == "rejected"
     assert outcome.reason is not None and "too many residents along its boundary" in outcome.reason
+
+
+def test_a_refusal_by_the_statistics_leaves_the_connection_s_jit_as_it_was(settings: Settings,
+                                                                            db: psycopg.Connection[Any]) -> None:
+    from dispatcher.targeting.match import count_sink, match_area
+
+    area, seconds = _budget_between_geometry_and_statistics(db)
+    set_settings(settings.with_(targeting_budget_seconds=seconds))
+    before = db.execute("SHOW jit").fetchone()
+    with pytest.raises(InvalidArea, match="too many residents along its boundary"):
+        match_area(db, area, sink=count_sink)
+    assert db.execute("SHOW jit").fetchone() == before
 
 
 def _write(path: Path, area: Polygon) -> str:

@@ -227,9 +227,14 @@ def _plan_with_jit_off(conn: Conn, area: Area, *, band_resolution: int | None, p
     with conn.pipeline():
         switched = conn.execute(_JIT_OFF_SQL) if jit_off else None
         counts = conn.execute(*query) if query else None
-    previous = switched.fetchone() if switched else None
-    chosen = choose_plan(area, CellCounts.from_rows(counts.fetchall() if counts else []), force=plan)
-    return chosen, previous[0] if previous else None
+    row = switched.fetchone() if switched else None
+    previous = row[0] if row else None
+    try:
+        chosen = choose_plan(area, CellCounts.from_rows(counts.fetchall() if counts else []), force=plan)
+    except BaseException:  # refused by the statistics, say: the connection gets its JIT back
+        _restore_jit(conn, previous)
+        raise
+    return chosen, previous
 
 
 def _write_interior_chunks_on_worker(conn: Conn, sink: Sink, chunks: deque[list[tuple[int, int]]]) -> int:
