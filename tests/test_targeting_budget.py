@@ -115,7 +115,10 @@ def test_the_worker_records_a_rejection_by_the_statistics(engine: Settings, db: 
     area, seconds = _budget_between_geometry_and_statistics(db)
     register_agency(db, "pd-town", jurisdiction=mapping(area.buffer(0.05)))  # a town's police, not the world's
     set_settings(engine.with_(targeting_budget_seconds=seconds))
-    outcome = distribute(request_payload("dense-1", area=mapping(area), agency={"id": "pd-town", "name": "Town"}))
+    try:
+        outcome = distribute(request_payload("dense-1", area=mapping(area), agency={"id": "pd-town", "name": "Town"}))
+    finally:
+        set_settings(engine)  # the tests after this one get the usual budget
     assert outcome.state == "rejected"
     assert outcome.reason is not None and "too many residents along its boundary" in outcome.reason
 
@@ -125,10 +128,13 @@ def test_a_refusal_by_the_statistics_leaves_the_connection_s_jit_as_it_was(setti
     from dispatcher.targeting.match import count_sink, match_area
 
     area, seconds = _budget_between_geometry_and_statistics(db)
-    set_settings(settings.with_(targeting_budget_seconds=seconds))
     before = db.execute("SHOW jit").fetchone()
-    with pytest.raises(InvalidArea, match="too many residents along its boundary"):
-        match_area(db, area, sink=count_sink)
+    set_settings(settings.with_(targeting_budget_seconds=seconds))
+    try:
+        with pytest.raises(InvalidArea, match="too many residents along its boundary"):
+            match_area(db, area, sink=count_sink)
+    finally:
+        set_settings(settings)
     assert db.execute("SHOW jit").fetchone() == before
 
 
