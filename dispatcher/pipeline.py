@@ -26,7 +26,7 @@ from dispatcher.errors import InvalidRequest, RequestConflict
 from dispatcher.lifecycle import State
 from dispatcher.ops import metrics
 from dispatcher.targeting.area import Area, parse_area
-from dispatcher.targeting.match import match_area
+from dispatcher.targeting.match import match_area, plan_match
 
 log = logging.getLogger(__name__)
 
@@ -113,6 +113,7 @@ def target(request_id: str, on_first_rows: FirstRows | None = None) -> Distribut
                           max_bytes=settings.max_area_bytes)
         with pool.connection() as conn:  # an unknown agency, or an area outside its jurisdiction
             check_area_in_jurisdiction(conn, request.agency.id, area, settings)
+            plan_match(conn, area)  # or too many residents along its boundary, by the statistics
     except InvalidRequest as error:
         with pool.connection() as conn:
             lifecycle.reject(conn, request.id, str(error))

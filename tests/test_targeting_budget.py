@@ -7,19 +7,22 @@ import json
 import math
 import os
 from pathlib import Path
+from typing import Any
 
 import numpy as np
+import psycopg
 import pytest
 from shapely.geometry import LineString, Polygon, mapping
 
-from dispatcher.config import Settings
+from dispatcher.config import Settings, set_settings
 from dispatcher.contract import validate_request
 from dispatcher.errors import InvalidArea
 from dispatcher.targeting.area import parse_area
 from dispatcher.targeting.estimate import Budget, band_estimate, check_area_budget, measure
 from dispatcher.targeting.footprint import run_measured
+from dispatcher.targeting.planner import PLANS, choose_plan
 from dispatcher.targeting.shapes import thin_comb, thin_strip
-from tests.factories import request_payload
+from tests.factories import register_agency, request_payload
 
 THIN = {"strip, 5 vertices, 1.4 km²": thin_strip(), "comb, 40 vertices, 14 km²": thin_comb(10),
         "comb, 4,000 vertices, 1,395 km²": thin_comb(1000)}
@@ -72,6 +75,67 @@ def test_the_worker_records_a_rejection_for_a_thin_area(engine: Settings) -> Non
     outcome = distribute(request_payload("thin-1", area=mapping(thin_strip())))
     assert outcome.state == "rejected"
     assert outcome.reason is not None and "boundary too long for its area" in outcome.reason
+
+
+def test_a_boundary_through_the_densest_blocks_is_refused_by_the_statistics() -> None:
+    """A 2 km square passes the geometry's check, but not with statistics saying 10 million live under
+    every res-7 cell: even the cheapest plan would test millions of residents one by one."""
+    from tests.test_targeting_planner import dense_counts
+
+    area = Polygon([(-87.72, 41.84), (-87.696, 41.84), (-87.696, 41.858), (-87.72, 41.858)])
+    check_area_budget(area, BUDGET)
+    assert choose_plan(area, dense_counts(area, 1_000.0), budget=BUDGET).name in PLANS
+    with pytest.raises(InvalidArea, match=r"too many residents along its boundary to test one by one: about "
+                                          r"[\d,]+ candidates around [\d.,]+ km² even with the cheapest plan"):
+        choose_plan(area, dense_counts(area, 10_000_000.0), budget=BUDGET)
+
+
+def _budget_between_geometry_and_statistics(db: psycopg.Connection[Any]) -> tuple[Polygon, float]:
+    """A town with 20,000 residents loaded, and a budget in seconds that its geometry fits but the
+    statistics of its residents do not."""
+    from dispatcher.targeting.planner import SECONDS_PER_INTERIOR_ROW
+    from dispatcher.targeting.stats import load_cell_counts
+    from tests.test_targeting_match import hard_residents, load, town
+
+    area = town()
+    load(db, *hard_residents(area, 20_000, seed=3))
+    roomy = Budget(seconds=10.0, bytes=BUDGET.bytes)
+    cheapest = choose_plan(area, load_cell_counts(db, area), budget=roomy).chosen
+    by_statistics = cheapest.seconds - cheapest.interior_rows * SECONDS_PER_INTERIOR_ROW
+    by_geometry = check_area_budget(area, roomy).seconds
+    assert by_geometry < by_statistics
+    return area, (by_geometry + by_statistics) / 2
+
+
+def test_the_worker_records_a_rejection_by_the_statistics(engine: Settings, db: psycopg.Connection[Any]) -> None:
+    """With the budget set between what the geometry and what the statistics ask, the worker refuses the
+    area by the statistics of the residents really loaded, and records why."""
+    from dispatcher.pipeline import distribute
+
+    area, seconds = _budget_between_geometry_and_statistics(db)
+    register_agency(db, "pd-town", jurisdiction=mapping(area.buffer(0.05)))  # a town's police, not the world's
+    set_settings(engine.with_(targeting_budget_seconds=seconds))
+    try:
+        outcome = distribute(request_payload("dense-1", area=mapping(area), agency={"id": "pd-town", "name": "Town"}))
+    finally:
+        set_settings(engine)  # the tests after this one get the usual budget
+    assert outcome.state == "rejected"
+    assert outcome.reason is not None and "too many residents along its boundary" in outcome.reason
+
+
+def test_a_refusal_by_the_statistics_leaves_the_connection_s_jit_as_it_was(settings: Settings,
+                                                                            db: psycopg.Connection[Any]) -> None:
+    from dispatcher.targeting.match import count_sink, match_area
+
+    area, seconds = _budget_between_geometry_and_statistics(db)
+    before = db.execute("SHOW jit").fetchone()
+    set_settings(settings.with_(targeting_budget_seconds=seconds))
+    try:
+        with pytest.raises(InvalidArea, match="too many residents along its boundary"):
+            match_area(db, area, sink=count_sink)
+    finally:
+        set_settings(settings)
+    assert db.execute("SHOW jit").fetchone() == before
 
 
 def _write(path: Path, area: Polygon) -> str:

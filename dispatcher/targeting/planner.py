@@ -16,18 +16,21 @@ cheapest plan that fits the budget is chosen, like a database planner does, and 
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field
 
 import h3.api.basic_int as h3
 import numpy as np
 import numpy.typing as npt
 
+from dispatcher.errors import InvalidArea
 from dispatcher.targeting.area import Area
-from dispatcher.targeting.cover import BAND_RESOLUTION, AreaCover, area_to_cells
+from dispatcher.targeting.cover import BAND_RESOLUTION, AreaCover, area_to_cells, near_cell_count
 from dispatcher.targeting.estimate import (
     COARSEST_BAND_RESOLUTION,
     SECONDS_PER_BAND_CELL,
     SECONDS_PER_CANDIDATE,
+    SECONDS_PER_NEAR_CELL,
     Budget,
     Shape,
     band_estimate,
@@ -41,6 +44,9 @@ PLANS = ("cover", "adaptive", "direct")
 SECONDS_PER_INTERIOR_ROW = 0.15e-6
 #: Seconds of one statement round trip.
 SECONDS_PER_QUERY = 0.5e-3
+#: Seconds to open one range scan of the band (an index descent; a band cell is at most one range).
+#: Measured: a district's band at res 10 (115 ranges) cost 1.3 ms more than at res 9 (24 ranges).
+SECONDS_PER_BAND_RANGE = 5e-6
 #: A boundary cell is refined only when more residents than this are expected under it: refining
 #: classifies seven children, which costs about as much as testing this many residents.
 STOP_RESIDENTS = 7 * SECONDS_PER_BAND_CELL / SECONDS_PER_CANDIDATE
@@ -88,8 +94,9 @@ class Plan:
         plan decides which to test: what ``dispatcher preview`` draws."""
         resolution = self.chosen.band_resolution
         if self.name == "adaptive":
+            # Stopping coarser than the statistics is never allowed (see _sparse): the descent may start there.
             return area_to_cells(area, band_resolution=resolution, stop=self._sparse,
-                                 start_resolution=COARSEST_BAND_RESOLUTION)
+                                 start_resolution=STATS_RESOLUTION)
         return area_to_cells(area, band_resolution=resolution)
 
     def _sparse(self, cells: list[int], resolution: int) -> npt.NDArray[np.bool_]:
@@ -115,18 +122,37 @@ def choose_plan(area: Area, counts: CellCounts, *, budget: Budget | None = None,
     densities = counts.densities_near(shape.boxes, LOOKUP_PAD_DEG)
     fitting = finest_fitting_band(shape, budget, finest).resolution
     everywhere = np.full(shape.parts, fitting)
+    costs = _Costs(shape, densities)
     estimates = {
-        "cover": _estimate("cover", shape, densities, everywhere),
-        "adaptive": _estimate("adaptive", shape, densities, _adaptive_resolutions(densities, fitting)),
-        "direct": min((_estimate("direct", shape, densities, np.full(shape.parts, r))
+        "cover": costs.estimate("cover", everywhere),
+        "adaptive": costs.estimate("adaptive", _adaptive_resolutions(densities, fitting)),
+        "direct": min((costs.estimate("direct", np.full(shape.parts, r))
                        for r in range(COARSEST_BAND_RESOLUTION, fitting + 1)), key=lambda e: e.seconds),
     }
-    chosen = estimates[force] if force is not None else min(estimates.values(), key=lambda e: e.seconds)
+    cheapest = min(estimates.values(), key=lambda e: e.seconds)
+    check_candidates_budget(shape, cheapest, budget)
+    chosen = estimates[force] if force is not None else cheapest
     if chosen.name == "adaptive":
         # The descent goes as fine as the budget allows; the statistics stop it earlier where few live.
         chosen = PlanEstimate("adaptive", fitting, chosen.cells, chosen.candidates, chosen.interior_rows,
                               chosen.seconds)
     return Plan(chosen, tuple(e for e in estimates.values() if e.name != chosen.name), counts)
+
+
+def check_candidates_budget(shape: Shape, cheapest: PlanEstimate, budget: Budget) -> None:
+    """Refuse, naming it, an area whose cheapest plan would test more residents one by one than the
+    budget's seconds allow: the statistics' side of :func:`dispatcher.targeting.estimate.check_area_budget`
+    (a short boundary through the densest blocks passes the geometry's check but not this one).
+
+    The interior is not counted: its rows never leave the database and are written in chunks.
+    """
+    seconds = cheapest.seconds - cheapest.interior_rows * SECONDS_PER_INTERIOR_ROW
+    if seconds > budget.seconds:
+        raise InvalidArea(
+            f"too many residents along its boundary to test one by one: about {cheapest.candidates:,} "
+            f"candidates around {shape.area_km2:,.1f} km² even with the cheapest plan ({cheapest.name} at "
+            f"H3 resolution {cheapest.band_resolution}, ~{seconds:,.1f} s, over the targeting budget of "
+            f"{budget.seconds:g} s)")
 
 
 def _adaptive_resolutions(densities: npt.NDArray[np.float64], finest: int) -> npt.NDArray[np.int64]:
@@ -138,22 +164,36 @@ def _adaptive_resolutions(densities: npt.NDArray[np.float64], finest: int) -> np
     return resolutions
 
 
-def _estimate(name: str, shape: Shape, densities: npt.NDArray[np.float64],
-              resolutions: npt.NDArray[np.int64]) -> PlanEstimate:
-    """Seconds of a plan whose band around part ``i`` is at ``resolutions[i]``."""
-    cells = candidates = 0.0
-    inside = float(shape.part_areas_km2 @ densities)
-    for resolution in np.unique(resolutions).tolist():
-        band = band_estimate(shape, resolution)
-        here = resolutions == resolution
-        cells += float(band.part_cells[here].sum())
-        candidates += float(band.part_band_km2[here] @ densities[here])
-    interior = 0.0
-    if name == "direct":
-        candidates += inside
-    else:
-        interior = inside
-    queries = 2 if name == "direct" else 3
-    seconds = (cells * SECONDS_PER_BAND_CELL + candidates * SECONDS_PER_CANDIDATE
-               + interior * SECONDS_PER_INTERIOR_ROW + queries * SECONDS_PER_QUERY)
-    return PlanEstimate(name, int(resolutions.max()), round(cells), round(candidates), round(interior), seconds)
+class _Costs:
+    """Estimates of the plans for one area; each band and each one-step cover estimated once, though
+    several plans ask for the same resolution."""
+
+    def __init__(self, shape: Shape, densities: npt.NDArray[np.float64]) -> None:
+        self.shape = shape
+        self.densities = densities
+        self.band = functools.cache(functools.partial(band_estimate, shape))
+        self.near = functools.cache(functools.partial(near_cell_count, shape.boxes))
+
+    def estimate(self, name: str, resolutions: npt.NDArray[np.int64]) -> PlanEstimate:
+        """Seconds of a plan whose band around part ``i`` is at ``resolutions[i]``."""
+        shape, densities = self.shape, self.densities
+        cells = candidates = 0.0
+        inside = float(shape.part_areas_km2 @ densities)
+        finest = int(resolutions.max())
+        for resolution in {finest} if finest == resolutions.min() else np.unique(resolutions).tolist():
+            band = self.band(resolution)
+            here = resolutions == resolution
+            cells += float(band.part_cells[here].sum())
+            candidates += float(band.part_band_km2[here] @ densities[here])
+        interior = 0.0
+        if name == "direct":
+            candidates += inside
+        else:
+            interior = inside
+        queries = 2 if name == "direct" else 3
+        # A small area without a density rule is classified in one step from the cells around it.
+        near = self.near(finest) if name != "adaptive" else None
+        cover_seconds = near * SECONDS_PER_NEAR_CELL if near is not None else cells * SECONDS_PER_BAND_CELL
+        seconds = (cover_seconds + cells * SECONDS_PER_BAND_RANGE + candidates * SECONDS_PER_CANDIDATE
+                   + interior * SECONDS_PER_INTERIOR_ROW + queries * SECONDS_PER_QUERY)
+        return PlanEstimate(name, finest, round(cells), round(candidates), round(interior), seconds)

@@ -10,7 +10,9 @@ reads it: one query per area, for the cells around the area.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import h3.api.basic_int as h3
 import numpy as np
@@ -62,6 +64,11 @@ class CellCounts:
         return cls(ids, np.array(residents, dtype=np.float64)[order], centres)
 
     @classmethod
+    def from_rows(cls, rows: Sequence[Sequence[Any]]) -> CellCounts:
+        """From the (cell, residents) rows of :func:`cell_counts_query`."""
+        return cls.of([int(r[0]) for r in rows], [float(r[1]) for r in rows])
+
+    @classmethod
     def empty(cls) -> CellCounts:
         return cls.of([], [])
 
@@ -107,13 +114,19 @@ class CellCounts:
 
 def load_cell_counts(conn: Conn, area: Area) -> CellCounts:
     """The statistics cells around ``area``'s parts (one query)."""
+    query = cell_counts_query(area)
+    return CellCounts.from_rows(conn.execute(*query).fetchall() if query else [])
+
+
+def cell_counts_query(area: Area) -> tuple[str, list[object]] | None:
+    """The query (statement, parameters) reading the statistics cells around ``area``'s parts, for a
+    caller that sends it with others in one round trip; ``None`` when there is nothing to read."""
     cells: set[int] = set()
     for box in shapely.bounds(shapely.get_parts(area)).tolist():
         cells.update(cells_around(*box))
     if not cells:
-        return CellCounts.empty()
-    rows = conn.execute(_COUNTS_SQL, ["{" + ",".join(map(str, cells)) + "}"]).fetchall()
-    return CellCounts.of([int(r[0]) for r in rows], [float(r[1]) for r in rows])
+        return None
+    return _COUNTS_SQL, ["{" + ",".join(map(str, cells)) + "}"]
 
 
 def cells_around(west: float, south: float, east: float, north: float) -> list[int]:
