@@ -31,7 +31,7 @@ import psycopg
 
 from dispatcher import ledger, lifecycle
 from dispatcher.channels.base import Channel as Sender
-from dispatcher.channels.concurrency import BatchGate, Sizing
+from dispatcher.channels.concurrency import URGENT_EXTRA, BatchGate, Sizing
 from dispatcher.channels.email import EmailChannel
 from dispatcher.channels.push import PushChannel
 from dispatcher.channels.result import SendResult
@@ -113,8 +113,11 @@ def _sending_threads() -> ThreadPoolExecutor:
     with _shared:
         executor = _senders.get(os.getpid())
         if executor is None:
+            # One thread for every batch the gates let through, urgent reserves included: an urgent batch
+            # never waits in this pool's queue behind a county's.
             executor = _senders[os.getpid()] = ThreadPoolExecutor(
-                max_workers=sum(MAX_BATCHES_IN_FLIGHT.values()), thread_name_prefix="dispatcher-send")
+                max_workers=sum(MAX_BATCHES_IN_FLIGHT.values()) + URGENT_EXTRA * len(MAX_BATCHES_IN_FLIGHT),
+                thread_name_prefix="dispatcher-send")
         return executor
 
 
