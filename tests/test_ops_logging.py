@@ -96,5 +96,6 @@ def test_worker_logs_are_json_with_request_id_and_no_personal_data(redis_client:
     assert "ops_test_leaky" in failure["message"] and "RuntimeError" in failure["exception"]
     retries = [r for r in records if r["logger"].startswith("dramatiq.middleware.retries")]
     assert retries and all(r["request_id"] == "req-logs" for r in retries)
-    for secret in ("jpark@pd.example", DEMO_TOKEN, "-105.28", "40.01", "-105.267", "40.02", "Jo Park", "555 0100", "5550100"):
+    for secret in ("jpark@pd.example", DEMO_TOKEN, "-105.28", "40.01", "-105.267", "40.02", "Jo Park", "555 0100",
+                   "5550100"):
         assert secret not in output, secret
