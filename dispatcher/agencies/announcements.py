@@ -12,6 +12,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 from dispatcher import lifecycle
+from dispatcher.agencies.content import announcement_text
 from dispatcher.contract import AgencyAnnouncement
 from dispatcher.db.types import Conn
 
@@ -28,8 +29,7 @@ def announcement_for(agency_id: str, name: str, jurisdiction: dict[str, object],
         "id": f"agency-joined.{agency_id}.{int(joined_at.timestamp())}",
         "agency": {"id": agency_id, "name": name},
         "incident_type": ANNOUNCEMENT_TYPE,
-        "details": f"{name} now uses the app to post safety alerts and requests for your area. Whether you "
-                   "ever share anything is up to you; the agency never sees who you are unless you tell them.",
+        "details": announcement_text(name),  # in English as stored; each resident's push says it in theirs
         "area": jurisdiction,
         "approved_at": now.isoformat(),
         "published_at": now.isoformat(),

@@ -18,6 +18,7 @@ import hashlib
 import re
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import NamedTuple
 
 from dispatcher.channels.i18n import DEFAULT_LOCALE, ContentLocale, format_window, resolve_locale
 from dispatcher.channels.rendering import gettext, render
@@ -138,6 +139,31 @@ def push_ttl_seconds(respond_until: datetime, now: datetime | None = None) -> in
     return max(0, min(remaining, FCM_MAX_TTL_SECONDS))
 
 
+class Readers(NamedTuple):
+    """One group of residents who read the same message: what a batch renders once and sends to many."""
+
+    has_camera: bool
+    time_zone: str
+    locale: ContentLocale
+
+
+#: The zone of a group whose message shows no time.
+NO_ZONE = "UTC"
+
+
+def readers(request: PublishedRequest, *, has_camera: bool, locale: str | ContentLocale,
+            time_zone: str = NO_ZONE) -> Readers:
+    """The group a resident's message is rendered for: only what changes the message for this kind.
+
+    A Community Request differs by camera (the action), language and, in an email, time zone (the
+    footage window); a safety alert or an announcement by language alone, so a batch renders it once
+    per language whoever has a camera and wherever they live.
+    """
+    if isinstance(request, CommunityRequest):
+        return Readers(has_camera, time_zone, content_locale(locale))
+    return Readers(False, NO_ZONE, content_locale(locale))
+
+
 @dataclass(frozen=True)
 class PushContent:
     """Everything in one push notification except the device token."""
@@ -158,7 +184,7 @@ def push_content(request: PublishedRequest, *, has_camera: bool, settings: Setti
     if not isinstance(request, CommunityRequest):  # a safety alert: its own words (dispatcher.agencies)
         from dispatcher.agencies.content import safety_alert_push
 
-        return safety_alert_push(request, settings=settings, respond_until=respond_until, now=now)
+        return safety_alert_push(request, settings=settings, respond_until=respond_until, now=now, locale=locale)
     loc = content_locale(locale)
     action = gettext(loc, CHOOSE_VIDEOS if has_camera else VIEW_REQUEST)
     link = deep_link(settings, request.id, has_camera)
@@ -201,7 +227,7 @@ def email_content(request: PublishedRequest, *, has_camera: bool, time_zone: str
     if not isinstance(request, CommunityRequest):  # a safety alert: its own words (dispatcher.agencies)
         from dispatcher.agencies.content import safety_alert_email
 
-        return safety_alert_email(request, settings=settings)
+        return safety_alert_email(request, settings=settings, locale=locale)
     loc = content_locale(locale)
     window = format_window(request.footage_window.start, request.footage_window.end, time_zone, loc.babel)
     values = {

@@ -47,8 +47,7 @@ from sendgrid import SendGridAPIClient
 
 from dispatcher import ledger
 from dispatcher.channels.base import Eligible
-from dispatcher.channels.content import EmailContent, content_locale, email_content, one_line
-from dispatcher.channels.i18n import ContentLocale
+from dispatcher.channels.content import EmailContent, Readers, email_content, one_line, readers
 from dispatcher.channels.result import SendResult
 from dispatcher.channels.retry_after import retry_after_seconds, seconds_until
 from dispatcher.config import SENDGRID_MAX_PERSONALIZATIONS, Settings
@@ -276,9 +275,10 @@ class EmailChannel:
 
         Nothing is sent once ``respond_until`` has passed: those residents' rows expire.
         """
-        groups: dict[tuple[bool, str, ContentLocale], list[Addressee]] = defaultdict(list)
+        groups: dict[Readers, list[Addressee]] = defaultdict(list)
         for rid, mailbox in recipients.items():
-            groups[(mailbox.has_camera, mailbox.time_zone, content_locale(mailbox.locale))].append((rid, mailbox))
+            groups[readers(request, has_camera=mailbox.has_camera, time_zone=mailbox.time_zone,
+                           locale=mailbox.locale)].append((rid, mailbox))
         result = EmailResult()
         deadline = time.monotonic() + self.batch_deadline_seconds
         size = min(self.settings.email_batch_size, SENDGRID_MAX_PERSONALIZATIONS)

@@ -28,7 +28,7 @@ from firebase_admin import credentials, exceptions
 from dispatcher import ledger
 from dispatcher.channels.base import Eligible
 from dispatcher.channels.concurrency import AdaptiveLimit, Sizing
-from dispatcher.channels.content import content_locale, push_content
+from dispatcher.channels.content import content_locale, push_content, readers
 from dispatcher.channels.i18n import DEFAULT_LOCALE, ContentLocale
 from dispatcher.channels.push.access_token import AccessToken
 from dispatcher.channels.push.fcm_http import FcmConnectionPool
@@ -230,9 +230,11 @@ class PushChannel:
         messages = sum(len(devices.tokens) for devices in recipients.values())
         if messages > FCM_MAX_BATCH * 4:
             raise ConfigurationError(f"a push batch holds {messages} messages; lease at most {FCM_MAX_BATCH}")
-        # One message per (camera, locale) the batch holds: what makes the pushes differ.
-        kinds = {rid: (devices.has_camera, content_locale(devices.locale)) for rid, devices in recipients.items()}
-        templates = {kind: self.template(request, kind[0], respond_until, kind[1]) for kind in set(kinds.values())}
+        # One message per group of readers the batch holds (camera and locale, or locale alone for an alert).
+        kinds = {rid: readers(request, has_camera=devices.has_camera, locale=devices.locale)
+                 for rid, devices in recipients.items()}
+        templates = {kind: self.template(request, kind.has_camera, respond_until, kind.locale)
+                     for kind in set(kinds.values())}
         by_resident = {rid: templates[kind] for rid, kind in kinds.items()}
         return self._loop_thread().run(self._send_batch(by_resident, recipients, left, request.urgent))
 
