@@ -10,8 +10,6 @@ from typing import Any
 
 import orjson
 import pytest
-from babel.messages.catalog import Catalog
-from babel.messages.mofile import write_mo
 
 from dispatcher.agencies.announcements import announcement_for
 from dispatcher.channels.content import (
@@ -30,6 +28,7 @@ from dispatcher.config import Settings
 from dispatcher.contract import AgencyAnnouncement, PublishedRequest, parse_request
 from dispatcher.sandbox.fcm_rules import MAX_PAYLOAD_BYTES, fcm_request_problem, payload_bytes
 from dispatcher.sandbox.sendgrid_rules import mail_problem
+from tests.catalogues import write_catalogue
 from tests.factories import request_payload
 from tests.recipients import device, mailbox
 from tests.test_agencies_kinds import alert_payload
@@ -163,24 +162,14 @@ def test_escaping_of_hostile_agency_text_holds_in_every_locale(tag: str) -> None
 
 # -- missing and broken translations --------------------------------------------------------------
 
-def _write_catalogue(directory: Path, name: str, translations: dict[str, str]) -> None:
-    catalog = Catalog(locale=name)
-    for msgid, msgstr in translations.items():
-        catalog.add(msgid, msgstr)
-    folder = directory / name / "LC_MESSAGES"
-    folder.mkdir(parents=True)
-    with (folder / "messages.mo").open("wb") as handle:
-        write_mo(handle, catalog)
-
-
 def test_a_missing_or_broken_translation_falls_back(tmp_path: Path) -> None:
-    _write_catalogue(tmp_path, "fr", {
+    write_catalogue(tmp_path, "fr", {
         "Safety Alert": "Alerte de sécurité",
         "Safety Alert from %(agency)s": "Alerte de %(agnecy)s",  # a placeholder misspelt
         "Contact: %(name)s": "<b>Contact</b> : %(name)s",  # markup the message has not
         "View alert": "",  # untranslated
     })
-    _write_catalogue(tmp_path, "fr_CA", {"New in your area": "Nouveau dans votre secteur"})
+    write_catalogue(tmp_path, "fr_CA", {"New in your area": "Nouveau dans votre secteur"})
     locale = resolve_locale("fr-CA", tmp_path)
     content = email(alert("a-fallback"), locale)
     assert "Alerte de sécurité" in content.html, "what fr has, fr_CA takes"

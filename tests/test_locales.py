@@ -25,6 +25,7 @@ from dispatcher.channels.push import PushChannel
 from dispatcher.config import Settings
 from dispatcher.contract import parse_request
 from dispatcher.sandbox import SandboxServer
+from tests.catalogues import write_catalogue
 from tests.factories import request_payload
 from tests.recipients import device, mailbox
 
@@ -121,18 +122,8 @@ def test_full_languages_translate_every_message(name: str) -> None:
 
 # -- missing and broken translations --------------------------------------------------------------
 
-def _write_catalogue(directory: Path, name: str, translations: dict[str, str]) -> None:
-    catalog = Catalog(locale=name)
-    for msgid, msgstr in translations.items():
-        catalog.add(msgid, msgstr)
-    folder = directory / name / "LC_MESSAGES"
-    folder.mkdir(parents=True)
-    with (folder / "messages.mo").open("wb") as handle:
-        write_mo(handle, catalog)
-
-
 def test_missing_and_broken_translations_fall_back_instead_of_failing(tmp_path: Path) -> None:
-    _write_catalogue(tmp_path, "fr", {
+    write_catalogue(tmp_path, "fr", {
         "Community Request": "Demande communautaire",
         "View request": "Voir la demande",
         "Incident: %(incident)s": "Incident : %(incidnt)s",  # a placeholder misspelt
@@ -140,7 +131,7 @@ def test_missing_and_broken_translations_fall_back_instead_of_failing(tmp_path: 
         "Email: %(email)s": "E-mail : %(email)s",
         "Investigator: %(name)s": "",  # untranslated
     })
-    _write_catalogue(tmp_path, "fr_CA", {"Email: %(email)s": "Courriel : %(email)s"})
+    write_catalogue(tmp_path, "fr_CA", {"Email: %(email)s": "Courriel : %(email)s"})
     (tmp_path / "es" / "LC_MESSAGES").mkdir(parents=True)
     (tmp_path / "es" / "LC_MESSAGES" / "messages.mo").write_bytes(b"\x00not a catalogue")
 
