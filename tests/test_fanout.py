@@ -159,3 +159,44 @@ def test_a_county_wide_request_does_not_hold_back_a_small_one(
     finally:
         sandbox.faults.reset()
         set_settings(engine)
+
+
+def test_a_sent_batch_is_recorded_even_when_postgresql_refuses_the_first_attempts(
+    db: Conn, engine: Settings, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The provider took the batch: if recording failed, its rows would be claimed and sent again once the
+    lease ends. A lock held elsewhere makes the first attempts time out (a real PostgreSQL error, as a
+    deadlock or a dropped connection would be); the outcomes are still written once it is released."""
+    import threading
+
+    from dispatcher.channels.result import SendResult
+    from dispatcher.db.pool import close_pool
+
+    _town(db, 3)
+    distribute(request_payload("record-1"))
+    ids = ledger.claim_batch(db, "record-1", Channel.EMAIL, size=3, owner="me", lease_seconds=60)
+    db.commit()
+    name = db.execute("SELECT current_database()").fetchone()
+    assert name is not None and len(ids) == 3
+    db.execute(f'ALTER DATABASE "{name[0]}" SET lock_timeout = \'100ms\'')  # for the pool's new connections
+    db.commit()
+    close_pool()
+    blocker = psycopg.connect(engine.database_url or "", autocommit=False)
+    try:
+        blocker.execute("SELECT 1 FROM deliveries WHERE request_id = 'record-1' FOR UPDATE")
+        result = SendResult(outcomes=dict.fromkeys(ids, ledger.Outcome(ledger.Status.SENT)), accepted=3)
+        recording = threading.Thread(target=fanout._record, args=(Channel.EMAIL, "record-1", result),
+                                     kwargs={"patience_seconds": 30.0})
+        recording.start()
+        time.sleep(1.0)  # several attempts time out on the lock meanwhile
+        assert _statuses(db, "record-1", "email") == Counter({"pending": 3})
+        blocker.rollback()
+        recording.join(30)
+        assert not recording.is_alive()
+    finally:
+        blocker.close()
+        db.execute(f'ALTER DATABASE "{name[0]}" RESET lock_timeout')
+        db.commit()
+        close_pool()
+    assert _statuses(db, "record-1", "email") == Counter({"sent": 3})
+    assert any("recording a sent batch failed" in r.message for r in caplog.records)
