@@ -245,26 +245,26 @@ def peak_rss_mb(pid: int) -> float:
     return 0.0
 
 
-def processes_named(match: str) -> list[int]:
-    """Every process whose command line contains ``match`` (PostgreSQL backends name their database)."""
+def processes_named(*words: str, within: str = "") -> list[int]:
+    """Every process whose command line contains ``within`` and any of ``words`` (PostgreSQL backends
+    name their database in theirs)."""
     found = []
     for entry in Path("/proc").iterdir():
         if entry.name.isdigit():
             try:
-                if match.encode() in (entry / "cmdline").read_bytes():
-                    found.append(int(entry.name))
+                line = (entry / "cmdline").read_bytes().decode(errors="replace")
             except OSError:
                 continue
+            if within in line and any(word in line for word in words):
+                found.append(int(entry.name))
     return found
 
 
 def postgres_pids() -> list[int]:
     """The PostgreSQL server's processes serving the benchmark's database, and its shared ones (WAL
     writer, checkpointer, autovacuum), not the backends of other databases."""
-    shared = ("checkpointer", "background writer", "walwriter", "autovacuum", "logical replication")
-    return [pid for pid in processes_named("postgres:")
-            if any(word in Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace")
-                   for word in (DATABASE, *shared))]
+    return processes_named(DATABASE, "checkpointer", "background writer", "walwriter", "autovacuum",
+                           "logical replication", within="postgres:")
 
 
 class CpuMeter:

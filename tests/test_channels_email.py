@@ -16,7 +16,7 @@ from dispatcher.channels.email import EmailChannel
 from dispatcher.channels.retry_after import RETRY_AFTER_MAX_SECONDS
 from dispatcher.config import Settings
 from dispatcher.contract import CommunityRequest, parse_request
-from dispatcher.ledger import WINDOW_ENDED, Outcome, Status
+from dispatcher.ledger import UNCONFIRMED_REASON, WINDOW_ENDED, Outcome, Status
 from dispatcher.sandbox import SandboxServer
 from tests.factories import request_payload
 from tests.recipients import mailbox
@@ -256,7 +256,7 @@ def test_a_call_written_but_never_answered_is_not_sent_again(sendgrid: SandboxSe
     finally:
         server.close()
     assert len(server.calls) == 2  # one call per group (camera or not), neither tried again
-    assert result.outcomes == dict.fromkeys((1, 2), Outcome(Status.SENT, email.UNCONFIRMED))
+    assert result.outcomes == dict.fromkeys((1, 2), Outcome(Status.SENT, UNCONFIRMED_REASON))
     assert not result.retry and result.inline_retries == 0 and result.accepted == 0
     assert result.problems == {"RemoteProtocolError": 2}
 

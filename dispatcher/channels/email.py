@@ -16,7 +16,8 @@ those rows expire.
 A call whose body was written but never answered (a read timeout, a connection dropped before the
 status line) is ambiguous: SendGrid may have taken it, and it has no idempotency key, so sending again
 could email every recipient twice. Such rows are closed as ``sent`` with the reason
-:data:`UNCONFIRMED` (at most once, never twice; ops count them by reason) instead of being retried.
+:data:`~dispatcher.ledger.UNCONFIRMED_REASON` (at most once, never twice; ops count them by reason)
+instead of being retried.
 And a batch never outlives its lease: every call must end before the lease renewed right before the
 batch does (:attr:`EmailChannel.batch_deadline_seconds`): its timeout is cut to the time left, and
 once too little is left the rest is handed back, so no other worker can claim rows this one is still
@@ -48,6 +49,7 @@ from sendgrid import SendGridAPIClient
 from dispatcher import ledger
 from dispatcher.channels.base import Eligible
 from dispatcher.channels.content import EmailContent, Readers, email_content, one_line, readers
+from dispatcher.channels.httpx_failures import NEVER_CONNECTED
 from dispatcher.channels.result import SendResult
 from dispatcher.channels.retry_after import retry_after_seconds, seconds_until
 from dispatcher.config import SENDGRID_MAX_PERSONALIZATIONS, Settings
@@ -96,11 +98,9 @@ QUOTA_DEFAULT_WAIT_SECONDS = 60.0
 RECORD_MARGIN_SECONDS = 2.0
 #: A call is not started with less time than this left before the batch deadline.
 MIN_CALL_SECONDS = 0.5
-#: The ledger reason of recipients whose call was written but never answered (see the module's docstring).
-UNCONFIRMED = UNCONFIRMED_REASON
-#: Failures that happen before SendGrid could have read the request: safe to send again.
-NOT_SENT_ERRORS = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout, httpx.WriteError,
-                   httpx.WriteTimeout, httpx.UnsupportedProtocol, httpx.ProxyError)
+#: Failures that happen before SendGrid could have read the request: safe to send again (a body cut off
+#: while being written is never processed either).
+NOT_SENT_ERRORS: tuple[type[httpx.TransportError], ...] = (*NEVER_CONNECTED, httpx.WriteError, httpx.WriteTimeout)
 #: Keep-alive connections to SendGrid per process (one call in flight each): room for every batch the
 #: fan-out keeps in flight (``fanout.MAX_BATCHES_IN_FLIGHT``), each one call at a time.
 CONNECTIONS = 64
@@ -109,7 +109,7 @@ _ONE_CLICK = "List-Unsubscribe=One-Click"
 #: One immutable outcome shared by every accepted recipient.
 _SENT = Outcome(Status.SENT)
 _EXPIRED = Outcome(Status.EXPIRED, WINDOW_ENDED)
-_UNCONFIRMED = Outcome(Status.SENT, UNCONFIRMED)
+_UNCONFIRMED = Outcome(Status.SENT, UNCONFIRMED_REASON)
 
 
 def _json_inner(text: str) -> str:
@@ -310,13 +310,13 @@ class EmailChannel:
                 return
             left = deadline - time.monotonic()
             if left < MIN_CALL_SECONDS:  # the lease could end before SendGrid answers
-                result.saw("lease_deadline")
+                result.problems["lease_deadline"] += 1
                 break
             result.calls += 1
             try:
                 self._post(body, min(REQUEST_TIMEOUT_SECONDS, left))
             except Rejected as error:
-                result.saw(str(error.status))
+                result.problems[str(error.status)] += 1
                 if error.status == 429:
                     result.quota_exceeded = True
                     result.retry.extend(ids)
@@ -329,9 +329,9 @@ class EmailChannel:
                     result.outcomes.update({i: Outcome(Status.FAILED, reason) for i in ids})
                     return
             except NOT_SENT_ERRORS as error:
-                result.saw(type(error).__name__)  # SendGrid never read it: temporary, like a 5xx
+                result.problems[type(error).__name__] += 1  # SendGrid never read it: temporary, like a 5xx
             except httpx.TransportError as error:
-                result.saw(type(error).__name__)  # written, never answered: taken or not, never sent twice
+                result.problems[type(error).__name__] += 1  # written, never answered: taken or not, never sent twice
                 result.outcomes.update(dict.fromkeys(ids, _UNCONFIRMED))
                 return
             else:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import dataclass, field
 
 from dispatcher.ledger import Outcome
@@ -24,9 +25,6 @@ class SendResult:
     inline_retries: int = 0
     #: messages (push) or recipients (email) the provider accepted.
     accepted: int = 0
-    #: failed calls by kind (an HTTP status or an exception's class name), for the operators' log line.
-    problems: dict[str, int] = field(default_factory=dict)
-
-    def saw(self, problem: str) -> None:
-        """Count one failed call of kind ``problem`` (no personal data: a status or a class name)."""
-        self.problems[problem] = self.problems.get(problem, 0) + 1
+    #: failed calls by kind (an HTTP status or an exception's class name, nothing personal), for the
+    #: operators' log line.
+    problems: Counter[str] = field(default_factory=Counter)

@@ -15,6 +15,7 @@ from collections.abc import Callable, Iterator, Mapping
 
 import httpx
 
+from dispatcher.channels.httpx_failures import NEVER_CONNECTED
 from dispatcher.channels.push.transport import (
     ConnectionFailed,
     HttpAnswer,
@@ -24,10 +25,6 @@ from dispatcher.channels.push.transport import (
     Stop,
     TransportFactory,
 )
-
-#: httpx's failures before a request is written (no connection to write it on).
-_NOT_WRITTEN = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout, httpx.UnsupportedProtocol,
-                httpx.ProxyError)
 
 
 class _Lane:
@@ -45,7 +42,7 @@ class _Lane:
         for index in indexes:
             try:
                 response = await client.post(url, content=body(index), headers=headers, timeout=timeout)
-            except _NOT_WRITTEN as error:
+            except NEVER_CONNECTED as error:
                 return index, NotWritten(f"{type(error).__name__}: {error}")
             except httpx.HTTPError as error:
                 return index, ConnectionFailed(f"{type(error).__name__}: {error}")

@@ -47,7 +47,7 @@ def judge(resident_ids: Sequence[int], pairs: Sequence[tuple[int, str]], answers
           state: BatchState) -> PushResult:
     """One outcome (or a hand-back) per resident of ``resident_ids``; ``pairs`` are (resident, token)."""
     result = PushResult(messages=len(pairs), calls=state.calls, inline_retries=state.inline_retries,
-                        problems=dict(state.problems))
+                        problems=state.problems)
     delivered: set[int] = set()
     temporary: set[int] = set()
     too_late: set[int] = set()

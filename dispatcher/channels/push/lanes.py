@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import math
 import random
+from collections import Counter
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 
@@ -71,10 +72,7 @@ class BatchState:
     calls: int = 0
     inline_retries: int = 0
     #: failed calls by kind (FCM error class or network failure), counts only.
-    problems: dict[str, int] = field(default_factory=dict)
-
-    def saw(self, problem: str) -> None:
-        self.problems[problem] = self.problems.get(problem, 0) + 1
+    problems: Counter[str] = field(default_factory=Counter)
 
 
 class _Lane:
@@ -217,7 +215,7 @@ class LaneEngine:
                         return
                     index, problem = stop
                     if index >= 0 and _unanswered(problem):
-                        state.saw(type(problem).__name__)
+                        state.problems[type(problem).__name__] += 1
                         answers[index] = UNCONFIRMED
                     elif index >= 0:
                         answers[index] = await self._send_one(caller, bodies[index], state, cutoff,
@@ -241,7 +239,7 @@ class LaneEngine:
         final: list[Answer] = []
         for index, answer in enumerate(answers):
             if answer is None:
-                state.saw("batch_deadline")
+                state.problems["batch_deadline"] += 1
                 answer = UNCONFIRMED if pending.taken(index) else Answer(False, errors.overdue())
             final.append(answer)
         return final
@@ -278,7 +276,7 @@ class LaneEngine:
             attempt += 1
             if error is None:
                 return ACCEPTED
-            state.saw(type(error.cause).__name__ if error.cause is not None else type(error).__name__)
+            state.problems[type(error.cause).__name__ if error.cause is not None else type(error).__name__] += 1
             if isinstance(error, exceptions.UnauthenticatedError) and not refreshed:
                 # The access token was revoked or expired early: one fresh token, then try again.
                 refreshed = True
