@@ -22,13 +22,15 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import binascii
 import functools
+import hashlib
 import hmac
 import html
 import logging
 import re
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import parse_qs, urlencode, urlsplit
@@ -81,6 +83,37 @@ def sign(key: bytes, resident_id: int, request_id: str, expires: int) -> str:
     return base64.urlsafe_b64encode(hmac.digest(key, message, "sha256")).rstrip(b"=").decode()
 
 
+#: Standard base64's two symbols as base64url spells them (RFC 4648 section 5).
+_URL_SAFE = bytes.maketrans(b"+/", b"-_")
+#: SHA-256's block size, over which HMAC pads its key (RFC 2104).
+_BLOCK = 64
+
+
+def sign_many(key: bytes, resident_ids: Sequence[int], request_id: str, expires: int) -> list[str]:
+    """:func:`sign` for many residents of one request, character for character.
+
+    An email batch signs a thousand links a call, so this is HMAC (RFC 2104) from the two SHA-256
+    states its key gives, each copied per message: a third of the CPU of ``hmac.digest``, which
+    builds both states again every call (about 1 against 3 µs a link). The test holds it equal to
+    :func:`sign`.
+    """
+    if len(key) > _BLOCK:
+        key = hashlib.sha256(key).digest()
+    inner = hashlib.sha256(bytes(byte ^ 0x36 for byte in key.ljust(_BLOCK, b"\0")))
+    outer = hashlib.sha256(bytes(byte ^ 0x5C for byte in key.ljust(_BLOCK, b"\0")))
+    before = b"unsubscribe\x00"
+    after = f"\x00{request_id}\x00{expires}".encode()
+    encode = binascii.b2a_base64
+    signatures = []
+    for rid in resident_ids:
+        message = inner.copy()
+        message.update(b"%s%d%s" % (before, rid, after))
+        mac = outer.copy()
+        mac.update(message.digest())
+        signatures.append(encode(mac.digest(), newline=False).translate(_URL_SAFE)[:43].decode())
+    return signatures
+
+
 @dataclass(frozen=True)
 class UnsubscribeLinks:
     """The links of one request's emails, all with the same expiry: ``head + resident id + tail(id)``."""
@@ -102,6 +135,12 @@ class UnsubscribeLinks:
     def tail(self, resident_id: int) -> str:
         """Everything after the resident id; URL-safe characters only (no JSON escaping needed)."""
         return self._before_signature + sign(self.key, resident_id, self.request_id, self.expires)
+
+    def tails(self, resident_ids: Sequence[int]) -> list[str]:
+        """:meth:`tail` of every resident, signed in one pass (:func:`sign_many`)."""
+        before = self._before_signature
+        return [before + signature
+                for signature in sign_many(self.key, resident_ids, self.request_id, self.expires)]
 
     def link(self, resident_id: int) -> str:
         return f"{self.head}{resident_id}{self.tail(resident_id)}"

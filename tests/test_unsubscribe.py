@@ -12,13 +12,16 @@ import psycopg
 import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
+from hypothesis import given
+from hypothesis import settings as settings_
+from hypothesis import strategies as st
 
 from dispatcher.channels.email import EmailChannel
 from dispatcher.config import Settings
 from dispatcher.contract import parse_request
 from dispatcher.errors import ConfigurationError, InvalidUnsubscribeLink
 from dispatcher.preferences.webhook import EventWebhookApp, create_app
-from dispatcher.unsubscribe import ONE_CLICK_BODY, unsubscribe_link, verify_link
+from dispatcher.unsubscribe import ONE_CLICK_BODY, UnsubscribeLinks, sign, sign_many, unsubscribe_link, verify_link
 from tests.factories import add_resident, request_payload
 from tests.recipients import mailbox
 
@@ -176,3 +179,17 @@ def test_a_multipart_one_click_post_is_accepted_and_the_event_webhook_still_answ
     # Any other path is still SendGrid's event webhook (unsigned: refused).
     assert _call(app, "POST", "/sendgrid/events", b"[]").status_code == 403
     assert _call(app, "GET", "/healthz").status_code == 200
+
+
+@settings_(max_examples=200, deadline=None)
+@given(key=st.binary(min_size=1, max_size=200),
+       resident_ids=st.lists(st.integers(min_value=0, max_value=2**63 - 1), max_size=20),
+       request_id=st.from_regex(r"[A-Za-z0-9_-]{1,64}", fullmatch=True),
+       expires=st.integers(min_value=0, max_value=2**40))
+def test_signing_a_batch_gives_each_residents_own_signature(key: bytes, resident_ids: list[int], request_id: str,
+                                                            expires: int) -> None:
+    """The batch signer (HMAC from SHA-256 states, keys longer than a block hashed first) is HMAC-SHA256."""
+    assert sign_many(key, resident_ids, request_id, expires) == [sign(key, rid, request_id, expires)
+                                                                 for rid in resident_ids]
+    links = UnsubscribeLinks("https://example.org/u", request_id, expires, key)
+    assert links.tails(resident_ids) == [links.tail(rid) for rid in resident_ids]

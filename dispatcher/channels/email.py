@@ -2,7 +2,9 @@
 
 Residents of one request are grouped by what makes their email differ (camera or not, time zone,
 and the locale their tag resolves to, so ``fr-CA`` and ``fr_ca`` share a group); each group's email
-is rendered once and sent with one API call per at most 1,000 personalizations. A personalization carries
+is rendered once per request (kept for the request's next batches) and sent with one API call per at
+most 1,000 personalizations, a batch's calls side by side (a batch takes its slowest call, not their
+sum). A personalization carries
 the address, a one-click unsubscribe header and custom args with ids only (request and resident), so
 webhook events can be traced back to ledger rows without any personal data.
 
@@ -38,6 +40,7 @@ import threading
 import time
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor, wait
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
@@ -101,9 +104,13 @@ MIN_CALL_SECONDS = 0.5
 #: Failures that happen before SendGrid could have read the request: safe to send again (a body cut off
 #: while being written is never processed either).
 NOT_SENT_ERRORS: tuple[type[httpx.TransportError], ...] = (*NEVER_CONNECTED, httpx.WriteError, httpx.WriteTimeout)
-#: Keep-alive connections to SendGrid per process (one call in flight each): room for every batch the
-#: fan-out keeps in flight (``fanout.MAX_BATCHES_IN_FLIGHT``), each one call at a time.
+#: Keep-alive connections to SendGrid per process (one call in flight each), and threads for a batch's
+#: further calls: room for every batch the fan-out keeps in flight (``fanout.MAX_BATCHES_IN_FLIGHT``)
+#: with a call or two more each; beyond it a call waits for a connection, within its lease.
 CONNECTIONS = 64
+
+#: Rendered emails kept per channel (request and group); a worker sends a few requests at a time.
+CONTENTS_KEPT = 256
 
 _ONE_CLICK = "List-Unsubscribe=One-Click"
 #: One immutable outcome shared by every accepted recipient.
@@ -149,6 +156,33 @@ def _reset_in_seconds(error: Rejected) -> float | None:
     return reset if reset is not None else retry_after_seconds(error.headers.get("Retry-After"))
 
 
+def _grouped(request: PublishedRequest, recipients: Mapping[int, Mailbox]) -> dict[Readers, list[Addressee]]:
+    """Recipients by the email they get: residents with the same camera, zone and locale tag share a
+    group, so :func:`readers` (locale resolution included) runs once per distinct tag, not per resident."""
+    by_tag: dict[tuple[bool, str, str], list[Addressee]] = defaultdict(list)
+    for rid, mailbox in recipients.items():
+        by_tag[mailbox.has_camera, mailbox.time_zone, mailbox.locale].append((rid, mailbox))
+    groups: dict[Readers, list[Addressee]] = defaultdict(list)
+    for (camera, zone, locale), members in by_tag.items():
+        groups[readers(request, has_camera=camera, time_zone=zone, locale=locale)].extend(members)
+    return groups
+
+
+def _call_threads() -> ThreadPoolExecutor:
+    """The process's threads for a batch's further calls (made again in a forked child)."""
+    global _calls, _calls_pid
+    with _calls_lock:
+        if _calls is None or _calls_pid != os.getpid():
+            _calls = ThreadPoolExecutor(max_workers=CONNECTIONS, thread_name_prefix="dispatcher-email")
+            _calls_pid = os.getpid()
+        return _calls
+
+
+_calls: ThreadPoolExecutor | None = None
+_calls_pid = -1
+_calls_lock = threading.Lock()
+
+
 class EmailChannel:
     """Sends Community Request emails through one SendGrid client configured from the settings."""
 
@@ -166,6 +200,7 @@ class EmailChannel:
         self._pid = -1
         self._client: httpx.Client | None = None
         self._mail_send_url = ""
+        self._contents: dict[tuple[int, Readers], tuple[PublishedRequest, EmailContent]] = {}
 
     def endpoint(self) -> tuple[str, dict[str, str]]:
         """The mail send URL and the request headers the sendgrid library would send (API key, user agent)."""
@@ -261,10 +296,10 @@ class EmailChannel:
         before_id = f'"}}],"custom_args":{{"request_id":{orjson.dumps(request.id).decode()},"resident_id":"'
         link = f'"}},"headers":{{"List-Unsubscribe":"<{_json_inner(links.head)}'
         after_link = f'>","List-Unsubscribe-Post":"{_ONE_CLICK}"}}}}'
+        ids = [rid for rid, _ in group]
         personalizations = ",".join([  # a link's tail (request, expiry, signature) is URL-safe: no escaping
-            f'{{"to":[{{"email":"{email}{before_id}{rid}{link}{rid}'
-            f'{links.tail(rid)}{after_link}'
-            for email, (rid, _) in zip(emails, group, strict=True)
+            f'{{"to":[{{"email":"{email}{before_id}{rid}{link}{rid}{tail}{after_link}'
+            for email, rid, tail in zip(emails, ids, links.tails(ids), strict=True)
         ])
         envelope = orjson.dumps(self._envelope(request, content)).decode()
         return f'{{"personalizations":[{personalizations}],{envelope[1:]}'
@@ -275,20 +310,42 @@ class EmailChannel:
 
         Nothing is sent once ``respond_until`` has passed: those residents' rows expire.
         """
-        groups: dict[Readers, list[Addressee]] = defaultdict(list)
-        for rid, mailbox in recipients.items():
-            groups[readers(request, has_camera=mailbox.has_camera, time_zone=mailbox.time_zone,
-                           locale=mailbox.locale)].append((rid, mailbox))
-        result = EmailResult()
+        groups = _grouped(request, recipients)
         deadline = time.monotonic() + self.batch_deadline_seconds
         size = min(self.settings.email_batch_size, SENDGRID_MAX_PERSONALIZATIONS)
-        for (camera, zone, locale), members in groups.items():
-            content = email_content(request, has_camera=camera, time_zone=zone, settings=self.settings,
-                                    locale=locale)
-            for start in range(0, len(members), size):
-                chunk = members[start:start + size]
-                self._send_chunk(request, respond_until, content, chunk, result, deadline)
+        calls = [(self._content(request, group), members[start:start + size])
+                 for group, members in groups.items() for start in range(0, len(members), size)]
+        stop = threading.Event()  # set by a 429: the batch's calls not yet started hand their residents back
+        later = [_call_threads().submit(self._send_chunk, request, respond_until, content, chunk, deadline, stop)
+                 for content, chunk in calls[1:]]
+        result = EmailResult()
+        try:
+            if calls:
+                result.absorb(self._send_chunk(request, respond_until, *calls[0], deadline, stop))
+        finally:  # every call has ended before the batch is recorded (or fails): none outlives its lease
+            wait(later)
+        for call in later:
+            result.absorb(call.result())
         return result
+
+    def _content(self, request: PublishedRequest, group: Readers) -> EmailContent:
+        """The group's email, rendered once per request object and kept for its next batches.
+
+        A drain sends every batch of a request with the same request object, and a published request
+        never changes, so the templates run once per group, not once per call. Entries hold their
+        request, so an id is never reused while its entry lives; the cache is bounded and starts over
+        when full.
+        """
+        key = (id(request), group)
+        kept = self._contents.get(key)
+        if kept is not None and kept[0] is request:
+            return kept[1]
+        camera, zone, locale = group
+        content = email_content(request, has_camera=camera, time_zone=zone, settings=self.settings, locale=locale)
+        if len(self._contents) >= CONTENTS_KEPT:
+            self._contents.clear()
+        self._contents[key] = (request, content)
+        return content
 
     def _post(self, body: bytes, timeout: float = REQUEST_TIMEOUT_SECONDS) -> None:
         """One mail send call; raises :class:`Rejected` for an error status, ``httpx.TransportError`` else."""
@@ -298,16 +355,18 @@ class EmailChannel:
             raise Rejected(response.status_code, response.headers, response.content)
 
     def _send_chunk(self, request: PublishedRequest, respond_until: datetime, content: EmailContent,
-                    chunk: Sequence[Addressee], result: EmailResult, deadline: float) -> None:
+                    chunk: Sequence[Addressee], deadline: float, stop: threading.Event) -> EmailResult:
+        """One call (and its inline retry) for at most 1,000 residents of one group."""
+        result = EmailResult()
         ids = [rid for rid, _ in chunk]
-        if result.quota_exceeded:
+        if stop.is_set():
             result.retry.extend(ids)
-            return
+            return result
         body = self.mail_body_json(request, content, chunk).encode()
         for attempt in range(1, INLINE_ATTEMPTS + 1):
             if datetime.now(UTC) >= respond_until:
                 result.outcomes.update(dict.fromkeys(ids, _EXPIRED))
-                return
+                return result
             left = deadline - time.monotonic()
             if left < MIN_CALL_SECONDS:  # the lease could end before SendGrid answers
                 result.problems["lease_deadline"] += 1
@@ -318,28 +377,30 @@ class EmailChannel:
             except Rejected as error:
                 result.problems[str(error.status)] += 1
                 if error.status == 429:
+                    stop.set()
                     result.quota_exceeded = True
                     result.retry.extend(ids)
-                    wait = _reset_in_seconds(error)
+                    reset = _reset_in_seconds(error)
                     result.retry_after = max(result.retry_after or 0.0,
-                                             QUOTA_DEFAULT_WAIT_SECONDS if wait is None else wait)
-                    return
+                                             QUOTA_DEFAULT_WAIT_SECONDS if reset is None else reset)
+                    return result
                 if error.status < 500:
                     reason = rejection_reason(error)
                     result.outcomes.update({i: Outcome(Status.FAILED, reason) for i in ids})
-                    return
+                    return result
             except NOT_SENT_ERRORS as error:
                 result.problems[type(error).__name__] += 1  # SendGrid never read it: temporary, like a 5xx
             except httpx.TransportError as error:
                 result.problems[type(error).__name__] += 1  # written, never answered: taken or not, never sent twice
                 result.outcomes.update(dict.fromkeys(ids, _UNCONFIRMED))
-                return
+                return result
             else:
                 result.accepted += len(ids)
                 result.outcomes.update(dict.fromkeys(ids, _SENT))
-                return
+                return result
             if attempt < INLINE_ATTEMPTS:
                 result.inline_retries += 1
                 time.sleep(INLINE_BACKOFF_SECONDS * (0.5 + random.random() / 2))
         result.retry.extend(ids)
         result.retry_after = max(result.retry_after or 0.0, TEMPORARY_DEFAULT_WAIT_SECONDS)
+        return result

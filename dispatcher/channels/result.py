@@ -28,3 +28,15 @@ class SendResult:
     #: failed calls by kind (an HTTP status or an exception's class name, nothing personal), for the
     #: operators' log line.
     problems: Counter[str] = field(default_factory=Counter)
+
+    def absorb(self, other: SendResult) -> None:
+        """Add another call's outcomes and counts to this batch's (a batch's calls may run side by side)."""
+        self.outcomes.update(other.outcomes)
+        self.retry.extend(other.retry)
+        if other.retry_after is not None:
+            self.retry_after = max(self.retry_after or 0.0, other.retry_after)
+        self.quota_exceeded = self.quota_exceeded or other.quota_exceeded
+        self.calls += other.calls
+        self.inline_retries += other.inline_retries
+        self.accepted += other.accepted
+        self.problems.update(other.problems)
