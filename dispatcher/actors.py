@@ -11,9 +11,12 @@ actors' lower ``priority`` puts them first among the messages a worker has alrea
 
 from __future__ import annotations
 
+import logging
+import time
 from typing import Any
 
 import dramatiq
+from dramatiq.middleware import CurrentMessage
 
 from dispatcher.broker import get_engine_broker
 from dispatcher.ledger import Channel
@@ -25,6 +28,8 @@ from dispatcher.queues import (
     URGENT_PUSH_QUEUE,
     URGENT_REQUESTS_QUEUE,
 )
+
+log = logging.getLogger(__name__)
 
 #: How many fan-out messages a new request starts per channel (more workers can then share it).
 FANOUT_PARALLELISM = 4
@@ -126,6 +131,11 @@ def nudge_fanout(request_id: str, channel: Channel, *, urgent: bool, count: int 
 def _drain(request_id: str, channel: Channel, urgent: bool) -> None:
     from dispatcher.fanout import drain
 
+    message = CurrentMessage.get_current_message()
+    if message is not None and log.isEnabledFor(logging.DEBUG):  # how long the message waited for a thread
+        age = time.time() - message.message_timestamp / 1000
+        log.debug("drain started", extra={"request_id": request_id, "channel": channel.value, "urgent": urgent,
+                                          "message_age_seconds": round(age, 4)})
     report = drain(request_id, channel)
     if report.more_work:
         delay_ms = int((report.retry_in or 0) * 1000)

@@ -168,23 +168,42 @@ def _wait(result: SendResult) -> float:
     return result.retry_after or DEFAULT_RETRY_SECONDS
 
 
+@dataclass
+class BatchTimes:
+    """Where one batch's time went, in seconds (logged at DEBUG: how long a first message waited, and on what)."""
+
+    gate: float = 0.0  #: waiting for room in the batch gate
+    claim: float = 0.0  #: claiming the rows
+    rate: float = 0.0  #: waiting for the shared rate budget
+    handed_at: float = 0.0  #: monotonic time the batch was handed to a sending thread
+    queued: float = 0.0  #: waiting for a sending thread
+    eligible: float = 0.0  #: the last-moment eligibility check
+    send: float = 0.0  #: the provider calls
+    record: float = 0.0  #: writing the outcomes
+
+
 def _send_batch(channel: Channel, request: PublishedRequest, respond_until: datetime,
-                resident_ids: list[int]) -> SendResult:
+                resident_ids: list[int], times: BatchTimes | None = None) -> SendResult:
     """Check eligibility at the last moment and send; touches nothing but the provider after the send.
 
     Anything that could fail between the provider accepting and the ledger recording widens the window
     in which a crash causes a duplicate, so retiring tokens and slowing the fleet happen after recording.
     The returned outcomes include the residents skipped by the eligibility check.
     """
+    times = times or BatchTimes()
     sending = sender(channel)
+    started = time.monotonic()
     with get_pool().connection() as conn:
         batch = sending.eligible(conn, request.id, resident_ids)
+    checked = time.monotonic()
+    times.eligible = checked - started
     result: SendResult
     if batch.recipients:
         with metrics.provider_timer(sending.provider):
             result = sending.send(request, respond_until, batch.recipients)
     else:
         result = SendResult()
+    times.send = time.monotonic() - checked
     result.outcomes.update(batch.skipped)
     return result
 
@@ -241,15 +260,24 @@ def _record(channel: Channel, request_id: str, result: SendResult, *, patience_s
 
 
 def _send_and_record(channel: Channel, request: PublishedRequest, respond_until: datetime, ids: list[int],
-                     gate: BatchGate, entered: float) -> SendResult:
+                     gate: BatchGate, entered: float, times: BatchTimes | None = None) -> SendResult:
     """On a sending thread: send one leased batch, record its outcomes, then leave the gate with the time
     the batch held its place (without the wait for the rate budget)."""
+    times = times or BatchTimes(handed_at=time.monotonic())
+    times.queued = time.monotonic() - times.handed_at
     took: float | None = None
     try:
-        result = _send_batch(channel, request, respond_until, ids)
+        result = _send_batch(channel, request, respond_until, ids, times)
+        recording = time.monotonic()
         _record(channel, request.id, result, patience_seconds=float(get_settings().lease_seconds))
+        times.record = time.monotonic() - recording
         took = time.monotonic() - entered
         _after_recording(channel, result)
+        if log.isEnabledFor(logging.DEBUG):
+            log.debug("batch sent", extra={"request_id": request.id, "channel": channel.value, "rows": len(ids),
+                                           "accepted": result.accepted,
+                                           "seconds": {k: round(v, 4) for k, v in vars(times).items()
+                                                       if k != "handed_at"}})
         return result
     finally:
         gate.leave(took)
@@ -300,9 +328,12 @@ def drain(request_id: str, channel: Channel, *, budget_seconds: float | None = N
     try:
         while time.monotonic() < deadline and not failures and not report.quota_exceeded:
             collect(block=False)
+            times = BatchTimes()
+            asked = time.monotonic()
             if not gate.enter(deadline - time.monotonic(), urgent=stored.urgent):
                 break
             entered, handed = time.monotonic(), False
+            times.gate = entered - asked
             try:
                 with pool.connection() as conn:
                     if not lifecycle.window_open(conn, request_id):
@@ -311,18 +342,20 @@ def drain(request_id: str, channel: Channel, *, budget_seconds: float | None = N
                     ids = _claim(conn, request_id, channel, size=size, owner=owner,
                                  lease_seconds=settings.lease_seconds)
                 claimed_at = time.monotonic()
+                times.claim = claimed_at - entered
                 if not ids:
                     exhausted = True
                     break
-                waited = acquire(channel, len(ids))
+                waited = times.rate = acquire(channel, len(ids))
                 if time.monotonic() - claimed_at > FRESH_LEASE_SECONDS:  # a long wait for the rate budget
                     with pool.connection() as conn:
                         ids = ledger.confirm_lease(conn, request_id, channel, ids, owner=owner,
                                                    lease_seconds=settings.lease_seconds)
                 if not ids:
                     continue
+                times.handed_at = time.monotonic()
                 running.add(_sending_threads().submit(_send_and_record, channel, request, stored.respond_until,
-                                                      ids, gate, entered + waited))
+                                                      ids, gate, entered + waited, times))
                 handed = True
             finally:
                 if not handed:
