@@ -39,6 +39,7 @@ from dispatcher.queues import (
     URGENT_SUFFIX,
 )
 from dispatcher.reconciler import Nudges, ReconcilerMiddleware
+from dispatcher.warmup import WarmChannels
 
 __all__ = [  # the queue names are re-exported for callers that already declare actors
     "ALL_QUEUES",
@@ -75,6 +76,7 @@ def build_broker(settings: Settings, nudges: Nudges) -> RedisBroker:
     broker.add_middleware(DeadLetterReasons(), before=Retries)
     broker.add_middleware(ReconcilerMiddleware(nudges))
     broker.add_middleware(PromptPickup())  # an idle queue is looked at every 100 ms, not every second
+    broker.add_middleware(WarmChannels())  # each worker process takes its FCM token at boot, not on a first push
     return broker
 
 

@@ -50,5 +50,8 @@ class Channel(Protocol[R]):
     def after_recording(self, result: SendResult) -> None:
         """Bookkeeping once the batch's outcomes are in the ledger (may raise: the caller only logs)."""
 
+    def warm_up(self) -> None:
+        """Get ready to send before the first batch comes (credentials, clients); may raise."""
+
     def close(self) -> None:
         """Release connections and threads."""

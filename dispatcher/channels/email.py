@@ -222,6 +222,10 @@ class EmailChannel:
                 self._pid = os.getpid()
             return self._client
 
+    def warm_up(self) -> None:
+        """Make the process's client (API key and headers checked); connections still open on first use."""
+        self._http()
+
     def close(self) -> None:
         """Close the keep-alive connections."""
         with self._lock:

@@ -56,6 +56,8 @@ INITIAL_LATENCY_SECONDS = 0.02
 BATCH_DEADLINE_SECONDS = 60.0
 #: Time kept between a batch's deadline and the end of its lease, for recording its outcomes.
 RECORD_MARGIN_SECONDS = 2.0
+#: Longest a worker process's warm-up waits for its access token.
+WARM_UP_TIMEOUT_SECONDS = 30.0
 #: How long an encoded message is reused (its time to live counts from the end of this period).
 TEMPLATE_SECONDS = 60
 
@@ -162,6 +164,18 @@ class PushChannel:
                 self._to_error, limit=AdaptiveLimit(self.sizing, INITIAL_LATENCY_SECONDS),
                 batch_deadline_seconds=self.batch_deadline_seconds)
         return self._engine
+
+    def warm_up(self) -> None:
+        """Start the loop and take an OAuth2 access token now, so a worker's first batch waits for neither.
+
+        A fresh worker process otherwise pays both on its first push: the token is a round trip to
+        Google's OAuth2 endpoint, at the moment a request's first residents are waiting.
+        """
+
+        async def authorize() -> None:
+            await self._lanes().token.authorization()
+
+        self._loop_thread().run(authorize(), timeout=WARM_UP_TIMEOUT_SECONDS)
 
     @property
     def calls_in_flight(self) -> AdaptiveLimit | None:
