@@ -236,6 +236,33 @@ def test_the_sink_commits_growing_chunks_and_leaves_no_staged_id_behind(db: Conn
     assert _rows(db, "chunks-1") == Counter({("push", "pending"): TOWN, ("email", "pending"): TOWN})
 
 
+def _staged_rows_known(db: Conn) -> float:
+    """What the planner knows of the staged table's size (-1: never analyzed, it guesses ten pages)."""
+    row = db.execute("SELECT reltuples FROM pg_class WHERE oid = 'pg_temp.dispatcher_targeted'::regclass").fetchone()
+    assert row is not None
+    return float(row[0])
+
+
+def test_a_small_staged_set_is_analyzed_so_its_residents_are_looked_up_not_hashed(
+        db: Conn, engine: Settings, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A district's few hundred ids: the planner must know they are few, or it hashes the whole metro."""
+    from psycopg import sql
+
+    _town(db)
+    _accept(db, "small-1")
+    sink = ledger.delivery_sink("small-1")
+    assert sink(db, sql.SQL("SELECT unnest(%s::bigint[])"), ["{" + ",".join(map(str, range(1, 301))) + "}"]) == 600
+    assert _staged_rows_known(db) == 300
+    sink.close(db)
+    monkeypatch.setattr(ledger, "ANALYZE_STAGED_BELOW", TOWN)  # at and above the bound: left as it is
+    _accept(db, "large-1")
+    large = ledger.delivery_sink("large-1")
+    many = "{" + ",".join(str(i) for i in range(1, TOWN + 1)) + "}"
+    assert large(db, sql.SQL("SELECT unnest(%s::bigint[])"), [many]) == 2 * TOWN
+    assert _staged_rows_known(db) == -1
+    large.close(db)
+
+
 def _position(i: int) -> tuple[float, float]:
     """Where :func:`_town` puts resident ``i`` (lat, lng)."""
     return 40.011 + (i % 97) * 8e-5, -105.279 + (i // 97) * 3.5e-4
