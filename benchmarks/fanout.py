@@ -447,6 +447,14 @@ NOTES = """## How concurrency is sized, and why
   (`PushChannel.batch_deadline_seconds`), rows are renewed right before they are sent, and a killed worker
   re-sends at most the rows it held under lease: `tests/test_fanout_in_flight.py` kills a worker with 23
   batches in flight and counts the re-sent messages against the rows it held.
+* **Email: a batch's calls side by side, and a recipient's CPU cut to the bone.** A batch of 1,000
+  residents is one call per group (camera or not, time zone, locale); those calls now go out together on
+  the channel's call threads, so a batch takes its slowest call instead of their sum (the benchmark's
+  batches are two groups: 333 ms a batch before, one call's 165 ms after). A group's email is rendered
+  once per request and kept for its later batches (1.4 ms a group and call before), and the thousand
+  one-click unsubscribe links of a call are signed in one pass from the two SHA-256 states the key
+  gives (1 µs a link against 4 µs through `hmac.digest`, which rebuilds both states each time; a
+  property test holds the two equal). One batch at a time, a recipient costs 7 µs of worker CPU, from 13.
 * firebase-admin keeps the credentials and the OAuth2 token exchange, the message encoding (one template
   per request and kind, a token spliced in) and the error mapping; the bytes go over the lean HTTP/1.1
   client (`channels/push/fcm_http.py`). Why HTTP/1.1 over many connections rather than HTTP/2: see

@@ -187,6 +187,10 @@ def test_a_requests_email_is_rendered_once_and_never_served_to_another_request(
     assert rendered[-1] == "Second wording."
     text, _ = _bodies(sendgrid.records("sendgrid_requests")[-1])
     assert "Second wording." in text and "First wording" not in text
+    # Bounded: the emails of the last few request objects are kept, not every area ever sent.
+    for n in range(email.REQUESTS_KEPT + 3):
+        channel.send(_request(f"req-cache-{n + 2}"), _until(), dict([mailbox(100 + n, "k@example.org", "UTC", False)]))
+    assert len(channel._contents) == email.REQUESTS_KEPT
 
 
 def test_a_server_error_is_retried_once_inline(channel: EmailChannel, sendgrid: SandboxServer) -> None:

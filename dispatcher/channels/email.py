@@ -38,7 +38,7 @@ import os
 import random
 import threading
 import time
-from collections import defaultdict
+from collections import OrderedDict, defaultdict
 from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor, wait
 from datetime import UTC, datetime
@@ -109,8 +109,8 @@ NOT_SENT_ERRORS: tuple[type[httpx.TransportError], ...] = (*NEVER_CONNECTED, htt
 #: with a call or two more each; beyond it a call waits for a connection, within its lease.
 CONNECTIONS = 64
 
-#: Rendered emails kept per channel (request and group); a worker sends a few requests at a time.
-CONTENTS_KEPT = 256
+#: Requests whose rendered emails a channel keeps (a worker process sends a few requests at a time).
+REQUESTS_KEPT = 16
 
 _ONE_CLICK = "List-Unsubscribe=One-Click"
 #: One immutable outcome shared by every accepted recipient.
@@ -200,7 +200,7 @@ class EmailChannel:
         self._pid = -1
         self._client: httpx.Client | None = None
         self._mail_send_url = ""
-        self._contents: dict[tuple[int, Readers], tuple[PublishedRequest, EmailContent]] = {}
+        self._contents: OrderedDict[int, tuple[PublishedRequest, dict[Readers, EmailContent]]] = OrderedDict()
 
     def endpoint(self) -> tuple[str, dict[str, str]]:
         """The mail send URL and the request headers the sendgrid library would send (API key, user agent)."""
@@ -336,19 +336,26 @@ class EmailChannel:
         """The group's email, rendered once per request object and kept for its next batches.
 
         A drain sends every batch of a request with the same request object, and a published request
-        never changes, so the templates run once per group, not once per call. Entries hold their
-        request, so an id is never reused while its entry lives; the cache is bounded and starts over
-        when full.
+        never changes, so the templates run once per group, not once per call. The emails of the last
+        :data:`REQUESTS_KEPT` request objects are kept (each entry holds its request, so an id is never
+        reused while it lives, and at most that many areas stay in memory).
         """
-        key = (id(request), group)
-        kept = self._contents.get(key)
-        if kept is not None and kept[0] is request:
-            return kept[1]
+        with self._lock:
+            kept = self._contents.get(id(request))
+            if kept is not None and kept[0] is request:
+                self._contents.move_to_end(id(request))
+                content = kept[1].get(group)
+                if content is not None:
+                    return content
         camera, zone, locale = group
         content = email_content(request, has_camera=camera, time_zone=zone, settings=self.settings, locale=locale)
-        if len(self._contents) >= CONTENTS_KEPT:
-            self._contents.clear()
-        self._contents[key] = (request, content)
+        with self._lock:
+            kept = self._contents.get(id(request))
+            if kept is None or kept[0] is not request:
+                kept = self._contents[id(request)] = (request, {})
+                while len(self._contents) > REQUESTS_KEPT:
+                    self._contents.popitem(last=False)
+            kept[1][group] = content
         return content
 
     def _post(self, body: bytes, timeout: float = REQUEST_TIMEOUT_SECONDS) -> None:
