@@ -23,6 +23,8 @@ import hmac
 import json
 import os
 import secrets
+import socket
+import ssl
 import threading
 import time
 from collections.abc import Awaitable, Callable, MutableMapping
@@ -36,6 +38,7 @@ from dispatcher.errors import DispatcherError
 from dispatcher.sandbox.credentials import TokenAuthority, TrustedAccount, trust_account
 from dispatcher.sandbox.faults import Faults, InvalidFaultPlan
 from dispatcher.sandbox.fcm import FcmSandbox
+from dispatcher.sandbox.fcm_listener import FcmProtocol
 from dispatcher.sandbox.http import Response, header, json_response
 from dispatcher.sandbox.recorder import MEMORY_LIMIT, STREAMS, Recorder
 from dispatcher.sandbox.sendgrid import SendgridSandbox
@@ -128,6 +131,8 @@ class SandboxApp:
         self._unsent: list[dict[str, Any]] = []
         self.loop: asyncio.AbstractEventLoop | None = None
         self.info: dict[str, Any] = {}
+        #: FCM's own listener (:mod:`.fcm_listener`): a bound socket and its TLS context, served from startup.
+        self.fcm_listener: tuple[socket.socket, ssl.SSLContext | None] | None = None
         #: Bearer token the control API requires (None: no token, only for a sandbox bound to loopback).
         self._control_auth = f"Bearer {control_token}".encode() if control_token else None
 
@@ -152,10 +157,15 @@ class SandboxApp:
 
     async def _lifespan(self, receive: Receive, send: Send) -> None:
         tasks: list[asyncio.Task[None]] = []
+        listener: asyncio.AbstractServer | None = None
         while True:
             message = await receive()
             if message["type"] == "lifespan.startup":
                 self.loop = asyncio.get_running_loop()
+                if self.fcm_listener is not None:
+                    sock, context = self.fcm_listener
+                    listener = await self.loop.create_server(lambda: FcmProtocol(self.fcm), sock=sock, ssl=context,
+                                                             backlog=4096)
                 tasks.append(asyncio.create_task(self._flush_forever()))
                 if self.webhook_url and self.events_interval:
                     tasks.append(asyncio.create_task(self._events_forever(self.events_interval)))
@@ -163,6 +173,8 @@ class SandboxApp:
             elif message["type"] == "lifespan.shutdown":
                 for task in tasks:
                     task.cancel()
+                if listener is not None:
+                    listener.close()
                 self.recorder.flush()
                 await send({"type": "lifespan.shutdown.complete"})
                 return

@@ -129,13 +129,15 @@ class SandboxServer:
         self._server: uvicorn.Server | None = None
         self._thread: threading.Thread | None = None
         self.service_account_path: Path | None = None
+        #: Port of FCM's own listener (set by :meth:`start`).
+        self.fcm_port = 0
 
     # -- lifecycle ---------------------------------------------------------------------------------
     def start(self) -> SandboxServer:
-        sock = socket.socket(socket.AF_INET6 if ":" in self.host else socket.AF_INET, socket.SOCK_STREAM)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind((self.host, self.port))
+        sock = _bound(self.host, self.port)
         self.port = sock.getsockname()[1]
+        fcm_sock = _bound(self.host, 0)
+        self.fcm_port = fcm_sock.getsockname()[1]
         self.service_account_path = prepare_service_account(self.records_dir, self.base_url, self.project_id)
         self.app.info = self._info()
         tls = {"ssl_certfile": self.ssl_certfile, "ssl_keyfile": self.ssl_keyfile} if self.ssl_certfile else {}
@@ -144,6 +146,7 @@ class SandboxServer:
             config.load()
             assert config.ssl is not None
             _fail_some_handshakes(config.ssl, self.app.faults)
+        self.app.fcm_listener = (fcm_sock, config.ssl if self.ssl_certfile else None)
         server = uvicorn.Server(config)
         self._server = server
         self._thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]},
@@ -180,8 +183,10 @@ class SandboxServer:
 
     @property
     def fcm_url(self) -> str:
-        """Base URL of the FCM v1 API (``Settings.fcm_endpoint``)."""
-        return self.base_url
+        """Base URL of the FCM v1 API (``Settings.fcm_endpoint``): FCM's own listener (:mod:`.fcm_listener`)."""
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        scheme = "https" if self.ssl_certfile else "http"
+        return f"{scheme}://{host}:{self.fcm_port}"
 
     @property
     def sendgrid_url(self) -> str:
@@ -259,6 +264,14 @@ class SandboxServer:
         return future.result(timeout)
 
 
+def _bound(host: str, port: int) -> socket.socket:
+    """A TCP socket bound to ``host:port`` (0: any free port), not yet listening."""
+    sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind((host, port))
+    return sock
+
+
 def _address(host: str, port: int) -> str:
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
@@ -281,21 +294,22 @@ def run_sandbox(host: str = "127.0.0.1", port: int = 8025, records_dir: str | Pa
     root = Path(records_dir).resolve()
     root.mkdir(parents=True, exist_ok=True)
     sock: socket.socket | None = None
+    fcm_sock: socket.socket | None = None
     if workers == 1:
         # Bind first, so the address reported is the one bound (a port of 0 becomes the real port).
-        sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind((host, port))
+        sock = _bound(host, port)
         port = sock.getsockname()[1]
+        fcm_sock = _bound(host, 0)  # FCM's own listener (.fcm_listener), on the same loop
     elif port == 0:
         raise SandboxStartFailed("several workers need a fixed port, not 0")
     wildcard = host in ("0.0.0.0", "::", "")
     local_host = "127.0.0.1" if wildcard else host
     base_url = f"http://{_address(local_host, port)}"
+    fcm_url = f"http://{_address(local_host, fcm_sock.getsockname()[1])}" if fcm_sock is not None else base_url
     service_account = prepare_service_account(root, base_url)
     token = control_token_for(host, control_token)
     info = {"bound_address": _address(host or "0.0.0.0", port), "every_interface": wildcard,
-            "base_url": base_url, "fcm_url": base_url, "sendgrid_url": base_url,
+            "base_url": base_url, "fcm_url": fcm_url, "sendgrid_url": base_url,
             "token_uri": f"{base_url}/token", "project_id": SANDBOX_PROJECT,
             "service_account_path": str(service_account), "control_token_required": token is not None}
     options: dict[str, Any] = {"records_dir": str(root), "api_key": api_key, "webhook_url": webhook_url,
@@ -318,7 +332,8 @@ def run_sandbox(host: str = "127.0.0.1", port: int = 8025, records_dir: str | Pa
                     access_log=False, log_level="warning", server_header=False, date_header=False,
                     backlog=4096, proxy_headers=False)
     else:
-        assert sock is not None
+        assert sock is not None and fcm_sock is not None
+        app.fcm_listener = (fcm_sock, None)
         uvicorn.Server(_uvicorn_config(app, host, port)).run(sockets=[sock])
 
 
