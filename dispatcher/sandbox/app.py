@@ -1,4 +1,5 @@
-"""The sandbox as one raw ASGI app: FCM v1, SendGrid v3 and a small control API on one port.
+"""The sandbox as one raw ASGI app: FCM v1, SendGrid v3 and a small control API on one port (FCM's
+``messages:send`` also on a listener of its own, :mod:`.fcm_listener`, on the same loop).
 
 No framework: a request is routed by a couple of string comparisons, so the sandbox costs little next
 to the worker it is measuring. Paths:
