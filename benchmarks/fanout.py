@@ -429,10 +429,14 @@ NOTES = """## How concurrency is sized, and why
 
 * **Calls in flight follow Little's law.** The push channel's lanes hold slots of one adaptive limit per
   worker process (`dispatcher/channels/concurrency.py`): size = clamp(⌈rate × average call latency ×
-  1.25⌉, 64, 1024), the rate being the configured push rate (FCM's 10,000 a second) and the average an
+  1.25⌉, 64, 2048), the rate being the configured push rate (FCM's 10,000 a second) and the average an
   exponentially weighted moving average of accepted calls, each timed from the moment its lane wrote it.
-  At 50 ms that is 625 calls in flight, at 100 ms the 1,024 ceiling (memory and sockets stay bounded),
-  at 0 ms the floor of 64 keep-alive connections the channel used before.
+  At 50 ms that is 625 calls in flight, at 100 ms about 1,300 (the ceiling of 1,024 before stop 12 held
+  a worker near 8,000 a second there), at 0 ms the floor of 64 keep-alive connections; the ceiling keeps
+  memory and sockets bounded, within the process's open-file limit (`channels/push/sockets.py`).
+* **The sandbox's FCM endpoint has a listener of its own** (`dispatcher/sandbox/fcm_listener.py`,
+  HTTP/1.1 on `httptools`): through uvicorn a push cost the sandbox 107-147 µs of CPU, on the cores the
+  worker runs on, and the 100 ms row measured the sandbox (0.69-0.80 of the 0 ms rate); 70-77 µs now.
 * **Batches in flight follow it too.** A drain claims, waits for the shared rate budget and renews the
   lease on its own thread, then hands each batch to a sending thread that sends and records it; the
   process's batches in flight per channel are clamp(⌈rate × average batch time × 1.25 ÷ batch size⌉, 1,
