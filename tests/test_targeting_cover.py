@@ -269,3 +269,22 @@ def test_the_cells_near_an_area_hold_every_resident_s_ancestor(centre: tuple[flo
     ancestors = {h3.cell_to_parent(h3.latlng_to_cell(b, a, RESIDENT_CELL_RESOLUTION), resolution)
                  for a, b in zip(x[inside], y[inside], strict=True)}
     assert ancestors <= set(near)
+
+
+@fast
+@given(centre=st.tuples(st.floats(-179.0, 179.0), st.floats(-84.0, 84.0)), size=sizes, radii=radii,
+       resolution=st.integers(5, 11))
+def test_the_direct_plan_s_cells_are_the_descent_s_cells_inside_or_along_the_edge(
+        centre: tuple[float, float], size: float, radii: list[float], resolution: int) -> None:
+    """The direct plan asks only whether a cell's reach touches the area: the same cells as the descent's
+    interior and band at that resolution, in one step or not (interior cells taken down to it)."""
+    from dispatcher.targeting.cover import touching_cells
+
+    area = star(*centre, size, radii)
+    if not area.is_valid:
+        return
+    cover = area_to_cells(area, band_resolution=resolution)
+    expected = {child for cell in cover.interior for child in h3.cell_to_children(cell, resolution)}
+    touching = touching_cells(area, resolution)
+    assert expected | set(cover.boundary) == {child for cell in touching
+                                              for child in h3.cell_to_children(cell, resolution)}

@@ -25,7 +25,7 @@ import numpy.typing as npt
 import shapely
 
 from dispatcher.errors import InvalidArea
-from dispatcher.targeting.area import Area, part_areas_km2, remember_last
+from dispatcher.targeting.area import Area, flat_rings, part_areas_km2, remember_last
 from dispatcher.targeting.cover import BAND_RESOLUTION, reach_m
 
 #: km per degree of latitude (and of longitude at the equator) on the sphere H3 uses.
@@ -121,15 +121,14 @@ class BandEstimate:
 def measure(area: Area) -> Shape:
     """Perimeter (km, edges straight in lon/lat, measured at each edge's mid-latitude), km², boxes,
     for every part at once."""
-    parts = shapely.get_parts(area)
-    rings, part_of_ring = shapely.get_rings(parts, return_index=True)
-    coords, ring_of_point = shapely.get_coordinates(rings, return_index=True)
+    flat = flat_rings(area)
+    parts, part_of_ring, coords, ring_of_point = flat.parts, flat.part_of_ring, flat.coords, flat.ring_of_point
     same_ring = ring_of_point[1:] == ring_of_point[:-1]
     d_lng = np.diff(coords[:, 0]) * np.cos(np.radians((coords[1:, 1] + coords[:-1, 1]) / 2))
     edges = np.hypot(d_lng, np.diff(coords[:, 1]))[same_ring] * KM_PER_DEGREE
-    per_ring = np.bincount(ring_of_point[1:][same_ring], edges, minlength=len(rings))
+    per_ring = np.bincount(ring_of_point[1:][same_ring], edges, minlength=flat.rings)
     perimeters = np.bincount(part_of_ring, per_ring, minlength=len(parts)).astype(np.float64)
-    return Shape(perimeters, part_areas_km2(area), shapely.bounds(parts), len(coords) - len(rings))
+    return Shape(perimeters, part_areas_km2(area), shapely.bounds(parts), len(coords) - flat.rings)
 
 
 @functools.cache

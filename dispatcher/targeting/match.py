@@ -75,16 +75,19 @@ BOUNDARY_IDS_SQL = sql.SQL("SELECT unnest(%s::bigint[])")
 #: Candidates under the boundary ranges with their coordinates, as one binary string of (id, lng, lat)
 #: records (one round trip, no per-row work in Python; one aggregate costs the server half of what three
 #: arrays did).
-_CANDIDATES_SQL = sql.SQL(
-    "SELECT string_agg(int8send(r.id) || float8send(r.lng) || float8send(r.lat), ''::bytea) "
-    "FROM unnest(%s::bigint[], %s::bigint[]) AS g(lo, hi) "
+_CANDIDATES = "SELECT string_agg(int8send(r.id) || float8send(r.lng) || float8send(r.lat), ''::bytea){} " \
+    "FROM unnest(%s::bigint[], %s::bigint[]) AS g(lo, hi) " \
     "CROSS JOIN LATERAL (SELECT id, lng, lat FROM residents WHERE cell BETWEEN g.lo AND g.hi) AS r"
-)
+_CANDIDATES_SQL = sql.SQL(_CANDIDATES.format(""))
+#: The same, setting JIT back to its first parameter once the rows are aggregated: the statement was
+#: planned (and JIT decided) with JIT off, and the setting is back for the next without a round trip.
+_CANDIDATES_THEN_JIT_SQL = sql.SQL(_CANDIDATES.format(", (SELECT set_config('jit', %s, false))"))
 _CANDIDATE_RECORD = np.dtype([("id", ">i8"), ("lng", ">f8"), ("lat", ">f8")])
 _ARRAY_ELEMENT = np.dtype([("length", ">i4"), ("value", ">i8")])
 _INT8_OID = 20
 #: JIT off for the rest of the session, returning its previous setting.
 _JIT_OFF_SQL = "SELECT current_setting('jit'), set_config('jit', 'off', false)"
+_JIT_BACK_SQL = "SELECT set_config('jit', %s, false)"
 
 
 @dataclass(frozen=True)
@@ -157,9 +160,13 @@ def match_area(
         candidates = kept = boundary_written = 0
         with ThreadPoolExecutor(max_workers=max(len(workers), 1)) as pool:
             futures = [pool.submit(_write_interior_chunks_on_worker, worker, sink, chunks) for worker in workers]
-            for ranges in batches:  # one batch but for a band too big to hold at once
+            for number, ranges in enumerate(batches, start=1):  # one batch but for a band too big to hold at once
                 step = time.perf_counter()
-                ids, lng, lat = fetch_candidates(conn, ranges)
+                # JIT only ever compiled the range scans (the planner takes a range for a ninth of the
+                # table); with no interior left to scan it is set back in the last fetch's round trip.
+                restore = jit if number == len(batches) and not interior_ranges else None
+                ids, lng, lat = fetch_candidates(conn, ranges, restore_jit=restore)
+                jit = None if restore is not None else jit
                 fetched = time.perf_counter()
                 inside = ids[shapely.intersects_xy(area, lng, lat)] if len(ids) else ids
                 fetching, testing = fetching + fetched - step, testing + time.perf_counter() - fetched
@@ -271,18 +278,25 @@ def _switch_jit_off(conn: Conn) -> str | None:
 
 def _restore_jit(conn: Conn, previous: str | None) -> None:
     if previous is not None and previous != "off" and not conn.closed:
-        conn.execute("SELECT set_config('jit', %s, false)", (previous,))
+        conn.execute(_JIT_BACK_SQL, (previous,))
 
 
 def fetch_candidates(
-    conn: Conn, ranges: list[tuple[int, int]]
+    conn: Conn, ranges: list[tuple[int, int]], *, restore_jit: str | None = None
 ) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.float64], npt.NDArray[np.float64]]:
-    """(ids, lng, lat) of the residents whose cell falls in ``ranges``, as binary arrays in one query."""
+    """(ids, lng, lat) of the residents whose cell falls in ``ranges``, as binary arrays in one query;
+    with ``restore_jit``, JIT is set back to it in the same round trip (a pipeline), after the query."""
+    back = restore_jit is not None and restore_jit != "off"
     if not ranges:
+        if back:
+            _restore_jit(conn, restore_jit)
         return np.zeros(0, np.int64), np.zeros(0, np.float64), np.zeros(0, np.float64)
     params = _range_params(conn, ranges)  # before the cursor, which copies the connection's adapters
     with conn.cursor(binary=True) as cur:
-        row = cur.execute(_CANDIDATES_SQL, params).fetchone()
+        if back:
+            row = cur.execute(_CANDIDATES_THEN_JIT_SQL, [restore_jit, *params]).fetchone()
+        else:
+            row = cur.execute(_CANDIDATES_SQL, params).fetchone()
     if row is None or row[0] is None:
         return np.zeros(0, np.int64), np.zeros(0, np.float64), np.zeros(0, np.float64)
     records = np.frombuffer(row[0], dtype=_CANDIDATE_RECORD)

@@ -25,7 +25,7 @@ import numpy.typing as npt
 
 from dispatcher.errors import InvalidArea
 from dispatcher.targeting.area import Area
-from dispatcher.targeting.cover import BAND_RESOLUTION, AreaCover, area_to_cells, near_cell_count
+from dispatcher.targeting.cover import BAND_RESOLUTION, AreaCover, area_to_cells, near_cell_count, touching_cells
 from dispatcher.targeting.estimate import (
     COARSEST_BAND_RESOLUTION,
     SECONDS_PER_BAND_CELL,
@@ -83,11 +83,10 @@ class Plan:
 
     def cover(self, area: Area) -> AreaCover:
         """The cells this plan takes whole (``interior``) and tests (``boundary``)."""
-        cover = self.classified(area)
         if self.name == "direct":
-            return AreaCover(interior=[], boundary=[*cover.interior, *cover.boundary],
-                             band_resolution=cover.band_resolution)
-        return cover
+            resolution = self.chosen.band_resolution
+            return AreaCover(interior=[], boundary=touching_cells(area, resolution), band_resolution=resolution)
+        return self.classified(area)
 
     def classified(self, area: Area) -> AreaCover:
         """The cells as the descent classified them (inside the area, or along its edge), before the
