@@ -53,19 +53,20 @@ _HUGE = 1e300
 Area: TypeAlias = Polygon | MultiPolygon
 Ring: TypeAlias = npt.NDArray[np.float64]
 _Measured = TypeVar("_Measured")
+_Measurable = TypeVar("_Measurable")
 
 
-def remember_last(measure: Callable[[Area], _Measured]) -> Callable[[Area], _Measured]:
-    """``measure`` remembering its result for the last area it was given.
+def remember_last(measure: Callable[[_Measurable], _Measured]) -> Callable[[_Measurable], _Measured]:
+    """``measure`` remembering its result for the last area (or shape measured from one) it was given.
 
     Parsing, the budget check, the planner and the match each measure the same area: a 3,000-vertex
-    district paid for its rings four times. Geometries are immutable; the area is held weakly and
-    compared by identity, so a new area (even at a reused address) is measured afresh.
+    district paid for its rings four times. Geometries and their measures are immutable; the argument
+    is held weakly and compared by identity, so a new one (even at a reused address) is measured afresh.
     """
-    last: tuple[weakref.ref[Area], _Measured] | None = None
+    last: tuple[weakref.ref[Any], _Measured] | None = None
 
     @functools.wraps(measure)
-    def remembered(area: Area) -> _Measured:
+    def remembered(area: _Measurable) -> _Measured:
         nonlocal last
         seen = last  # read once: another thread may replace it meanwhile
         if seen is not None and seen[0]() is area:
