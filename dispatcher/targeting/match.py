@@ -400,7 +400,7 @@ class _FileSink:
         return int(row[0])
 
     def write_ids(self, conn: Conn, ids: npt.NDArray[np.int64]) -> int:
-        self.out.write(("\n".join(map(str, ids.tolist())) + "\n").encode("ascii"))
+        self.out.write(b"%d\n" * len(ids) % tuple(ids.tolist()))  # one format in C: half of str() per id
         return len(ids)
 
 
