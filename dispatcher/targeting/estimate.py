@@ -37,6 +37,9 @@ SECONDS_PER_BAND_CELL = 20e-6
 #: (:func:`dispatcher.targeting.cover.cells_near`): no descent. Measured 3.7 µs a cell for a 400-vertex
 #: district, 5.7 µs for a 3,000-vertex one (the area's preparation and the compaction included).
 SECONDS_PER_NEAR_CELL = 5e-6
+#: CPU seconds per cell the direct plan fetches near a small area's boxes, unclassified: H3's polyfill
+#: (in C) and the cell's range (measured 1.2 µs for a 3,000-vertex district at res 9, 2 µs at res 8).
+SECONDS_PER_UNCLASSIFIED_CELL = 1.5e-6
 #: ... times this for each factor of ten in the number of parts: each box is tested against every
 #: ring near it (measured: twice the time per cell for an archipelago of 300 islands).
 PARTS_COST_FACTOR = 0.5
@@ -170,6 +173,11 @@ def _band_estimates(shape: Shape, resolutions: tuple[int, ...]) -> dict[int, Ban
                                      BASE_BYTES + int(total * BYTES_PER_BAND_CELL), cells[row], band_km2[row])
             for row, (resolution, total, width) in enumerate(zip(resolutions, cells.sum(axis=1).tolist(),
                                                                  band_km2.sum(axis=1).tolist(), strict=True))}
+
+
+def near_box_km2(shape: Shape, resolution: int) -> npt.NDArray[np.float64]:
+    """km² of each part's box padded by a res-``resolution`` reach: where the cells near it lie."""
+    return _padded_box_km2(shape.boxes, np.array(reach_m(resolution) / 1000))
 
 
 def _padded_box_km2(boxes: npt.NDArray[np.float64], pad_km: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
