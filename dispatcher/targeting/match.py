@@ -206,6 +206,7 @@ def covers_xy(area: Area, bounds: tuple[float, float, float, float], lng: npt.ND
     a fraction of what GEOS's test costs (0.18 µs a point along a 3,000-vertex edge). Exact: a covered
     point lies between the area's extreme vertices, whose own doubles the bounds are."""
     west, south, east, north = bounds
+    shapely.prepare(area)  # the point index: built once, kept with the area
     near = np.flatnonzero((lng >= west) & (lng <= east) & (lat >= south) & (lat <= north))
     covered = np.zeros(len(lng), dtype=np.bool_)
     covered[near] = shapely.intersects_xy(area, lng[near], lat[near])
