@@ -25,6 +25,10 @@ of duplicates. Each call is its own statement
 chunks written at the same time, each worker connection in its own thread, so a sink that keeps state
 must be thread-safe.
 
+A sink that can write ids held in Python without the database (a file, a count) may also have a
+method ``write_ids(conn, ids) -> int`` (``ids`` a numpy ``int64`` array): the boundary's tested ids then
+go to it instead, sparing them a round trip to the server and back (see :func:`write_ids`).
+
 Residents' ``cell`` must be ``h3.latlng_to_cell(lat, lng, 15)`` of their stored coordinates, and the
 table should be vacuumed after a bulk load so that range scans are index-only.
 """
@@ -314,7 +318,7 @@ def fetch_candidates(
     conn: Conn, ranges: list[tuple[int, int]], *, restore_jit: str | None = None
 ) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.float64], npt.NDArray[np.float64]]:
     """(ids, lng, lat) of the residents whose cell falls in ``ranges``, as binary arrays in one query;
-    with ``restore_jit``, JIT is set back to it in the same round trip (a pipeline), after the query."""
+    with ``restore_jit``, JIT is set back to it by the same statement, once the rows are aggregated."""
     back = restore_jit is not None and restore_jit != "off"
     if not ranges:
         if back:
