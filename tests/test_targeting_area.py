@@ -8,6 +8,7 @@ import math
 from typing import Any
 
 import numpy as np
+import orjson
 import pytest
 from shapely.geometry import MultiPolygon, Polygon, mapping
 
@@ -153,7 +154,7 @@ def test_many_parts_built_at_once_equal_parts_built_one_by_one() -> None:
     coordinates = _islands(12)
     at_once = parse_area({"type": "MultiPolygon", "coordinates": coordinates}, max_vertices=1000, max_area_km2=1e6)
     one_by_one = MultiPolygon([module._polygon(rings, i) for i, rings in enumerate(coordinates)])
-    assert module._parts_at_once(coordinates) is not None
+    assert module._parts_at_once(coordinates, True) is not None
     assert at_once.equals_exact(one_by_one, tolerance=0) and len(at_once.geoms[2].interiors) == 1
 
 
@@ -173,3 +174,12 @@ def test_an_unclosed_ring_among_many_parts_is_named() -> None:
     coordinates = _islands(12)
     coordinates[10][0][-1] = [10.2, 5.001]
     assert "ring 0 of polygon 10 is not closed" in refused({"type": "MultiPolygon", "coordinates": coordinates})
+
+
+@pytest.mark.parametrize("feature", [False, True])
+def test_the_byte_limit_counts_the_whole_area_though_its_coordinates_are_dumped_apart(feature: bool) -> None:
+    geometry = {"type": "MultiPolygon", "coordinates": _islands(12), "note": "a foreign member"}
+    area = {"type": "Feature", "properties": {"name": "x" * 50}, "geometry": geometry} if feature else geometry
+    size = len(orjson.dumps(area))
+    parse_area(area, max_vertices=1000, max_area_km2=1e6, max_bytes=size)
+    assert f"{size:,} bytes of JSON" in refused(area, max_bytes=size - 1)

@@ -269,3 +269,21 @@ def test_the_cells_near_an_area_hold_every_resident_s_ancestor(centre: tuple[flo
     ancestors = {h3.cell_to_parent(h3.latlng_to_cell(b, a, RESIDENT_CELL_RESOLUTION), resolution)
                  for a, b in zip(x[inside], y[inside], strict=True)}
     assert ancestors <= set(near)
+
+
+@fast
+@given(centre=st.tuples(st.floats(-179.0, 179.0), st.floats(-84.0, 84.0)), size=sizes, radii=radii,
+       resolution=st.integers(5, 11))
+def test_the_direct_plan_s_cells_hold_the_descent_s_cells(centre: tuple[float, float], size: float,
+                                                          radii: list[float], resolution: int) -> None:
+    """The direct plan fetches the cells near the area unclassified: every cell of the descent's interior
+    and band at that resolution is among them, in one step or not (a large area descends)."""
+    from dispatcher.targeting.cover import direct_cells
+
+    area = star(*centre, size, radii)
+    if not area.is_valid:
+        return
+    cover = area_to_cells(area, band_resolution=resolution)
+    descent = {child for cell in [*cover.interior, *cover.boundary] for child in h3.cell_to_children(cell, resolution)}
+    direct = {child for cell in direct_cells(area, resolution) for child in h3.cell_to_children(cell, resolution)}
+    assert descent <= direct

@@ -125,6 +125,24 @@ def test_count_and_file_sinks_agree(db: Conn) -> None:
     np.testing.assert_array_equal(written, expected)
 
 
+@pytest.mark.parametrize("plan", ["cover", "direct"])
+def test_ids_the_engine_holds_are_written_as_the_database_would(db: Conn, plan: str) -> None:
+    """The file and count sinks write the tested boundary ids themselves; a plain sink gets them bound
+    to SQL: both give the same file and counts, interior or not."""
+    area = town()
+    lng, lat = hard_residents(area, 2000, seed=8)
+    ids = load(db, lng, lat)
+    outputs = []
+    for sink_of in (file_sink, lambda out: lambda *args: file_sink(out)(*args)):  # the plain one: no write_ids
+        out = io.BytesIO()
+        result = match_area(db, area, sink=sink_of(out), plan=plan)
+        outputs.append((result.matched, out.getvalue().count(b"\n"), sorted(out.getvalue().split())))
+    inside = int(shapely.intersects_xy(area, lng, lat).sum())
+    assert outputs[0] == outputs[1] and outputs[0][0] == outputs[0][1] == inside
+    assert match_area(db, area, sink=count_sink, plan=plan).matched == inside
+    assert len(ids) > inside > 0
+
+
 def test_an_area_with_nobody_inside_matches_nobody(db: Conn) -> None:
     load(db, np.array([10.0, 10.001]), np.array([50.0, 50.001]))
     result = match_area(db, town(), sink=count_sink)

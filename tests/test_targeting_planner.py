@@ -137,10 +137,31 @@ def test_each_plan_in_the_database_equals_shapely(db: Conn, plan: str) -> None:
     lng, lat = hard_residents(area, 3000, seed=5)
     ids = load(db, lng, lat)
     db.execute("CREATE TEMP TABLE matched (resident_id bigint)")
+    jit = db.execute("SHOW jit").fetchone()
     result = match_area(db, area, sink=table_sink("matched"), plan=plan)
     got = np.array([r[0] for r in db.execute("SELECT resident_id FROM matched ORDER BY 1").fetchall()])
     np.testing.assert_array_equal(got, ids[shapely.intersects_xy(area, lng, lat)])
     assert result.plan is not None and result.plan.name == plan
+    assert db.execute("SHOW jit").fetchone() == jit == ("on",)  # off while it worked, then set back
+
+
+def test_jit_is_off_while_the_candidates_are_scanned_and_back_after(db: Conn, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The direct plan sets JIT back in the candidates' own statement: planned with JIT off, then on."""
+    from dispatcher.targeting import match as module
+
+    area = town()
+    load(db, *hard_residents(area, 500, seed=9))
+    db.execute("CREATE TEMP TABLE matched (resident_id bigint)")
+    seen: list[object] = []
+    fetch = module.fetch_candidates
+
+    def spying(conn: Conn, ranges: list[tuple[int, int]], *, restore_jit: str | None = None) -> object:
+        seen.append(conn.execute("SHOW jit").fetchone())
+        return fetch(conn, ranges, restore_jit=restore_jit)
+
+    monkeypatch.setattr(module, "fetch_candidates", spying)
+    match_area(db, area, sink=table_sink("matched"), plan="direct")
+    assert seen == [("off",)] and db.execute("SHOW jit").fetchone() == ("on",)
 
 
 def test_a_polygon_without_residents_nearby_is_planned_cheaply() -> None:

@@ -25,7 +25,7 @@ import numpy.typing as npt
 import shapely
 
 from dispatcher.errors import InvalidArea
-from dispatcher.targeting.area import Area, part_areas_km2, remember_last
+from dispatcher.targeting.area import Area, flat_rings, part_areas_km2, remember_last
 from dispatcher.targeting.cover import BAND_RESOLUTION, reach_m
 
 #: km per degree of latitude (and of longitude at the equator) on the sphere H3 uses.
@@ -37,6 +37,9 @@ SECONDS_PER_BAND_CELL = 20e-6
 #: (:func:`dispatcher.targeting.cover.cells_near`): no descent. Measured 3.7 µs a cell for a 400-vertex
 #: district, 5.7 µs for a 3,000-vertex one (the area's preparation and the compaction included).
 SECONDS_PER_NEAR_CELL = 5e-6
+#: CPU seconds per cell the direct plan fetches near a small area's boxes, unclassified: H3's polyfill
+#: (in C) and the cell's range (measured 1.2 µs for a 3,000-vertex district at res 9, 2 µs at res 8).
+SECONDS_PER_UNCLASSIFIED_CELL = 1.5e-6
 #: ... times this for each factor of ten in the number of parts: each box is tested against every
 #: ring near it (measured: twice the time per cell for an archipelago of 300 islands).
 PARTS_COST_FACTOR = 0.5
@@ -121,38 +124,63 @@ class BandEstimate:
 def measure(area: Area) -> Shape:
     """Perimeter (km, edges straight in lon/lat, measured at each edge's mid-latitude), km², boxes,
     for every part at once."""
-    parts = shapely.get_parts(area)
-    rings, part_of_ring = shapely.get_rings(parts, return_index=True)
-    coords, ring_of_point = shapely.get_coordinates(rings, return_index=True)
+    flat = flat_rings(area)
+    parts, part_of_ring, coords, ring_of_point = flat.parts, flat.part_of_ring, flat.coords, flat.ring_of_point
     same_ring = ring_of_point[1:] == ring_of_point[:-1]
     d_lng = np.diff(coords[:, 0]) * np.cos(np.radians((coords[1:, 1] + coords[:-1, 1]) / 2))
     edges = np.hypot(d_lng, np.diff(coords[:, 1]))[same_ring] * KM_PER_DEGREE
-    per_ring = np.bincount(ring_of_point[1:][same_ring], edges, minlength=len(rings))
+    per_ring = np.bincount(ring_of_point[1:][same_ring], edges, minlength=flat.rings)
     perimeters = np.bincount(part_of_ring, per_ring, minlength=len(parts)).astype(np.float64)
-    return Shape(perimeters, part_areas_km2(area), shapely.bounds(parts), len(coords) - len(rings))
+    return Shape(perimeters, part_areas_km2(area), shapely.bounds(parts), len(coords) - flat.rings)
 
 
 @functools.cache
-def _cell_sizes(resolution: int) -> tuple[float, float, float]:
-    """(average edge km, average cell km², reach km) at ``resolution``."""
-    return (float(h3.average_hexagon_edge_length(resolution, unit="km")),
-            float(h3.average_hexagon_area(resolution, unit="km^2")), reach_m(resolution) / 1000)
+def _cell_sizes(resolutions: tuple[int, ...]) -> tuple[npt.NDArray[np.float64], ...]:
+    """(average edge km, average cell km², reach km) at each of ``resolutions``, as columns."""
+    sizes = np.array([(float(h3.average_hexagon_edge_length(r, unit="km")),
+                       float(h3.average_hexagon_area(r, unit="km^2")), reach_m(r) / 1000) for r in resolutions])
+    return tuple(column[:, None] for column in sizes.T)
+
+
+#: The band resolutions any plan estimates, estimated at once (the budget check and the planner ask
+#: for up to nine of them; one at a time, numpy's overhead on arrays of one part made it a third of
+#: the planning of a district).
+_BAND_RESOLUTIONS = tuple(range(COARSEST_BAND_RESOLUTION, BAND_RESOLUTION + 1))
+
+
+@remember_last
+def band_estimates(shape: Shape) -> dict[int, BandEstimate]:
+    """The band at every resolution from :data:`COARSEST_BAND_RESOLUTION` to the finest."""
+    return _band_estimates(shape, _BAND_RESOLUTIONS)
 
 
 def band_estimate(shape: Shape, resolution: int) -> BandEstimate:
     """The band at ``resolution``: cells from each part's perimeter, capped by its padded box."""
-    edge_km, cell_km2, reach_km = _cell_sizes(resolution)
+    if resolution in _BAND_RESOLUTIONS:
+        return band_estimates(shape)[resolution]
+    return _band_estimates(shape, (resolution,))[resolution]
+
+
+def _band_estimates(shape: Shape, resolutions: tuple[int, ...]) -> dict[int, BandEstimate]:
+    """:func:`band_estimate` at each of ``resolutions`` (rows) for every part (columns) at once."""
+    edge_km, cell_km2, reach_km = _cell_sizes(resolutions)
     by_perimeter = _CELLS_PER_EDGE * shape.part_perimeters_km / edge_km
     box_km2 = _padded_box_km2(shape.boxes, reach_km)
     cells = np.maximum(np.minimum(by_perimeter, _BBOX_CELLS_FACTOR * box_km2 / cell_km2), 1.0)
     band_km2 = np.minimum(cells * cell_km2, box_km2)
-    total = float(cells.sum())
     per_cell = SECONDS_PER_BAND_CELL * (1 + PARTS_COST_FACTOR * math.log10(shape.parts))
-    return BandEstimate(resolution, math.ceil(total), float(band_km2.sum()), total * per_cell,
-                        BASE_BYTES + int(total * BYTES_PER_BAND_CELL), cells, band_km2)
+    return {resolution: BandEstimate(resolution, math.ceil(total), width, total * per_cell,
+                                     BASE_BYTES + int(total * BYTES_PER_BAND_CELL), cells[row], band_km2[row])
+            for row, (resolution, total, width) in enumerate(zip(resolutions, cells.sum(axis=1).tolist(),
+                                                                 band_km2.sum(axis=1).tolist(), strict=True))}
 
 
-def _padded_box_km2(boxes: npt.NDArray[np.float64], pad_km: float) -> npt.NDArray[np.float64]:
+def near_box_km2(shape: Shape, resolution: int) -> npt.NDArray[np.float64]:
+    """km² of each part's box padded by a res-``resolution`` reach: where the cells near it lie."""
+    return _padded_box_km2(shape.boxes, np.array(reach_m(resolution) / 1000))
+
+
+def _padded_box_km2(boxes: npt.NDArray[np.float64], pad_km: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
     west, south, east, north = boxes.T
     width = (east - west) * KM_PER_DEGREE * np.cos(np.radians((south + north) / 2)) + 2 * pad_km
     height = (north - south) * KM_PER_DEGREE + 2 * pad_km

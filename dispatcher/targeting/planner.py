@@ -25,17 +25,26 @@ import numpy.typing as npt
 
 from dispatcher.errors import InvalidArea
 from dispatcher.targeting.area import Area
-from dispatcher.targeting.cover import BAND_RESOLUTION, AreaCover, area_to_cells, near_cell_count
+from dispatcher.targeting.cover import (
+    BAND_RESOLUTION,
+    MAX_NEAR_PARTS,
+    AreaCover,
+    area_to_cells,
+    direct_cells,
+    near_cell_count,
+)
 from dispatcher.targeting.estimate import (
     COARSEST_BAND_RESOLUTION,
     SECONDS_PER_BAND_CELL,
     SECONDS_PER_CANDIDATE,
     SECONDS_PER_NEAR_CELL,
+    SECONDS_PER_UNCLASSIFIED_CELL,
     Budget,
     Shape,
     band_estimate,
     finest_fitting_band,
     measure,
+    near_box_km2,
 )
 from dispatcher.targeting.stats import LOOKUP_PAD_DEG, STATS_RESOLUTION, CellCounts
 
@@ -47,6 +56,8 @@ SECONDS_PER_QUERY = 0.5e-3
 #: Seconds to open one range scan of the band (an index descent; a band cell is at most one range).
 #: Measured: a district's band at res 10 (115 ranges) cost 1.3 ms more than at res 9 (24 ranges).
 SECONDS_PER_BAND_RANGE = 5e-6
+#: Cells near a small area's boxes per range they make: neighbours' ids run on (measured 4-10 for districts).
+NEAR_CELLS_PER_RANGE = 5.0
 #: A boundary cell is refined only when more residents than this are expected under it: refining
 #: classifies seven children, which costs about as much as testing this many residents.
 STOP_RESIDENTS = 7 * SECONDS_PER_BAND_CELL / SECONDS_PER_CANDIDATE
@@ -83,11 +94,10 @@ class Plan:
 
     def cover(self, area: Area) -> AreaCover:
         """The cells this plan takes whole (``interior``) and tests (``boundary``)."""
-        cover = self.classified(area)
         if self.name == "direct":
-            return AreaCover(interior=[], boundary=[*cover.interior, *cover.boundary],
-                             band_resolution=cover.band_resolution)
-        return cover
+            resolution = self.chosen.band_resolution
+            return AreaCover(interior=[], boundary=direct_cells(area, resolution), band_resolution=resolution)
+        return self.classified(area)
 
     def classified(self, area: Area) -> AreaCover:
         """The cells as the descent classified them (inside the area, or along its edge), before the
@@ -194,6 +204,18 @@ class _Costs:
         # A small area without a density rule is classified in one step from the cells around it.
         near = self.near(finest) if name != "adaptive" else None
         cover_seconds = near * SECONDS_PER_NEAR_CELL if near is not None else cells * SECONDS_PER_BAND_CELL
-        seconds = (cover_seconds + cells * SECONDS_PER_BAND_RANGE + candidates * SECONDS_PER_CANDIDATE
+        ranges = cells
+        if name == "direct" and near is not None:  # the cells near its boxes, unclassified: all they hold
+            cover_seconds = near * SECONDS_PER_UNCLASSIFIED_CELL
+            candidates = self._near_residents(finest, near)
+            ranges = near / NEAR_CELLS_PER_RANGE
+        seconds = (cover_seconds + ranges * SECONDS_PER_BAND_RANGE + candidates * SECONDS_PER_CANDIDATE
                    + interior * SECONDS_PER_INTERIOR_ROW + queries * SECONDS_PER_QUERY)
         return PlanEstimate(name, finest, round(cells), round(candidates), round(interior), seconds)
+
+    def _near_residents(self, resolution: int, near: float) -> float:
+        """Residents under the cells near the parts' boxes (padded by a reach), per part's density; one
+        box for all parts when there are too many (as :func:`dispatcher.targeting.cover.cells_near` does)."""
+        if self.shape.parts > MAX_NEAR_PARTS:
+            return near * float(h3.average_hexagon_area(resolution, unit="km^2")) * float(self.densities.max())
+        return float(near_box_km2(self.shape, resolution) @ self.densities)

@@ -34,7 +34,12 @@ _STATS_EDGE_KM = 1.406  # average edge of a res-7 cell
 _RES_SHIFT = 52
 _DIGIT_BITS = 3
 
-_COUNTS_SQL = "SELECT cell, residents FROM resident_cell_counts WHERE cell = ANY(%s::bigint[]) AND residents > 0"
+_COUNTS_FROM = "FROM resident_cell_counts WHERE cell = ANY(%s::bigint[]) AND residents > 0"
+_COUNTS_SQL = f"SELECT cell, residents {_COUNTS_FROM}"
+#: The same counts as two arrays (cells, residents) in one row, after what the caller puts first in the
+#: select list (``{}``): :mod:`dispatcher.targeting.match` switches JIT off in the same statement.
+COUNTS_ARRAYS_SQL = ("SELECT {}, c.cells, c.residents FROM (SELECT array_agg(cell), array_agg(residents) "
+                     f"{_COUNTS_FROM}) AS c(cells, residents)")
 
 
 def descendant_range(cell: int, resolution: int) -> tuple[int, int]:
