@@ -401,7 +401,10 @@ def footprints(url: str) -> list[Measured]:
         *[(name, geojson) for name, geojson in named.items() if name.startswith(("county", "country", "river"))],
     ]
     tmp = Path(tempfile.mkdtemp(prefix="targeting-footprint-"))
-    env = {**os.environ, "DATABASE_URL": url, "DISPATCHER_HOME": str(tmp)}
+    # A Redis URL, so the CLI starts no embedded Redis of its own (targeting never uses it; one was left
+    # running after each run).
+    env = {**os.environ, "DATABASE_URL": url, "DISPATCHER_HOME": str(tmp),
+           "REDIS_URL": os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0")}
     measured: list[Measured] = []
     for index, (name, geojson) in enumerate(shapes):
         path = tmp / f"area{index}.geojson"
