@@ -64,8 +64,8 @@ class FcmProtocol(asyncio.Protocol):
         self.transport = cast(asyncio.Transport, transport)
 
     def connection_lost(self, exc: Exception | None) -> None:
-        if self._answering is not None and not self._answering.done():
-            self._answering.cancel()  # the client is gone: nothing to answer (what FCM took, it keeps)
+        """Nothing to cancel: FCM goes on with a request it has read whole, whoever still listens (the
+        answer is then not written), so a call its client gave up on is delivered all the same."""
 
     def data_received(self, data: bytes) -> None:
         try:

@@ -4,6 +4,7 @@ what FCM would not take with a clear status, never hanging or crashing the sandb
 from __future__ import annotations
 
 import socket
+import time
 from typing import Any
 
 import httpx
@@ -92,3 +93,17 @@ def test_a_cut_connection_ends_mid_response(sandbox: SandboxServer) -> None:
     assert answer.startswith(b"HTTP/1.1 200 OK\r\n") and b"transfer-encoding: chunked" in answer
     assert not answer.endswith(b"0\r\n\r\n"), "the body never finishes: the client sees the connection die"
     assert len(sandbox.records("fcm")) == 1, "FCM took the message before the connection died"
+
+
+def test_a_call_its_client_gave_up_on_is_delivered_all_the_same(sandbox: SandboxServer) -> None:
+    """FCM goes on with a request it has read whole: the engine's 'unconfirmed' rows count on it."""
+    sandbox.faults.update("fcm", latency_ms=300)
+    token = sandbox.app.tokens.issue()
+    raw = (f"POST /v1/projects/p/messages:send HTTP/1.1\r\nHost: fcm\r\nAuthorization: Bearer {token}\r\n"
+           f"Content-Length: {len(MESSAGE)}\r\n\r\n").encode() + MESSAGE
+    with socket.create_connection(("127.0.0.1", sandbox.fcm_port), timeout=5) as sock:
+        sock.sendall(raw)  # and hang up at once, long before the answer
+    deadline = time.monotonic() + 5
+    while not sandbox.records("fcm") and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert [r["token"] for r in sandbox.records("fcm")] == ["tok-listener-1"]
