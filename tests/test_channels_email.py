@@ -141,9 +141,10 @@ def test_rate_limited_batch_waits_until_the_providers_reset(channel: EmailChanne
 
 def test_after_a_rate_limit_no_further_call_of_the_batch_starts(sendgrid: SandboxServer) -> None:
     """Calls waiting for a thread when SendGrid says 429 are not made: their residents go back too."""
-    sendgrid.faults.update("sendgrid", burst_count=1, burst_status=429, retry_after=4, latency_ms=200)
-    email._call_threads().shutdown()  # a pool of one thread: the batch's calls after the first wait in line
-    email._calls = ThreadPoolExecutor(max_workers=1)
+    sendgrid.faults.update("sendgrid", burst_count=1, burst_status=429, retry_after=4, latency_ms=100)
+    email._call_threads().shutdown()
+    email._calls = ThreadPoolExecutor(max_workers=1)  # one call thread, busy for a second: the batch's
+    email._calls.submit(time.sleep, 1.0)              # other calls wait in line behind the first
     try:
         zones = ["UTC", "Europe/Berlin", "Asia/Tokyo", "America/Denver"]
         recipients = dict(mailbox(i, f"z{i}@example.org", zone, False) for i, zone in enumerate(zones))
@@ -152,8 +153,9 @@ def test_after_a_rate_limit_no_further_call_of_the_batch_starts(sendgrid: Sandbo
         email._calls.shutdown()
         email._calls = None
     assert result.quota_exceeded and result.problems == {"429": 1}
-    assert result.calls == 2, "the call in the calling thread and the one on the pool's thread, nothing after the 429"
-    assert len(result.retry) == 3 and result.accepted == 1
+    assert result.calls == 1, "the first call was refused; the three waiting for a thread were never made"
+    assert sorted(result.retry) == sorted(recipients) and result.accepted == 0
+    assert sendgrid.records("sendgrid") == []
 
 
 def test_a_batch_sends_its_calls_side_by_side(channel: EmailChannel, sendgrid: SandboxServer) -> None:
