@@ -392,8 +392,7 @@ class EmailChannel:
                     result.quota_exceeded = True
                     result.retry.extend(ids)
                     reset = _reset_in_seconds(error)
-                    result.retry_after = max(result.retry_after or 0.0,
-                                             QUOTA_DEFAULT_WAIT_SECONDS if reset is None else reset)
+                    result.retry_after = QUOTA_DEFAULT_WAIT_SECONDS if reset is None else reset
                     return result
                 if error.status < 500:
                     reason = rejection_reason(error)
@@ -413,5 +412,5 @@ class EmailChannel:
                 result.inline_retries += 1
                 time.sleep(INLINE_BACKOFF_SECONDS * (0.5 + random.random() / 2))
         result.retry.extend(ids)
-        result.retry_after = max(result.retry_after or 0.0, TEMPORARY_DEFAULT_WAIT_SECONDS)
+        result.retry_after = TEMPORARY_DEFAULT_WAIT_SECONDS
         return result

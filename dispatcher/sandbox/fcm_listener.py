@@ -31,9 +31,17 @@ _PREFIX = b"/v1/projects/"
 _SUFFIX = b"/messages:send"
 #: Largest request accepted (FCM's own limit is a 4 KB message; a bigger body is refused, not buffered).
 MAX_BODY_BYTES = 1 << 20
-_NOT_FOUND = json_response(404, {"error": {"code": 404, "message": "Not Found", "status": "NOT_FOUND"}})
-_TOO_LARGE = json_response(413, {"error": {"code": 413, "message": "Request Entity Too Large",
-                                           "status": "INVALID_ARGUMENT"}})
+
+
+def _google_error(status: int, rpc_status: str) -> Response:
+    """Google's error body for a request the endpoint does not serve (no FCM error code in it)."""
+    return json_response(status, {"error": {"code": status, "message": HTTPStatus(status).phrase,
+                                            "status": rpc_status}})
+
+
+_NOT_FOUND = _google_error(404, "NOT_FOUND")
+_TOO_LARGE = _google_error(413, "INVALID_ARGUMENT")
+_MALFORMED = _google_error(400, "INVALID_ARGUMENT")
 
 
 def _head(response: Response, length: bytes | None) -> bytes:
@@ -43,6 +51,11 @@ def _head(response: Response, length: bytes | None) -> bytes:
     lines.extend(b"%s: %s\r\n" % (name, value) for name, value in response.headers)
     lines.append(b"transfer-encoding: chunked\r\n" if length is None else b"content-length: %s\r\n" % length)
     return b"".join(lines) + b"\r\n"
+
+
+def _whole(response: Response) -> bytes:
+    """The response as written on the wire, its length announced."""
+    return _head(response, str(len(response.body)).encode()) + response.body
 
 
 class FcmProtocol(asyncio.Protocol):
@@ -70,10 +83,8 @@ class FcmProtocol(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         try:
             self.parser.feed_data(data)
-        except httptools.HttpParserUpgrade:
-            self._refuse(400)
-        except httptools.HttpParserError:
-            self._refuse(400)
+        except (httptools.HttpParserError, httptools.HttpParserUpgrade):  # FCM upgrades to nothing
+            self._refuse()
 
     # -- httptools callbacks -----------------------------------------------------------------------
     def on_message_begin(self) -> None:
@@ -94,7 +105,7 @@ class FcmProtocol(asyncio.Protocol):
     def on_message_complete(self) -> None:
         assert self.transport is not None
         if self._answering is not None and not self._answering.done():
-            self._refuse(400)  # a pipelined request: FCM's clients send one at a time
+            self._refuse()  # a pipelined request: FCM's clients send one at a time
             return
         self.transport.pause_reading()  # one request at a time, as HTTP/1.1 clients without pipelining send
         keep_alive = self.parser.should_keep_alive()
@@ -121,17 +132,16 @@ class FcmProtocol(asyncio.Protocol):
             transport.write(_head(response, None) + (b"%x\r\n%s\r\n" % (len(half), half) if half else b""))
             transport.close()
             return
-        transport.write(_head(response, str(len(response.body)).encode()) + response.body)
+        transport.write(_whole(response))
         if keep_alive:
             transport.resume_reading()
         else:
             transport.close()
 
-    def _refuse(self, status: int) -> None:
+    def _refuse(self) -> None:
+        """A request that is not HTTP as FCM takes it: a 400, and the connection closed."""
         transport = self.transport
         if transport is not None and not transport.is_closing():
-            response = json_response(status, {"error": {"code": status, "message": HTTPStatus(status).phrase,
-                                                        "status": "INVALID_ARGUMENT"}})
             with contextlib.suppress(Exception):
-                transport.write(_head(response, str(len(response.body)).encode()) + response.body)
+                transport.write(_whole(_MALFORMED))
             transport.close()

@@ -175,18 +175,17 @@ class SandboxServer:
         self.stop()
 
     # -- where things are --------------------------------------------------------------------------
+    def _url(self, port: int) -> str:
+        return f"{'https' if self.ssl_certfile else 'http'}://{_address(self.host, port)}"
+
     @property
     def base_url(self) -> str:
-        host = f"[{self.host}]" if ":" in self.host else self.host
-        scheme = "https" if self.ssl_certfile else "http"
-        return f"{scheme}://{host}:{self.port}"
+        return self._url(self.port)
 
     @property
     def fcm_url(self) -> str:
         """Base URL of the FCM v1 API (``Settings.fcm_endpoint``): FCM's own listener (:mod:`.fcm_listener`)."""
-        host = f"[{self.host}]" if ":" in self.host else self.host
-        scheme = "https" if self.ssl_certfile else "http"
-        return f"{scheme}://{host}:{self.fcm_port}"
+        return self._url(self.fcm_port)
 
     @property
     def sendgrid_url(self) -> str:
